@@ -1,0 +1,213 @@
+"""Driver scale: thousands of trivial trials through `raynas run`: trials per second and the
+driver's memory over time.
+
+The trainable reports one epoch and returns, so the figure is raynas's and Ray Tune's
+per-trial cost (actor reuse, result handling, the journal, experiment snapshots). The
+command runs as a subprocess; this script samples the driver's resident memory (RSS, from
+/proc) and the number of finished trials (from the journal,
+``trials.json``) every ``--interval`` seconds.
+
+Reported: trials per second over the whole run (command to exit) and in the steady state
+(from 10% to 100% of the trials finished), the driver's peak RSS, and its growth after
+warm-up: the RSS at 25% of the trials against the peak, and the slope of a line fitted to
+the samples after 25% (MiB per 1,000 trials). Flat memory means a slope near 0.
+
+Examples:
+    python benchmarks/scale.py                      # 2,000 trials
+    python benchmarks/scale.py --trials 200 --json  # a quick run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import machine, ray_tmpdir, table  # noqa: E402
+
+TARGET_TPS = 20.0
+
+TRAINABLE = '''\
+from ray import tune
+
+
+def train(config):
+    """A trivial trial: one epoch, one score."""
+    tune.report({"epoch": 1, "score": config["x"] * (1.0 - config["x"])})
+'''
+
+
+def experiment(trials: int, concurrent: int, cpus_per_trial: float) -> dict:
+    return {
+        "name": "scale",
+        "trainable": "scale_trainable:train",
+        "metrics": ["score"],
+        "space": {"x": {"float": [0.0, 1.0]}},
+        "search": {"searcher": "random", "num_trials": trials, "max_concurrent": concurrent, "seed": 0},
+        "scheduler": {"name": "fifo"},
+        "objective": {"metric": "score", "mode": "max"},
+        "max_epochs": 1,
+        "resources": {"cpus_per_trial": cpus_per_trial, "gpus_per_trial": 0},
+    }
+
+
+def _finished(journal: str) -> int:
+    try:
+        with open(journal, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return -1
+    records = data.get("trials", data) if isinstance(data, dict) else data
+    if isinstance(records, dict):
+        records = list(records.values())
+    done = ("completed", "stopped", "failed", "rejected", "error")
+    return sum(1 for r in records if isinstance(r, dict) and r.get("status") in done)
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of a process in MiB (Linux /proc; psutil elsewhere), None once it is gone."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        return None
+    except FileNotFoundError:
+        if not os.path.isdir("/proc"):
+            import psutil
+
+            try:
+                return psutil.Process(pid).memory_info().rss / 2**20
+            except psutil.Error:
+                return None
+        return None
+    except OSError:
+        return None
+
+
+def _slope(points: list[tuple[float, float]]) -> float:
+    """Least-squares slope of y on x."""
+    n = len(points)
+    if n < 2:
+        return 0.0
+    mx = sum(x for x, _ in points) / n
+    my = sum(y for _, y in points) / n
+    sxx = sum((x - mx) ** 2 for x, _ in points)
+    return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
+
+
+def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, timeout: float) -> dict:
+    import yaml
+
+    with tempfile.TemporaryDirectory(prefix="raynas-scale-") as tmp, ray_tmpdir() as rt:
+        with open(os.path.join(tmp, "scale_trainable.py"), "w") as f:
+            f.write(TRAINABLE)
+        path = os.path.join(tmp, "scale.yaml")
+        with open(path, "w") as f:
+            yaml.safe_dump(experiment(trials, concurrent, cpus_per_trial), f, sort_keys=False)
+        storage = os.path.join(tmp, "results")
+        journal = os.path.join(storage, "scale", "trials.json")
+        cmd = [sys.executable, "-m", "raynas", "run", path, "--storage-path", storage, "--quiet",
+               "--num-cpus", str(os.cpu_count() or 2)]
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=dict(os.environ, RAY_TMPDIR=rt))
+        samples = []  # (seconds, rss MiB, finished trials)
+        while proc.poll() is None:
+            now = time.perf_counter() - t0
+            if now > timeout:
+                proc.kill()
+                raise RuntimeError(f"raynas run took over {timeout} s")
+            rss = rss_mib(proc.pid)
+            if rss is None:
+                break
+            samples.append((round(now, 2), round(rss, 1), _finished(journal)))
+            time.sleep(interval)
+        out, err = proc.communicate()
+        wall = time.perf_counter() - t0
+        if proc.returncode != 0:
+            raise RuntimeError(f"raynas run exited {proc.returncode}\n{out[-3000:]}\n{err[-3000:]}")
+        done = _finished(journal)
+    samples = [s for s in samples if s[2] >= 0] or samples
+
+    def when(fraction: float) -> float | None:
+        return next((t for t, _, d in samples if d >= fraction * trials), None)
+
+    t10, t25 = when(0.10), when(0.25)
+    steady = None
+    if t10 is not None and samples:
+        last_t, _, last_d = samples[-1]
+        d10 = next(d for t, _, d in samples if t == t10)
+        steady = (last_d - d10) / (last_t - t10) if last_t > t10 and last_d > d10 else None
+    peak = max((r for _, r, _ in samples), default=float("nan"))
+    after = [(d, r) for t, r, d in samples if t25 is not None and t >= t25]
+    rss25 = after[0][1] if after else float("nan")
+    return {
+        "trials": trials,
+        "finished": done,
+        "concurrent": concurrent,
+        "cpus_per_trial": cpus_per_trial,
+        "wall_s": wall,
+        "trials_per_s": done / wall,
+        "steady_trials_per_s": steady,
+        "first_finished_s": when(1 / trials) if trials else None,
+        "peak_rss_mib": peak,
+        "rss_at_25pct_mib": rss25,
+        "growth_after_25pct_mib": peak - rss25 if after else None,
+        "slope_mib_per_1000_trials": _slope(after) * 1000 if len(after) > 1 else None,
+        "samples": samples,
+    }
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter,
+                                epilog=__doc__.split("Examples:")[1])
+    p.add_argument("--trials", type=int, default=2000)
+    p.add_argument("--concurrent", type=int, default=4, help="max_concurrent trials (default 4)")
+    p.add_argument("--cpus-per-trial", type=float, default=0.5, help="resources.cpus_per_trial (default 0.5)")
+    p.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
+    p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--json", action="store_true")
+    args = p.parse_args(argv)
+    report = {"benchmark": "scale", "machine": machine(), "target_trials_per_s": TARGET_TPS}
+    report.update(run(args.trials, args.concurrent, args.cpus_per_trial, args.interval, args.timeout))
+    report["load_after"] = machine()["load"]
+    if args.json:
+        print(json.dumps(report))
+        return 0
+    m = report["machine"]
+    print(f"driver scale · {m['cpus']} CPUs · load before {m['load']} after {report['load_after']} · "
+          f"{args.trials} trivial trials, {args.concurrent} at once, {args.cpus_per_trial:g} CPU each")
+
+    def f(v, spec=".1f"):
+        return "-" if v is None else format(v, spec)
+
+    table(["measure", "value"], [
+        ["trials finished", report["finished"]],
+        ["wall s (command to exit)", f(report["wall_s"])],
+        ["trials/s overall", f(report["trials_per_s"], ".2f")],
+        [f"trials/s steady (10%-100%; target >= {TARGET_TPS:g})", f(report["steady_trials_per_s"], ".2f")],
+        ["driver peak RSS MiB", f(report["peak_rss_mib"])],
+        ["driver RSS at 25% MiB", f(report["rss_at_25pct_mib"])],
+        ["growth after 25% MiB", f(report["growth_after_25pct_mib"])],
+        ["slope after 25% MiB/1000 trials", f(report["slope_mib_per_1000_trials"])],
+    ])
+    # The memory curve, at tenths of the trials.
+    print()
+    rows = []
+    for tenth in range(1, 11):
+        s = next((s for s in report["samples"] if s[2] >= tenth * args.trials / 10), None)
+        if s:
+            rows.append([f"{tenth * 10}%", s[2], f"{s[0]:.1f}", f"{s[1]:.1f}"])
+    table(["trials done", "n", "s", "driver RSS MiB"], rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""Text renderings of a leaderboard and of a Pareto front: a terminal table, CSV and JSON."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from raynas.analysis.results import ExperimentResults, ParetoResult, TrialResult, dumps
+from raynas.progress import fmt_metric
+from raynas.spaces import flatten
+
+
+def varying_keys(trials: list[TrialResult], limit: int = 6) -> list[str]:
+    """Flat config keys whose value differs between trials (the ones worth a column)."""
+    flats = [flatten(t.config) for t in trials]
+    keys: list[str] = []
+    for flat in flats:
+        for k in flat:
+            if k not in keys:
+                keys.append(k)
+    varying = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
+    # Long repeated-block keys (arch.stages.3.kernel) are summarised by their list length.
+    short = [k for k in varying if not any(part.isdigit() for part in k.split("."))]
+    return short[:limit]
+
+
+def table(results: ExperimentResults, top: int | None = None) -> str:
+    board = results.leaderboard(top)
+    if not board:
+        return f"{results.name}: no trials yet"
+    cols = varying_keys(board)
+    header = ["rank", "#", "trial", "status", "epochs", f"best {results.metric}", "params", "flops", "latency_ms", "searcher"] + [
+        k.split(".", 1)[-1] for k in cols
+    ]
+    orders = {t.trial_id: t.order for t in results.trials}
+    rows = []
+    for t in board:
+        flat = flatten(t.config)
+        rows.append(
+            [
+                str(t.rank),
+                str(t.order or "-"),
+                t.trial_id,
+                status_text(t),
+                str(t.epochs),
+                fmt_metric(t.best),
+                fmt_metric(t.params) if t.params is not None else "-",
+                _si(t.flops),
+                f"{t.latency_ms:.3f}" if isinstance(t.latency_ms, (int, float)) else "-",
+                origin_text(t.origin, orders),
+            ]
+            + [_cell(flat.get(k)) for k in cols]
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    numeric = {0, 1, 4, 5, 6, 7, 8}
+    fmt_row = lambda r: "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    total = len(results.leaderboard())
+    title = f"{results.name}: {total} trial{'s' if total != 1 else ''}, ranked by best {results.metric} ({results.mode})"
+    lines = [title, fmt_row(header)] + [fmt_row(r) for r in rows]
+    failed = [t for t in board if t.error and t.status.value in ("failed", "rejected", "error")]
+    for t in failed[:5]:
+        lines.append(f"  #{t.order} {t.trial_id} {t.status.value}: {t.error}")
+    return "\n".join(lines)
+
+
+def status_text(trial: TrialResult) -> str:
+    """``stopped at 3 (rung 2)`` for a trial the scheduler stopped, else the status."""
+    if trial.stopped_at:
+        rung = f" (rung {trial.stopped_at['rung']})" if "rung" in trial.stopped_at else ""
+        return f"stopped at {trial.stopped_at['epoch']}{rung}"
+    return trial.status.value
+
+
+def origin_text(origin: dict, orders: dict) -> str:
+    """Which searcher produced a trial, and how: ``evolution: mutation of #12``."""
+    if not origin:
+        return "-"
+    searcher, how = origin.get("searcher", "?"), origin.get("how", "")
+    text = searcher if how in ("", "sample") else f"{searcher}: {how}" if searcher not in how else how
+    if origin.get("parent"):
+        text += f" of #{orders.get(origin['parent'], origin['parent'])}"
+    for event in origin.get("exploits", []):
+        text += f"; pbt: took #{orders.get(event['from'], event['from'])} at epoch {event['epoch']}"
+    return text
+
+
+def csv(results: ExperimentResults, top: int | None = None) -> str:
+    return results.to_frame(top).to_csv(index=False)
+
+
+def json_list(results: ExperimentResults, top: int | None = None) -> str:
+    return dumps([t.to_json() for t in results.leaderboard(top)])
+
+
+def _si(value: Any) -> str:
+    if not isinstance(value, (int, float)):
+        return "-"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if abs(value) >= scale:
+            return f"{value / scale:.2f}{unit}"
+    return str(int(value))
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, list):
+        return f"[{len(value)}]"
+    return str(value)
+
+
+def pareto_table(results: ExperimentResults, front: ParetoResult, top: int | None = None) -> str:
+    """The front's trials, best on the first objective first, and how its hypervolume was taken."""
+    objectives = ", ".join(f"{m} ({mode})" for m, mode in zip(front.metrics, front.modes))
+    if not front.scored:
+        return f"{results.name}: no trial has a value for every objective ({objectives}) yet"
+    shown = front.front[:top] if top else front.front
+    # Config columns that vary over the whole experiment, so a one-trial front still shows them.
+    cols = varying_keys(results.trials)
+    header = ["rank", "#", "trial", "status", "epoch"] + front.metrics + [k.split(".", 1)[-1] for k in cols]
+    rows = []
+    for f in shown:
+        flat = flatten(f.trial.config)
+        rows.append(
+            [str(f.rank), str(f.trial.order or "-"), f.trial.trial_id, f.trial.status.value, str(f.epoch or "-")]
+            + [_objective_cell(m, f.objectives[m]) for m in front.metrics]
+            + [_cell(flat.get(k)) for k in cols]
+        )
+    widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
+    numeric = set(range(len(front.metrics) + 5)) - {2, 3}
+    fmt_row = lambda r: "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    size = len(front.front)
+    title = f"{results.name}: Pareto front of {objectives}: {size} of {front.scored} scored trial{'s' if front.scored != 1 else ''}"
+    if front.unscored:
+        title += f" ({front.unscored} more not scored: failed, errored, or missing an objective)"
+    lines = [title, fmt_row(header)] + [fmt_row(r) for r in rows]
+    if top and size > top:
+        lines.append(f"  ... {size - top} more on the front")
+    lines.append(_hypervolume_line(front))
+    return "\n".join(lines)
+
+
+def _hypervolume_line(front: ParetoResult) -> str:
+    ref = ", ".join(f"{m} {v:.6g}" for m, v in zip(front.metrics, front.reference or []))
+    line = (
+        f"hypervolume {front.hypervolume:.4f}: objectives scaled to 0 (best) .. 1 (worst) "
+        f"over the {front.scored} scored trials; "
+    )
+    if front.reference_given:
+        scaled = ", ".join(f"{v:.4g}" for v in front.reference_normalised or [])
+        return line + f"given reference {ref} (scaled: {scaled}); in the metrics' own units {front.hypervolume_raw:.6g}"
+    return line + f"reference {front.reference_normalised[0]:g} on each ({ref})"
+
+
+def pareto_csv(results: ExperimentResults, front: ParetoResult, top: int | None = None) -> str:
+    """One row per front trial: rank, trial, its objectives, then its flattened config."""
+    import pandas as pd
+
+    rows = []
+    for f in front.front[:top] if top else front.front:
+        row = {"rank": f.rank, "order": f.trial.order, "trial_id": f.trial.trial_id, "status": f.trial.status.value, "epoch": f.epoch}
+        row.update(f.objectives)
+        row.update({f"config.{k}": v for k, v in flatten(f.trial.config).items()})
+        rows.append(row)
+    columns = ["rank", "order", "trial_id", "status", "epoch", *front.metrics]
+    return pd.DataFrame(rows, columns=None if rows else columns).to_csv(index=False)
+
+
+def pareto_json(results: ExperimentResults, front: ParetoResult, top: int | None = None) -> str:
+    """The whole :class:`ParetoResult` (``--top`` shortens only the list of trials)."""
+    out = front.to_json()
+    if top:
+        out["front"] = out["front"][:top]
+    return dumps(out)
+
+
+def _objective_cell(metric: str, value: Any) -> str:
+    if metric == "flops":
+        return _si(value)
+    return fmt_metric(value)

@@ -1,0 +1,262 @@
+"""``raynas run | resume | validate | analyze``.
+
+Exit codes: 0 success, 1 an unexpected error, 2 bad input (nothing started, nothing
+changed), 130 interrupted (resume it with ``raynas resume DIR``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from raynas import __version__
+from raynas.errors import ConfigError
+
+EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="raynas",
+        description="Neural architecture search from one YAML file, on Ray Tune.",
+    )
+    p.add_argument("--version", action="version", version=f"raynas {__version__}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def cluster_args(sp):
+        sp.add_argument("--address", help="join this Ray cluster (host:port or 'auto'); default: start a local Ray")
+        sp.add_argument("--dashboard", action="store_true", help="also start Ray's dashboard on 127.0.0.1 (needs raynas[dashboard])")
+        sp.add_argument("--quiet", action="store_true", help="no trial table")
+        sp.add_argument("--verbose", action="store_true", help="show Ray's and the workers' logs")
+        sp.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+
+    run = sub.add_parser("run", help="run an experiment file", description="Run a NAS experiment described in FILE.")
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--name", help="experiment name (default: the file's `name`)")
+    run.add_argument("--storage-path", help="parent folder of results (default: ./raynas_results)")
+    run.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a value of the file (YAML value), e.g. --set search.num_trials=8")
+    cluster_args(run)
+
+    res = sub.add_parser("resume", help="continue an interrupted experiment", description="Continue the experiment in DIR.")
+    res.add_argument("dir", metavar="DIR")
+    cluster_args(res)
+
+    val = sub.add_parser("validate", help="check an experiment file without starting Ray")
+    val.add_argument("file", metavar="FILE")
+    val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
+
+    ana = sub.add_parser("analyze", help="rank the trials of an experiment folder, or show its Pareto front (no Ray needed)")
+    ana.add_argument("dir", metavar="DIR")
+    ana.add_argument("--top", type=int, default=None, help="show the N best trials")
+    ana.add_argument("--format", choices=("table", "csv", "json"), default="table")
+    ana.add_argument("--all", action="store_true", help="include trials lost to a crash (superseded on resume)")
+    ana.add_argument("--pareto", action="store_true",
+                     help="the Pareto front of the experiment's objectives (objective.metric a list) and its hypervolume")
+    ana.add_argument("--objectives", metavar="METRIC:MODE,...",
+                     help="with --pareto: these metrics instead of the experiment's objectives, e.g. val_acc:max,params:min")
+    ana.add_argument("--reference", metavar="VALUE,...",
+                     help="with --pareto: hypervolume reference point, one value per objective in its own units "
+                          "(default: 10%% beyond the worst scored trial on each; a negative first value: --reference=-1,5)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"run": _run, "resume": _resume, "validate": _validate, "analyze": _analyze}[args.command](args)
+    except ConfigError as err:
+        print(f"raynas: error: {err}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("\nraynas: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # `raynas analyze DIR | head`: the reader left; stop quietly, as other CLI tools do.
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
+
+
+def _options(args):
+    from raynas.runner import RunOptions
+
+    return RunOptions(
+        name=getattr(args, "name", None),
+        storage_path=getattr(args, "storage_path", None),
+        address=args.address,
+        dashboard=args.dashboard,
+        progress=not args.quiet,
+        verbose=args.verbose,
+        num_cpus=args.num_cpus,
+    )
+
+
+def _check_dashboard(args) -> None:
+    if not args.dashboard:
+        return
+    # The dashboard's server needs ray[default]'s packages; fail before anything starts.
+    try:
+        from ray._private.utils import get_dashboard_dependency_error
+
+        error = get_dashboard_dependency_error()
+    except ImportError:  # that helper moved: check the packages it checks
+        import importlib.util
+
+        missing = [m for m in ("aiohttp", "aiohttp_cors", "prometheus_client") if importlib.util.find_spec(m) is None]
+        error = ImportError(", ".join(missing)) if missing else None
+    if error is not None:
+        raise ConfigError(
+            "--dashboard",
+            f"Ray's dashboard needs packages that are not installed ({error}); "
+            "install them with: pip install 'raynas[dashboard]'",
+        )
+
+
+def _finish(exp_dir) -> int:
+    """Prints the best trials; an unfinished search (Ctrl-C: Tune stops gracefully and
+    returns) exits 130 with the command that continues it."""
+    from raynas.analysis import load_results
+    from raynas.analysis.render import table
+    from raynas.experiment import read_meta
+
+    results = load_results(exp_dir)
+    print()
+    print(table(results, top=5))
+    print(f"\nResults: {exp_dir}\nRank them: raynas analyze {exp_dir}")
+    if read_meta(exp_dir).get("status") != "finished":
+        print(f"raynas: the search stopped before its end; continue it with: raynas resume {exp_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _run(args) -> int:
+    from raynas.config import load_spec
+    from raynas.runner import experiment_dir, run
+
+    spec = load_spec(args.file, args.overrides)
+    _check_dashboard(args)
+    opts = _options(args)
+    exp_dir = experiment_dir(spec, opts)
+    try:
+        run(spec, opts, overrides=args.overrides)
+    except KeyboardInterrupt:
+        print(f"\nraynas: interrupted; continue with: raynas resume {exp_dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _finish(exp_dir)
+
+
+def _resume(args) -> int:
+    from raynas.runner import resume
+
+    _check_dashboard(args)
+    try:
+        exp_dir = resume(args.dir, _options(args))
+    except KeyboardInterrupt:
+        print(f"\nraynas: interrupted; continue with: raynas resume {args.dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return _finish(exp_dir)
+
+
+def _budgets(constraints) -> str:
+    named = (("params", constraints.max_params), ("flops", constraints.max_flops), ("latency_ms", constraints.max_latency_ms))
+    return ", ".join(f"{name} <= {limit:,}" for name, limit in named if limit is not None)
+
+
+def _validate(args) -> int:
+    from raynas.config import load_spec
+
+    spec = load_spec(args.file, args.overrides)
+    data = spec.data.source if spec.data else "none"
+    what = f"trainable {spec.trainable}" if spec.trainable else f"model {spec.model}"
+    sched = spec.scheduler.name + "".join(f" {k}={v}" for k, v in spec.scheduler.options.items())
+    print(f"{args.file}: ok")
+    print(f"  name:       {spec.name}")
+    print(f"  {what.split()[0] + ':':<11} {what.split()[1]}   data: {data}")
+    print(f"  space:      {spec.space.describe_size()}")
+    print(f"  search:     {spec.search.searcher}, {spec.num_trials} trials, max_epochs {spec.max_epochs}")
+    print(f"  scheduler:  {sched}")
+    objectives = ", ".join(f"{m.value} {name}" for name, m in zip(spec.objective.metrics, spec.objective.modes))
+    print(f"  objective:  {objectives}" + ("" if not spec.constraints else f"   constraints: {_budgets(spec.constraints)}"))
+    print(f"  resources:  {spec.resources.cpus_per_trial:g} CPU, {spec.resources.gpus_per_trial:g} GPU per trial")
+    return EXIT_OK
+
+
+def _analyze(args) -> int:
+    from raynas.analysis import load_results
+    from raynas.analysis import render
+
+    if args.top is not None and args.top < 1:
+        raise ConfigError("--top", f"must be >= 1, got {args.top}")
+    results = load_results(args.dir)
+    if not args.all:
+        from raynas.experiment import Status
+
+        results.trials = [t for t in results.trials if t.status is not Status.LOST]
+    if args.pareto:
+        out = _pareto(args, results)
+    else:
+        for flag in ("objectives", "reference"):
+            if getattr(args, flag) is not None:
+                raise ConfigError(f"--{flag}", "applies to a Pareto front only; add --pareto")
+        out = {"table": render.table, "csv": render.csv, "json": render.json_list}[args.format](results, args.top)
+    print(out if out.endswith("\n") else out + "\n", end="")
+    return EXIT_OK
+
+
+def _pareto(args, results) -> str:
+    from raynas.analysis import render
+
+    metrics = modes = None
+    if args.objectives is not None:
+        metrics, modes = _parse_objectives(args.objectives)
+    elif len(results.metrics) < 2:
+        raise ConfigError(
+            "--pareto",
+            f"{results.name} has one objective ({results.metric}); a Pareto front needs two or more: "
+            "give objective.metric a list in the experiment file, e.g. objective: {metric: [val_acc, params], mode: [max, min]}, "
+            "or pick metrics with --objectives val_acc:max,params:min",
+        )
+    reference = None
+    if args.reference is not None:
+        reference = []
+        for part in args.reference.split(","):
+            try:
+                reference.append(float(part))
+            except ValueError:
+                raise ConfigError("--reference", f"expected numbers separated by commas, got {part.strip()!r} in {args.reference!r}") from None
+    try:
+        front = results.pareto(metrics, modes, reference=reference, include_lost=args.all)
+    except ConfigError as err:
+        # Name the flag the bad value came from (a metric no trial reported, a short reference).
+        flag = {"metrics": "--objectives", "reference": "--reference"}.get(err.path)
+        if flag is None:
+            raise
+        raise ConfigError(flag, err.message) from None
+    render_front = {"table": render.pareto_table, "csv": render.pareto_csv, "json": render.pareto_json}[args.format]
+    return render_front(results, front, args.top)
+
+
+def _parse_objectives(text: str) -> tuple[list[str], list[str]]:
+    """``val_acc:max,params:min`` -> ``(["val_acc", "params"], ["max", "min"])``."""
+    metrics, modes = [], []
+    for part in text.split(","):
+        metric, sep, mode = part.strip().partition(":")
+        metric, mode = metric.strip(), mode.strip()
+        if not metric or not sep:
+            raise ConfigError("--objectives", f"expected METRIC:MODE pairs separated by commas (val_acc:max,params:min), got {part.strip()!r}")
+        if mode not in ("max", "min"):
+            raise ConfigError("--objectives", f"{metric}: mode must be 'max' or 'min', got {mode!r}")
+        if metric in metrics:
+            raise ConfigError("--objectives", f"{metric!r} is listed twice; list each metric once")
+        metrics.append(metric)
+        modes.append(mode)
+    if len(metrics) < 2:
+        raise ConfigError("--objectives", f"a Pareto front needs two or more objectives, got {text!r}")
+    return metrics, modes
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,401 @@
+"""Exact resume: snapshots on trial events, a consistent copy of Tune's state, safe pruning.
+
+Together with the per-trial result log that the journal writes straight into the results
+folder (:mod:`raynas.callbacks`) and the trainable's choice of checkpoint (the newest one
+whose epoch is logged), this makes ``raynas resume`` after a SIGKILL finish every trial
+once, with every epoch reported once.
+
+**Snapshots.** Ray Tune writes its experiment state (the trials, their statuses, the searcher) at most every
+10 seconds, or after a number of checkpoints. A driver killed between two snapshots comes back
+without the trials created or finished since the last one: finished trials run again and
+new ones are lost. :class:`DurableScheduler` wraps the configured scheduler and asks the
+controller for a snapshot at the end of every step in which a trial was added, finished,
+failed or removed: a handful of small writes per trial, instead of one per result.
+
+Schedulers are the one place Tune hands its controller to (``on_trial_add`` gets a restricted
+wrapper, the others the controller itself), which is why this lives here and not in a callback.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import glob
+import json
+import logging
+import os
+import shutil
+from typing import Any, Optional
+
+from ray.tune.schedulers import TrialScheduler
+
+from raynas.experiment import checkpoint_dirs
+
+log = logging.getLogger(__name__)
+
+
+def _checkpoint_manager(controller: Any) -> Any:
+    controller = getattr(controller, "_tune_controller", controller)
+    manager = getattr(controller, "_checkpoint_manager", None)
+    if manager is None or not hasattr(manager, "_should_force_sync_up"):
+        if not getattr(request_snapshot, "_warned", False):
+            request_snapshot._warned = True  # type: ignore[attr-defined]
+            log.warning("this Ray version hides the experiment snapshot hook; resume may repeat recent work")
+        return None
+    return manager
+
+
+def request_snapshot(controller: Any) -> bool:
+    """Marks the experiment state to be written at the end of the current controller step.
+
+    Returns:
+        False if this Ray version does not expose the hook (resume is then only as exact as
+        Tune's periodic snapshots).
+    """
+    manager = _checkpoint_manager(controller)
+    if manager is None:
+        return False
+    manager._should_force_sync_up = True
+    return True
+
+
+class SnapshotPacer:
+    """Asks for a snapshot on every trial event, but spends at most ``share`` of the driver's
+    time on them.
+
+    A snapshot serialises every trial (and the searcher), so its cost grows with the number of
+    trials, and one per trial event makes a long search quadratic: at 150 trivial trials half
+    of the driver's time went into snapshots. While snapshots are cheap (small experiments,
+    the ones whose trials take seconds) every event still gets its own; once a snapshot takes
+    ``t`` seconds, the next one waits until ``t * (1/share - 1)`` seconds have passed since it,
+    and the events in between share it. A postponed request is not dropped: :meth:`poll`
+    (called by the journal after every controller step) issues it when its time comes.
+    Resume stays exact for every event a snapshot covers; one in the short window since the
+    last snapshot is handled as Tune's periodic snapshots are (see :mod:`raynas.durable`).
+    """
+
+    def __init__(self, share: float = 0.2):
+        self.share = share
+        self.pending = False
+        self._controller: Any = None
+        self._forced_at: float | None = None
+        self.cost = 0.0  # seconds, of the last forced snapshot (an upper bound: its whole step)
+
+    def request(self, controller: Any) -> bool:
+        self._controller = controller
+        self.pending = True
+        return self.poll()
+
+    def ready(self) -> bool:
+        """Whether a journal write that must not run ahead of the snapshots can go now.
+
+        True when a snapshot will cover it (one is forced now, or one is already due at the
+        end of this controller step) or none can be asked for yet; False while snapshots
+        are postponed (the write then waits for the next snapshot, see
+        :class:`raynas.callbacks.JournalFlush`).
+        """
+        if self._controller is None:
+            return True
+        self.pending = True
+        return self.poll()
+
+    def poll(self) -> bool:
+        """Forces the pending snapshot if its time has come; True if one is forced."""
+        if not self.pending or self._controller is None:
+            return False
+        manager = _checkpoint_manager(self._controller)
+        if manager is None:
+            self.pending = False
+            return False
+        import time
+
+        last = getattr(manager, "_last_save_time", 0.0) or 0.0
+        if self._forced_at is not None and last >= self._forced_at:
+            self.cost = last - self._forced_at
+            self._forced_at = None
+        now = time.monotonic()
+        wait = self.cost * (1.0 / self.share - 1.0)
+        if self._forced_at is None and now - last < wait:
+            return False
+        manager._should_force_sync_up = True
+        if self._forced_at is None:
+            self._forced_at = now
+        self.pending = False
+        return True
+
+
+SCHEDULER_FILE = "scheduler.pkl"
+
+# The scheduler Tune is driving, per experiment folder (the journal saves it at snapshot time).
+_LIVE: dict[str, "DurableScheduler"] = {}
+
+
+def live_scheduler(exp_dir: str) -> "DurableScheduler | None":
+    return _LIVE.get(exp_dir)
+
+
+class _MissingTrial:
+    """Stands in for a trial the saved scheduler knew but the restored experiment does not."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+        self.status = "TERMINATED"
+        self.config: dict = {}
+
+    def __repr__(self) -> str:
+        return f"MissingTrial({self.trial_id})"
+
+
+class DurableScheduler(TrialScheduler):
+    """Delegates every decision to ``inner``; requests snapshots on trial events; survives resume.
+
+    Ray Tune neither saves a scheduler's state nor expects one back: on restore it re-adds
+    every trial to a fresh scheduler, so ASHA forgets its rungs, HyperBand its brackets and
+    PBT its population. This wrapper pickles the inner scheduler at every experiment snapshot
+    (through the journal, into the same consistent backup as Tune's own state), with each
+    ``Trial`` replaced by its id; on resume it takes the re-added trials for itself and
+    unpickles the saved scheduler bound to them.
+
+    Args:
+        inner: The scheduler that decides (FIFO, ASHA, HyperBand, median, PBT, ...).
+        exp_dir: The experiment folder (where the saved state lives).
+    """
+
+    def __init__(self, inner: TrialScheduler, exp_dir: str | None = None):
+        self.inner = inner
+        self.exp_dir = exp_dir
+        self.known_ids: set[str] = set()  # every trial the inner scheduler has been told about
+        self._reset_runtime()
+
+    def _reset_runtime(self) -> None:
+        self.pacer = SnapshotPacer()
+        self._active = False
+        self._saved: bytes | None = None  # a saved scheduler waiting for its trials (resume)
+        self._saved_ids: set[str] = set()
+        self._readded: dict[str, Any] = {}
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        for key in ("pacer", "_active", "_saved", "_saved_ids", "_readded"):
+            state.pop(key, None)
+        return state
+
+    def __setstate__(self, state):
+        self.__dict__.update(state)
+        self._reset_runtime()
+
+    # -- persistence
+    def dump(self) -> bytes:
+        """The inner scheduler, pickled with each trial as its id, and the ids it knows."""
+        import io
+
+        from ray import cloudpickle
+
+        buffer = io.BytesIO()
+
+        class Pickler(cloudpickle.CloudPickler):
+            def persistent_id(self, obj):
+                return ("trial", obj.trial_id) if _is_trial(obj) else None
+
+        Pickler(buffer).dump(self.inner)
+        return cloudpickle.dumps({"known_ids": sorted(self.known_ids), "inner": buffer.getvalue()})
+
+    def checkpoints_in_use(self) -> list[str]:
+        """Paths of checkpoints the inner scheduler may still hand to a trial: PBT and PB2 keep
+        each trial's checkpoint from its last perturbation, which another trial can exploit
+        later, after its owner has trained on (so it must survive pruning)."""
+        states = getattr(self.inner, "_trial_state", None) or {}
+        paths = []
+        for state in states.values():
+            checkpoint = getattr(state, "last_checkpoint", None)
+            if checkpoint is not None and getattr(checkpoint, "path", None):
+                paths.append(checkpoint.path)
+        return paths
+
+    def _activate(self) -> None:
+        """On first use: register as live and, on resume, pick up the saved scheduler."""
+        if self._active:
+            return
+        self._active = True
+        if self.exp_dir is None:
+            return
+        _LIVE[self.exp_dir] = self
+        path = os.path.join(self.exp_dir, BACKUP_DIR, SCHEDULER_FILE)
+        if os.path.exists(path):
+            from ray import cloudpickle
+
+            with open(path, "rb") as f:
+                saved = cloudpickle.load(f)
+            self._saved, self._saved_ids = saved["inner"], set(saved["known_ids"])
+            log.info("restoring the %s scheduler's state", type(self.inner).__name__)
+
+    def _load_saved(self) -> None:
+        if self._saved is None:
+            return
+        import io
+        import pickle
+
+        readded = self._readded
+
+        class Unpickler(pickle.Unpickler):
+            def persistent_load(self, pid):
+                _, trial_id = pid
+                return readded.get(trial_id) or _MissingTrial(trial_id)
+
+        self.inner = Unpickler(io.BytesIO(self._saved)).load()
+        self.known_ids = set(self._saved_ids)
+        self._saved = None
+
+    # Tune reads these attributes directly.
+    @property
+    def metric(self):
+        return self.inner.metric
+
+    @property
+    def _metric(self):
+        return self.inner._metric
+
+    @property
+    def supports_buffered_results(self):
+        return self.inner.supports_buffered_results
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], **spec) -> bool:
+        return self.inner.set_search_properties(metric, mode, **spec)
+
+    def on_trial_add(self, tune_controller, trial) -> None:
+        self._activate()
+        if self._saved is not None and trial.trial_id in self._saved_ids:
+            # A trial Tune re-adds on resume: the saved scheduler knows it already.
+            self._readded[trial.trial_id] = trial
+            if len(self._readded) == len(self._saved_ids):
+                self._load_saved()
+            return
+        self._load_saved()
+        self.inner.on_trial_add(tune_controller, trial)
+        self.known_ids.add(trial.trial_id)
+        self.pacer.request(tune_controller)
+
+    def on_trial_error(self, tune_controller, trial) -> None:
+        self._load_saved()
+        self.inner.on_trial_error(tune_controller, trial)
+        self.pacer.request(tune_controller)
+
+    def on_trial_result(self, tune_controller, trial, result: dict) -> str:
+        self._load_saved()
+        return self.inner.on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result: dict) -> None:
+        self._load_saved()
+        self.inner.on_trial_complete(tune_controller, trial, result)
+        self.pacer.request(tune_controller)
+
+    def on_trial_remove(self, tune_controller, trial) -> None:
+        self._load_saved()
+        self.inner.on_trial_remove(tune_controller, trial)
+        self.pacer.request(tune_controller)
+
+    def choose_trial_to_run(self, tune_controller):
+        self._activate()
+        self._load_saved()
+        return self.inner.choose_trial_to_run(tune_controller)
+
+    def debug_string(self) -> str:
+        return self.inner.debug_string()
+
+    def save(self, checkpoint_path: str):
+        return self.inner.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str):
+        return self.inner.restore(checkpoint_path)
+
+
+def _is_trial(obj: Any) -> bool:
+    from ray.tune.experiment import Trial
+
+    return isinstance(obj, Trial)
+
+
+# -- Tune's state files, kept consistent across a crash ----------------------------------------
+
+BACKUP_DIR = ".raynas-state"
+MANIFEST = "manifest.json"
+# What Tune reads back on restore, written (by then complete) in its staging folder.
+STATE_PATTERNS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json")
+
+
+def backup_state(staging_dir: str, exp_dir: str, extra: dict[str, bytes] | None = None) -> list[str]:
+    """Copies Tune's just-written state files from its staging folder into ``exp_dir``'s backup.
+
+    Tune writes them in a staging folder and copies them to the results folder in a
+    background thread, file by file and not atomically, so a crash can leave the results
+    folder with a half-copied or mixed set. This copy is taken at snapshot time, each file
+    replaced atomically, the manifest last: it is always one complete snapshot.
+
+    Args:
+        staging_dir: Tune's staging folder for the experiment.
+        exp_dir: The results folder.
+        extra: raynas's own state of the same moment (the scheduler), by file name.
+
+    Returns:
+        The names of the files backed up.
+    """
+    backup = os.path.join(exp_dir, BACKUP_DIR)
+    os.makedirs(backup, exist_ok=True)
+    names = []
+    for name, data in (extra or {}).items():
+        with open(os.path.join(backup, name + ".tmp"), "wb") as f:
+            f.write(data)
+        os.replace(os.path.join(backup, name + ".tmp"), os.path.join(backup, name))
+        names.append(name)
+    for pattern in STATE_PATTERNS:
+        for path in glob.glob(os.path.join(staging_dir, pattern)):
+            name = os.path.basename(path)
+            shutil.copyfile(path, os.path.join(backup, name + ".tmp"))
+            os.replace(os.path.join(backup, name + ".tmp"), os.path.join(backup, name))
+            names.append(name)
+    if names:
+        tmp = os.path.join(backup, MANIFEST + ".tmp")
+        with open(tmp, "w", encoding="utf-8") as f:
+            json.dump({"files": sorted(names)}, f)
+        os.replace(tmp, os.path.join(backup, MANIFEST))
+        # Files of older snapshots that this one no longer lists.
+        for name in os.listdir(backup):
+            if name not in names and name != MANIFEST and not name.endswith(".tmp"):
+                os.remove(os.path.join(backup, name))
+    return names
+
+
+def restore_state_backup(exp_dir: str) -> bool:
+    """Puts the last complete snapshot back in place before Tune restores from ``exp_dir``.
+
+    State files of other snapshots (a half-synced newer one, say) are removed so Tune
+    cannot pick them. Returns False when there is no backup.
+    """
+    backup = os.path.join(exp_dir, BACKUP_DIR)
+    try:
+        with open(os.path.join(backup, MANIFEST), encoding="utf-8") as f:
+            names = json.load(f)["files"]
+    except (FileNotFoundError, json.JSONDecodeError, KeyError):
+        return False
+    for pattern in STATE_PATTERNS:
+        for path in glob.glob(os.path.join(exp_dir, pattern)):
+            if os.path.basename(path) not in names:
+                os.remove(path)
+    for name in names:
+        if any(fnmatch.fnmatch(name, pattern) for pattern in STATE_PATTERNS):  # Tune's files go back
+            shutil.copyfile(os.path.join(backup, name), os.path.join(exp_dir, name + ".tmp"))
+            os.replace(os.path.join(exp_dir, name + ".tmp"), os.path.join(exp_dir, name))
+    return True
+
+
+def prune_checkpoints(trial_dir: str, keep: set) -> None:
+    """Deletes a trial's checkpoint folders except the newest and those named in ``keep``.
+
+    Only safe right after a snapshot: the state just written refers to nothing older than
+    the checkpoints in ``keep`` (the one it records, and the best one, kept for export).
+    """
+    found = checkpoint_dirs(trial_dir)
+    if found:
+        keep = set(keep) | {found[-1].name}
+    for path in found:
+        if path.name not in keep:
+            shutil.rmtree(path, ignore_errors=True)

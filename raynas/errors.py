@@ -1,0 +1,73 @@
+"""Error types shared across raynas.
+
+Two levels, as the design says: a :class:`ConfigError` stops a run before Ray starts;
+an :class:`ArchError` (or a non-finite loss) fails one trial and the search goes on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class RaynasError(Exception):
+    """Base class of every error raynas raises on purpose."""
+
+
+class ConfigError(RaynasError):
+    """An experiment file (or Python spec) breaks a rule.
+
+    The message names the file, the key path, the rule and the value, e.g.
+    ``experiments/x.yaml: space.arch.depth: int range needs low <= high, got low=4, high=2``.
+
+    Args:
+        path: Dotted key path inside the file (``""`` for the whole file).
+        message: The rule that was broken and the offending value, ideally with a fix.
+        file: The file the value came from, if any.
+    """
+
+    def __init__(self, path: str, message: str, file: str | None = None):
+        self.path = path
+        self.message = message
+        self.file = file
+        super().__init__(self._format())
+
+    def _format(self) -> str:
+        parts = [p for p in (self.file, self.path) if p]
+        return ": ".join(parts + [self.message])
+
+    def with_file(self, file: str | None) -> "ConfigError":
+        """Returns the same error attributed to ``file`` (keeps a file already set)."""
+        if self.file or not file:
+            return self
+        return ConfigError(self.path, self.message, file)
+
+    def under(self, prefix: str) -> "ConfigError":
+        """Returns the same error with its key path placed under ``prefix``."""
+        path = f"{prefix}.{self.path}" if self.path else prefix
+        return ConfigError(path, self.message, self.file)
+
+    def __reduce__(self):
+        return (ConfigError, (self.path, self.message, self.file))
+
+
+class ArchError(RaynasError):
+    """An architecture dict cannot be built for the data (a trial error, not a config error).
+
+    Args:
+        path: Key path inside the arch dict, e.g. ``arch.stages.3``.
+        message: What does not fit and why, with the numbers.
+    """
+
+    def __init__(self, path: str, message: str):
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}" if path else message)
+
+    def __reduce__(self):
+        return (ArchError, (self.path, self.message))
+
+
+def describe(value: Any) -> str:
+    """Short, readable rendering of a user value for error messages."""
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,219 @@
+"""The experiment folder on disk: layout, metadata and the trial journal (no Ray needed).
+
+::
+
+    <storage>/<name>/
+      raynas.json        metadata: name, source file, overrides, status, raynas/ray versions
+      experiment.yaml    the effective experiment (file content after --set overrides)
+      trials.json        the journal: one record per trial (order, status, config, best, error)
+      trial_<id>/        Ray Tune's trial folders: result.json (one line per epoch), checkpoints
+      tuner.pkl, experiment_state-*.json, searcher-state-*.pkl   Ray Tune's own state (resume)
+
+The journal is written by the driver (see :mod:`raynas.callbacks`) atomically on every trial
+state change; ``raynas analyze`` reads it together with each trial's ``result.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any, Iterator
+
+# Keys raynas adds to what trials report and to suggested configs.
+STATUS_KEY = "raynas_status"  # "failed" or "rejected": the trial ended without a usable score
+ERROR_KEY = "raynas_error"  # why
+FAILED_STATUSES = ("failed", "rejected")
+ORIGIN_KEY = "_raynas"  # in a suggested config: {searcher, how, parent}; removed before training
+EXPLOITED_KEY = "raynas_exploited"  # in a result: the trial folder whose weights (and arch) it took
+
+META_FILE = "raynas.json"
+SPEC_FILE = "experiment.yaml"
+JOURNAL_FILE = "trials.json"
+RESULT_FILE = "result.json"
+FORMAT_VERSION = 1
+
+
+class Status(str, Enum):
+    """What happened to a trial, in raynas' words."""
+
+    PENDING = "pending"
+    RUNNING = "running"
+    PAUSED = "paused"
+    COMPLETED = "completed"  # ran every epoch
+    STOPPED = "stopped"  # stopped early by the scheduler
+    FAILED = "failed"  # could not train: arch does not fit, bad hyperparameters, non-finite loss
+    REJECTED = "rejected"  # over a budget (constraints): measured, never trained
+    ERROR = "error"  # raised an exception
+    LOST = "lost"  # started before a crash but absent from the state it was resumed from
+
+    @property
+    def finished(self) -> bool:
+        return self in (Status.COMPLETED, Status.STOPPED, Status.FAILED, Status.REJECTED, Status.ERROR)
+
+
+@dataclass
+class TrialRecord:
+    """One trial as the journal keeps it."""
+
+    trial_id: str
+    order: int | None = None
+    status: Status = Status.PENDING
+    config: dict = field(default_factory=dict)
+    dir: str | None = None
+    epochs: int = 0
+    best: float | None = None
+    best_epoch: int | None = None
+    last: dict = field(default_factory=dict)
+    error: str | None = None
+    started: float | None = None
+    ended: float | None = None
+    origin: dict = field(default_factory=dict)  # which searcher produced it, and how
+    checkpoint: str | None = None  # folder of the latest checkpoint (for resume)
+    best_checkpoint: str | None = None  # folder of the best epoch's checkpoint (for export)
+
+    def to_json(self) -> dict:
+        # Shallow (asdict deep-copies every config): the result is encoded right away.
+        out = {name: getattr(self, name) for name in self.__dataclass_fields__}
+        out["status"] = self.status.value
+        return out
+
+    @classmethod
+    def from_json(cls, raw: dict) -> "TrialRecord":
+        raw = dict(raw)
+        raw["status"] = Status(raw.get("status", "pending"))
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in raw.items() if k in known})
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` through a temporary file and ``os.replace`` (never a half-written file)."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
+    """Writes JSON atomically (see :func:`write_text_atomic`)."""
+    write_text_atomic(path, json.dumps(data, indent=1, default=_json_default))
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Enum):
+        return value.value
+    if hasattr(value, "item"):  # numpy scalars
+        return value.item()
+    return str(value)
+
+
+def read_json(path: str | os.PathLike, default: Any = None) -> Any:
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return default
+
+
+def is_experiment_dir(path: str | os.PathLike) -> bool:
+    return os.path.isfile(os.path.join(path, META_FILE))
+
+
+def read_meta(path: str | os.PathLike) -> dict:
+    return read_json(os.path.join(path, META_FILE), {}) or {}
+
+
+def update_meta(path: str | os.PathLike, **changes: Any) -> dict:
+    meta = read_meta(path)
+    meta.update(changes)
+    meta["updated"] = time.time()
+    write_json_atomic(os.path.join(path, META_FILE), meta)
+    return meta
+
+
+def read_journal(path: str | os.PathLike) -> dict[str, TrialRecord]:
+    raw = read_json(os.path.join(path, JOURNAL_FILE), {}) or {}
+    return {tid: TrialRecord.from_json(rec) for tid, rec in raw.get("trials", {}).items()}
+
+
+def write_journal(
+    path: str | os.PathLike,
+    records: dict[str, TrialRecord],
+    encoded: dict[str, str] | None = None,
+    changed: set[str] | None = None,
+) -> dict[str, str]:
+    """Writes the journal atomically, one trial per line.
+
+    Args:
+        path: The experiment folder.
+        records: Every trial's record.
+        encoded: Each trial's JSON text from the previous write (the return value); records
+            not in ``changed`` are taken from it instead of being encoded again.
+        changed: Trial ids whose records changed since ``encoded`` was made.
+
+    Returns:
+        The JSON text of each trial, to pass back as ``encoded`` next time.
+    """
+    encoded = dict(encoded or {})
+    changed = set(records) if changed is None else changed
+    parts = []
+    for trial_id, rec in records.items():
+        text = encoded.get(trial_id)
+        if text is None or trial_id in changed:
+            text = encoded[trial_id] = json.dumps(rec.to_json(), default=_json_default)
+        parts.append(f"{json.dumps(trial_id)}: {text}")
+    for trial_id in set(encoded) - set(records):
+        del encoded[trial_id]
+    head = json.dumps({"version": FORMAT_VERSION, "updated": time.time()})[:-1]
+    body = ",\n".join(parts)
+    write_text_atomic(os.path.join(path, JOURNAL_FILE), f'{head}, "trials": {{\n{body}\n}}}}\n')
+    return encoded
+
+
+def read_result_rows(trial_dir: str | os.PathLike) -> list[dict]:
+    """Every row of one trial's result log, in the order it was written (lines cut short by a
+    crash are skipped); empty when there is no log."""
+    rows = []
+    try:
+        with open(Path(trial_dir) / RESULT_FILE, encoding="utf-8") as f:
+            for line in f:
+                line = line.strip()
+                if not line:
+                    continue
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError:
+                    continue  # a line cut short by a crash
+    except FileNotFoundError:
+        return []
+    return rows
+
+
+def read_results(trial_dir: str | os.PathLike) -> list[dict]:
+    """Per-epoch results of one trial, one per epoch (a resumed trial's repeats: last wins)."""
+    rows: dict[Any, dict] = {}
+    for n, row in enumerate(read_result_rows(trial_dir)):
+        rows[row.get("epoch", row.get("training_iteration", n))] = row
+    return [rows[k] for k in sorted(rows, key=lambda k: (k is None, k))]
+
+
+CHECKPOINT_PREFIX = "checkpoint_"
+
+
+def checkpoint_dirs(trial_dir: str | os.PathLike) -> list[Path]:
+    """A trial's checkpoint folders, oldest first."""
+    try:
+        found = [p for p in Path(trial_dir).iterdir() if p.is_dir() and p.name.startswith(CHECKPOINT_PREFIX)]
+    except FileNotFoundError:
+        return []
+    return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):] or 0))
+
+
+def iter_trial_dirs(path: str | os.PathLike) -> Iterator[Path]:
+    for child in sorted(Path(path).iterdir()):
+        if child.is_dir() and (child / RESULT_FILE).exists():
+            yield child

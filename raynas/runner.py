@@ -1,0 +1,461 @@
+"""Start or join Ray, build the Tuner from a validated spec, run it, resume it.
+
+The driver stays light: it never imports torch or Lightning (the trainable is referenced
+by name and runs on workers), loads the data once, and puts it in the object store, so
+every trial on a node reads the same copy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import logging
+import os
+import platform
+import sys
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any, Sequence
+
+import yaml
+
+from raynas import __version__
+from raynas._imports import is_reference, module_file
+from raynas.config import ExperimentSpec, spec_from_dict
+from raynas.errors import ConfigError
+from raynas.experiment import (
+    META_FILE,
+    SPEC_FILE,
+    is_experiment_dir,
+    read_meta,
+    update_meta,
+)
+
+log = logging.getLogger("raynas")
+
+# Driver-side Tune settings, applied before Tune is imported.
+_DRIVER_ENV = {
+    # raynas writes the per-trial result logs itself (see raynas.callbacks).
+    "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1",
+    # A trial that cannot train reports raynas_status=failed without the objective metric.
+    "TUNE_DISABLE_STRICT_METRIC_CHECKING": "1",
+    # Snapshots after each checkpoint are deliberate (they make resume exact); no warning.
+    "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
+    "RAY_AIR_NEW_OUTPUT": "0",
+}
+# Worker-side: keep the working directory (paths in experiments are resolved up front).
+_WORKER_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+
+
+@dataclass
+class RunOptions:
+    """How to run (not what): where results go, which cluster, what to show.
+
+    Attributes:
+        name: Experiment name (defaults to the spec's).
+        storage_path: Parent folder of the experiment folder (default ``./raynas_results``).
+        address: Ray cluster to join (``auto`` or ``host:port``); None starts a local Ray.
+        dashboard: Start Ray's dashboard on 127.0.0.1 (needs ``raynas[dashboard]``).
+        progress: Show the trial table.
+        stream: Where the table goes (stdout).
+        verbose: Keep Ray's and Tune's warnings.
+        num_cpus: CPUs of a local Ray (default: all of this machine).
+        stop: Extra stopping rule, anything Ray Tune's ``RunConfig(stop=...)`` takes (a
+            ``tune.Stopper``, a dict of metric limits, a function); a search it ends early is
+            recorded as interrupted. None: the search ends when its trials do.
+    """
+
+    name: str | None = None
+    storage_path: str | None = None
+    address: str | None = None
+    dashboard: bool = False
+    progress: bool = True
+    stream: IO[str] | None = None
+    verbose: bool = False
+    num_cpus: int | None = None
+    stop: Any = None
+
+
+def _options(opts: RunOptions | None, options: dict) -> RunOptions:
+    from dataclasses import replace
+
+    return replace(opts or RunOptions(), **options)
+
+
+def experiment_dir(spec: ExperimentSpec, opts: RunOptions) -> Path:
+    storage = opts.storage_path or spec.storage_path or "raynas_results"
+    return Path(storage).expanduser().resolve() / (opts.name or spec.name)
+
+
+def run(
+    spec: ExperimentSpec | str | os.PathLike,
+    opts: RunOptions | None = None,
+    overrides: Sequence[str] = (),
+    **options,
+) -> Path:
+    """Runs a new experiment; returns its folder.
+
+    Args:
+        spec: A validated spec, or the path of an experiment file.
+        opts: How to run (results folder, cluster, progress); keyword ``options`` set the
+            same fields (``raynas.run("x.yaml", storage_path="/tmp/r", progress=False)``).
+        overrides: ``key.path=value`` strings applied to a file before validation.
+
+    Raises:
+        ConfigError: The results folder exists already (use :func:`resume`), the data
+            cannot be read, or the cluster cannot satisfy the resources.
+    """
+    if not isinstance(spec, ExperimentSpec):
+        from raynas.config import load_spec
+
+        spec = load_spec(spec, overrides)
+    opts = _options(opts, options)
+    exp_dir = experiment_dir(spec, opts)
+    if exp_dir.exists():
+        raise ConfigError(
+            "",
+            f"the results folder {exp_dir} exists already; continue it with `raynas resume {exp_dir}`, "
+            "or choose another --name or --storage-path",
+            spec.source_file,
+        )
+    dataset = preflight(spec)
+
+    exp_dir.mkdir(parents=True)
+    with open(exp_dir / SPEC_FILE, "w", encoding="utf-8") as f:
+        f.write(f"# raynas {__version__}: the effective experiment (after --set overrides)\n")
+        yaml.safe_dump(spec.to_raw(), f, sort_keys=False)
+    update_meta(
+        exp_dir,
+        format=1,
+        name=exp_dir.name,
+        raynas=__version__,
+        source_file=spec.source_file,
+        base_dir=spec.base_dir,
+        overrides=list(overrides),
+        num_trials=spec.num_trials,
+        created=time.time(),
+        status="running",
+        host=platform.node(),
+    )
+    return _execute(spec, opts, exp_dir, dataset, restore=False)
+
+
+def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options) -> Path:
+    """Continues an interrupted experiment: unfinished trials go on from their checkpoints,
+    finished ones are kept, and the search stops at the configured number of trials.
+
+    Raises:
+        ConfigError: ``exp_dir`` is not a raynas experiment folder, or its spec no longer
+            validates (e.g. a user module next to the experiment file was removed).
+    """
+    opts = _options(opts, options)
+    exp_dir = Path(exp_dir).expanduser().resolve()
+    if not is_experiment_dir(exp_dir):
+        raise ConfigError("", f"{exp_dir} is not a raynas experiment folder (no {META_FILE} in it)")
+    if not (exp_dir / "tuner.pkl").exists():
+        raise ConfigError(
+            "", f"{exp_dir} has no Ray Tune state to resume (the run stopped before its first trial started); "
+            "delete the folder and run the experiment again"
+        )
+    meta = read_meta(exp_dir)
+    from raynas.durable import restore_state_backup
+
+    restore_state_backup(str(exp_dir))
+    with open(exp_dir / SPEC_FILE, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    spec = spec_from_dict(raw, file=str(exp_dir / SPEC_FILE), base_dir=meta.get("base_dir"))
+    dataset = preflight(spec)
+    update_meta(exp_dir, status="running", resumed=time.time())
+    opts.name = exp_dir.name
+    return _execute(spec, opts, exp_dir, dataset, restore=True)
+
+
+def preflight(spec: ExperimentSpec):
+    """Checks that need the data, before Ray starts: loads it, and refuses a budget no
+    architecture of the space can meet. Returns the dataset (None without ``data``).
+
+    Raises:
+        ConfigError: The data cannot be read, or the budget is impossible.
+    """
+    dataset = _load_data(spec)
+    if spec.constraints and dataset is not None:
+        from raynas.trainables.budget import check_budget
+
+        check_budget(spec, tuple(dataset.input_shape), int(dataset.num_classes))
+    return dataset
+
+
+def _load_data(spec: ExperimentSpec):
+    if spec.data is None:
+        return None
+    from raynas.trainables.data import load_dataset
+
+    d = spec.data
+    try:
+        dataset = load_dataset(
+            d.source,
+            path=d.path,
+            val_fraction=d.val_fraction,
+            seed=d.seed,
+            target=d.target,
+            download=d.download,
+            max_samples=d.max_samples,
+            params=d.params,
+            base_dir=spec.base_dir,
+        )
+    except ConfigError as err:
+        raise err.with_file(spec.source_file) from None
+    except (OSError, ValueError, TypeError, KeyError, ImportError) as err:
+        raise ConfigError("data", f"cannot load the {d.source!r} data: {type(err).__name__}: {err}", spec.source_file) from None
+    # A token per load lets workers cache device tensors across the trials they run.
+    dataset.token = uuid.uuid4().hex
+    return dataset
+
+
+def _user_modules(spec: ExperimentSpec) -> list[str]:
+    """Files or packages next to the experiment file that trials import (shipped to workers)."""
+    refs = [spec.model, spec.trainable, spec.data.source if spec.data else None]
+    found = {module_file(r, spec.base_dir) for r in refs if r and is_reference(r)}
+    return sorted(p for p in found if p)
+
+
+def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
+    """Starts or joins Ray; returns False when Ray was already initialised by the caller."""
+    import ray
+
+    for key, value in {**_DRIVER_ENV, **_WORKER_ENV}.items():
+        os.environ.setdefault(key, value)
+    if ray.is_initialized():
+        # The caller's Ray (a notebook, a test session): its runtime environment stands, so
+        # modules next to the experiment file must already be importable on its workers.
+        return False
+    runtime_env: dict = {"env_vars": dict(_WORKER_ENV)}
+    modules = _user_modules(spec)
+    if modules:
+        runtime_env["py_modules"] = modules
+    kwargs: dict = dict(
+        log_to_driver=opts.verbose,
+        logging_level=logging.INFO if opts.verbose else logging.WARNING,
+        runtime_env=runtime_env,
+        include_dashboard=opts.dashboard,
+    )
+    if opts.dashboard:
+        kwargs["dashboard_host"] = "127.0.0.1"
+    if opts.address:
+        kwargs["address"] = opts.address
+    else:
+        kwargs["num_cpus"] = opts.num_cpus or os.cpu_count()
+    if not opts.verbose:
+        for name in ("ray.tune", "ray.train", "ray.air", "ray.data"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    context = ray.init(**kwargs)
+    if opts.dashboard:
+        print(dashboard_note(getattr(context, "dashboard_url", None)), file=opts.stream or sys.stdout, flush=True)
+    return True
+
+
+def dashboard_note(url: str | None) -> str:
+    """The dashboard's address, and how to sign in when Ray's token authentication is on."""
+    if not url:
+        return "Ray dashboard: not available (see Ray's logs with --verbose)"
+    note = f"Ray dashboard: http://{url}"
+    if os.environ.get("RAY_AUTH_MODE", "").lower() == "token":
+        # Ray >= 2.5x turns token authentication on for new local clusters.
+        note += " (sign in with the token in ~/.ray/auth_token; `ray get-auth-token` prints it)"
+    return note
+
+
+def _check_resources(spec: ExperimentSpec) -> int:
+    """Concurrent trials the cluster can hold; raises when a single trial cannot fit."""
+    import ray
+
+    total = ray.cluster_resources()
+    cpus, gpus = total.get("CPU", 0), total.get("GPU", 0)
+    res = spec.resources
+    if res.cpus_per_trial > cpus:
+        raise ConfigError(
+            "resources.cpus_per_trial",
+            f"a trial asks for {res.cpus_per_trial:g} CPUs but the Ray cluster has {cpus:g}",
+            spec.source_file,
+        )
+    if res.gpus_per_trial > gpus:
+        raise ConfigError(
+            "resources.gpus_per_trial",
+            f"a trial asks for {res.gpus_per_trial:g} GPUs but the Ray cluster has {gpus:g}"
+            + ("; set gpus_per_trial: 0 to train on CPUs" if gpus == 0 else ""),
+            spec.source_file,
+        )
+    slots = int(cpus // res.cpus_per_trial)
+    if res.gpus_per_trial > 0:
+        slots = min(slots, int(gpus // res.gpus_per_trial))
+    return max(1, slots)
+
+
+def _trainable(spec: ExperimentSpec, dataset):
+    from ray import tune
+
+    from raynas.trainables.trainable import TrialJob, run_trial
+
+    from raynas.trainables.registry import resolve_family
+
+    job = TrialJob(
+        # Resolved here: a family registered in this process reaches workers by value.
+        model=resolve_family(spec.model) if spec.model else None,
+        base_dir=spec.base_dir,
+        max_epochs=spec.max_epochs,
+        metric=spec.objective.metric,
+        mode=spec.objective.mode.value,
+        cpus=spec.resources.cpus_per_trial,
+        gpus=spec.resources.gpus_per_trial,
+        engine=spec.trainer.engine.value,
+        precision=spec.trainer.precision,
+        checkpoint_every=spec.trainer.checkpoint_every,
+        num_threads=spec.trainer.num_threads,
+        seed=spec.search.seed or 0,
+        trainable=spec.trainable,
+        params=dict(spec.trainable_params),
+        constraints=dataclasses.asdict(spec.constraints),
+    )
+    fn = tune.with_parameters(run_trial, job=job, data=dataset)
+    resources = {"cpu": spec.resources.cpus_per_trial}
+    if spec.resources.gpus_per_trial:
+        resources["gpu"] = spec.resources.gpus_per_trial
+    return tune.with_resources(fn, resources)
+
+
+def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool) -> Path:
+    import ray
+
+    started = _init_ray(spec, opts)
+    try:
+        slots = _check_resources(spec)
+        tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
+        try:
+            with trainable_lookups_cached():
+                tuner.fit()
+        except RuntimeError as err:
+            # Ray 2.60 builds a ResultGrid after the run and fails on a trial that a `stop`
+            # rule ended before it started (it has no folder). raynas reads the results
+            # folder itself, so the run is complete; anything else is a real error.
+            if "without setting `trial_dir_name`" not in str(err):
+                raise
+        except KeyboardInterrupt:
+            update_meta(exp_dir, status="interrupted")
+            raise
+        status = "finished" if _all_done(exp_dir, spec) else "interrupted"
+        update_meta(exp_dir, status=status, finished=time.time())
+    finally:
+        if started:
+            ray.shutdown()
+    return exp_dir
+
+
+@contextlib.contextmanager
+def trainable_lookups_cached():
+    """Tune looks each trial's trainable up by name, and unpickles it, more than once per trial.
+
+    Each lookup is two round trips to the GCS's key-value store and an unpickling of the
+    trainable class (``Trial.get_trainable_cls``): about 8% of the driver's time in a search of
+    trivial trials (py-spy, benchmarks/scale.py). The trainable of a run never changes while it
+    runs, so within ``Tuner.fit`` each name is looked up once; an unknown name still raises
+    Tune's own error. The patch is undone when the block ends.
+    """
+    try:
+        from ray.tune.experiment import trial as trial_module
+    except ImportError:  # another Ray layout: keep Tune's own lookups
+        yield
+        return
+    original = getattr(trial_module, "get_trainable_cls", None)
+    original_validate = getattr(trial_module, "validate_trainable", None)
+    if original is None or original_validate is None:
+        yield
+        return
+    found: dict = {}
+
+    def get_trainable_cls(name):
+        if name not in found:
+            found[name] = original(name)  # validates first: an unknown name raises TuneError
+        return found[name]
+
+    def validate_trainable(name):
+        get_trainable_cls(name)
+
+    trial_module.get_trainable_cls, trial_module.validate_trainable = get_trainable_cls, validate_trainable
+    try:
+        yield
+    finally:
+        trial_module.get_trainable_cls, trial_module.validate_trainable = original, original_validate
+
+
+def _all_done(exp_dir: Path, spec: ExperimentSpec) -> bool:
+    from raynas.experiment import Status, read_journal
+
+    records = [r for r in read_journal(exp_dir).values() if r.status is not Status.LOST]
+    return len(records) >= spec.num_trials and all(r.status.finished for r in records)
+
+
+def _max_concurrent(spec: ExperimentSpec, slots: int) -> int | None:
+    """Live trials at once: what the user set, else as many as can run.
+
+    Synchronous HyperBand is the exception: it pauses trials until a whole bracket has
+    reached a milestone, so live (paused) trials must be allowed to outnumber the slots;
+    the cluster's resources still bound the running ones.
+    """
+    if spec.search.max_concurrent is not None:
+        return spec.search.max_concurrent
+    if spec.scheduler.name == "hyperband":
+        return None
+    return slots
+
+
+def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, slots: int, restore: bool):
+    from ray import tune
+
+    from raynas.callbacks import Journal, JournalFlush, trial_dirname
+    from raynas.durable import DurableScheduler
+    from raynas.progress import ProgressView
+    from raynas.search.registry import SCHEDULERS, SEARCHERS
+
+    trainable = _trainable(spec, dataset)
+    if restore:
+        return tune.Tuner.restore(
+            str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+        )
+    # The journal and the view rank by the first objective metric; Tune and the scheduler see the
+    # metric that drives early stopping (the same one unless there are several objectives).
+    metric, mode = spec.objective.metric, spec.objective.mode.value
+    view = None
+    if opts.progress:
+        view = ProgressView(spec.name, metric, mode, spec.num_trials, spec.max_epochs, stream=opts.stream)
+    journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view)
+    searcher = SEARCHERS[spec.search.searcher].build(spec)
+    scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))
+    return tune.Tuner(
+        trainable,
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=spec.num_trials,
+            max_concurrent_trials=_max_concurrent(spec, slots),
+            reuse_actors=True,
+            metric=spec.scheduler_metric,
+            mode=spec.scheduler_mode.value,
+            trial_dirname_creator=trial_dirname,
+        ),
+        run_config=tune.RunConfig(
+            name=exp_dir.name,
+            storage_path=str(exp_dir.parent),
+            verbose=0,
+            # The journal writes each trial's result.json itself, straight into the results
+            # folder (Tune's loggers write to a staging folder copied over later).
+            callbacks=[journal, JournalFlush(journal)],
+            stop=opts.stop,
+            # Tune deletes old checkpoints before the snapshot that stops referring to them is
+            # written; a crash in between leaves a state that cannot be resumed. So Tune keeps
+            # them all and the journal prunes at snapshot time (latest, recorded and best stay).
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=None),
+            failure_config=tune.FailureConfig(max_failures=spec.trainer.max_failures),
+        ),
+    )

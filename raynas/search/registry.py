@@ -1,0 +1,172 @@
+"""Searcher and scheduler registry: a name in YAML -> its parameters -> a configured Ray Tune object.
+
+This is the only place that maps a strategy name to code. Parameter declarations are plain
+data so an experiment file can be checked (``raynas validate``) without importing Ray; the
+builders import Ray Tune lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Param:
+    """One strategy parameter as written in YAML.
+
+    Attributes:
+        kind: ``int``, ``float``, ``bool``, ``str``, ``enum`` or ``strlist``.
+        default: Value used when the key is absent; ``None`` means "derived" (see help).
+        low: Smallest allowed value for numbers (inclusive unless ``low_open``); ``high`` likewise.
+        choices: Allowed values for ``enum``.
+    """
+
+    kind: str
+    default: Any = None
+    low: float | None = None
+    low_open: bool = False
+    choices: tuple = ()
+    help: str = ""
+    high: float | None = None
+    high_open: bool = False
+
+
+@dataclass(frozen=True)
+class Strategy:
+    """A registered searcher or scheduler: its parameters and a lazy ``module:function`` builder."""
+
+    name: str
+    params: dict[str, Param] = field(default_factory=dict)
+    builder: str = ""
+    help: str = ""
+
+    def build(self, *args, **kwargs) -> Any:
+        module, _, func = self.builder.partition(":")
+        fn: Callable = getattr(importlib.import_module(module), func)
+        return fn(*args, **kwargs)
+
+
+# Keys every searcher accepts; the rest of `search:` are the chosen searcher's parameters.
+SEARCH_COMMON = ("searcher", "num_trials", "max_concurrent", "seed")
+
+SEARCHERS: dict[str, Strategy] = {
+    "random": Strategy(
+        "random",
+        builder="raynas.search.searchers:build_random",
+        help="independent seeded samples from the space",
+    ),
+    "grid": Strategy(
+        "grid",
+        builder="raynas.search.searchers:build_grid",
+        help="every configuration of a finite space once (num_trials defaults to the grid size)",
+    ),
+    "optuna": Strategy(
+        "optuna",
+        params={
+            "sampler": Param(
+                "enum", "auto", choices=("auto", "tpe", "nsga2", "random"),
+                help="auto: TPE for one objective, NSGA-II for several",
+            ),
+            "n_startup_trials": Param("int", 8, low=0, help="random trials before TPE models the results"),
+            "multivariate": Param("bool", True, help="TPE models parameters jointly"),
+            "constant_liar": Param("bool", True, help="spread out concurrent suggestions"),
+        },
+        builder="raynas.search.searchers:build_optuna",
+        help="Optuna TPE through the define-by-run bridge",
+    ),
+    "evolution": Strategy(
+        "evolution",
+        params={
+            "population_size": Param(
+                "int", 20, low=2, help="members kept: the most recently completed trials; also the random start"
+            ),
+            "sample_size": Param(
+                "int", None, low=1,
+                help="tournament size: members drawn to pick each parent (default: 5, or population_size if smaller)",
+            ),
+            "mutations": Param("int", 1, low=1, help="most places a child changes from its parent"),
+        },
+        builder="raynas.search.evolution:build_evolution",
+        help="regularized (aging) evolution: mutate the winner of a random tournament, oldest member leaves",
+    ),
+}
+
+# Early stopping compares trials by one metric: with several objectives, name it.
+_SCHEDULER_METRIC = Param("str", None, help="the objective metric that drives early stopping (needed with several)")
+
+def _population_params(**extra: Param) -> dict[str, Param]:
+    """PBT's and PB2's parameters, plus ``extra`` (Ray's PB2 has no burn-in or resampling)."""
+    return {
+        "perturbation_interval": Param("int", 2, low=1, help="epochs between exploit/explore steps"),
+        "quantile_fraction": Param("float", 0.25, low=0, low_open=True, high=0.5),
+        **extra,
+        "hyperparams": Param("strlist", None, help="space.train keys to perturb (default: every searched numeric one)"),
+        "synch": Param("bool", False, help="synchronous (waits for the whole population)"),
+        "metric": _SCHEDULER_METRIC,
+    }
+
+
+SCHEDULERS: dict[str, Strategy] = {
+    "fifo": Strategy("fifo", builder="raynas.search.schedulers:build_fifo", help="no early stopping"),
+    "asha": Strategy(
+        "asha",
+        params={
+            "grace_period": Param("int", 1, low=1, help="epochs every trial gets before it can be stopped"),
+            "reduction_factor": Param("float", 3, low=1, low_open=True, help="keep 1/rf of the trials per rung"),
+            "brackets": Param("int", 1, low=1, help="number of ASHA brackets"),
+            "max_t": Param("int", None, low=1, help="longest a trial runs (defaults to max_epochs)"),
+            "metric": _SCHEDULER_METRIC,
+        },
+        builder="raynas.search.schedulers:build_asha",
+        help="asynchronous successive halving",
+    ),
+    "hyperband": Strategy(
+        "hyperband",
+        params={
+            "reduction_factor": Param("float", 3, low=1, low_open=True),
+            "max_t": Param("int", None, low=1, help="longest a trial runs (defaults to max_epochs)"),
+            "stop_last_trials": Param("bool", True),
+            "metric": _SCHEDULER_METRIC,
+        },
+        builder="raynas.search.schedulers:build_hyperband",
+        help="synchronous HyperBand (pauses and resumes trials from checkpoints)",
+    ),
+    "median": Strategy(
+        "median",
+        params={
+            "grace_period": Param("int", 1, low=1),
+            "min_samples_required": Param("int", 3, low=1),
+            "hard_stop": Param("bool", True),
+            "metric": _SCHEDULER_METRIC,
+        },
+        builder="raynas.search.schedulers:build_median",
+        help="stop trials below the median of the others at the same epoch",
+    ),
+    "pbt": Strategy(
+        "pbt",
+        params=_population_params(
+            burn_in_period=Param("int", 0, low=0, help="epochs before the first perturbation"),
+            resample_probability=Param("float", 0.25, low=0, high=1),
+        ),
+        builder="raynas.search.pbt:build_pbt",
+        help="population based training: the worst trials take the weights and architecture of the best, "
+        "with perturbed training hyperparameters",
+    ),
+    "pb2": Strategy(
+        "pb2",
+        params=_population_params(),
+        builder="raynas.search.pbt:build_pb2",
+        help="population based bandits: pbt whose new hyperparameters come from a GP bandit "
+        "(scikit-learn) fitted to the population's progress",
+    ),
+}
+
+
+def searcher_names() -> list[str]:
+    return list(SEARCHERS)
+
+
+def scheduler_names() -> list[str]:
+    return list(SCHEDULERS)

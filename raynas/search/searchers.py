@@ -1,0 +1,329 @@
+"""Ray Tune searchers over raynas spaces: random, grid and Optuna (TPE, NSGA-II).
+
+Each one is a :class:`ray.tune.search.Searcher` whose whole state (RNG, grid position,
+Optuna study) goes through ``save``/``restore``, so ``raynas resume`` continues the same
+search instead of starting a new one.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import warnings
+import os
+import pickle
+import random
+from typing import Any, Dict, Optional
+
+from ray.tune.search import Searcher
+
+from raynas.experiment import FAILED_STATUSES, ORIGIN_KEY, STATUS_KEY
+from raynas.spaces import Space
+
+
+
+def atomic_pickle(obj: Any, path: str) -> None:
+    """Pickles ``obj`` to ``path`` through a temporary file and ``os.replace``."""
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "wb") as f:
+        pickle.dump(obj, f)
+    os.replace(tmp, path)
+
+
+class SpaceSearcher(Searcher):
+    """Base class: suggests configurations of a :class:`~raynas.spaces.Space`.
+
+    Subclasses implement :meth:`_next` (a config, ``None`` to wait, or ``Searcher.FINISHED``)
+    and may override :meth:`_completed`. State lives in plain attributes listed by
+    :meth:`get_state` so that ``save``/``restore`` cover everything.
+
+    Args:
+        space: The search space.
+        metric: Objective metric; ``None`` lets Tune set it through ``set_search_properties``.
+        mode: ``"max"`` or ``"min"``.
+        seed: Seed of the searcher's random generator.
+    """
+
+    def __init__(self, space: Space, metric: str | None = None, mode: str | None = None, seed: int | None = 0):
+        super().__init__(metric=metric, mode=mode)
+        self.space = space
+        self.seed = seed
+        self.rng = random.Random(seed)
+        self.live: dict[str, dict] = {}  # trial_id -> config, for trials not yet complete
+        self.best: dict[str, float] = {}  # trial_id -> best objective value reported so far
+        self.num_suggested = 0
+
+    def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: Dict, **spec) -> bool:
+        self._metric = self._metric or metric
+        self._mode = self._mode or mode
+        return True
+
+    # -- Tune hooks
+    #: Name shown as the trial's origin (``raynas analyze``).
+    name = "space"
+
+    def suggest(self, trial_id: str) -> Optional[Dict]:
+        self.last_origin: dict = {"how": "sample"}
+        config = self._next(trial_id)
+        if config is None or config == Searcher.FINISHED:
+            return config
+        self.live[trial_id] = config
+        self.num_suggested += 1
+        origin = {"searcher": self.name, "how": "sample", "parent": None, **self.last_origin}
+        return {**config, ORIGIN_KEY: origin}
+
+    def on_trial_result(self, trial_id: str, result: Dict) -> None:
+        self._track(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+        self._track(trial_id, result)
+        config = self.live.pop(trial_id, None)
+        failed = error or result is None or result.get(STATUS_KEY) in FAILED_STATUSES
+        self._completed(trial_id, config, result, failed, self.best.pop(trial_id, None))
+
+    def _track(self, trial_id: str, result: Optional[Dict]) -> None:
+        value = _finite(result.get(self._metric)) if result and self._metric else None
+        if value is None:
+            return
+        best = self.best.get(trial_id)
+        if best is None or (value > best if self._mode == "max" else value < best):
+            self.best[trial_id] = value
+
+    # -- for subclasses
+    def _next(self, trial_id: str) -> Any:
+        raise NotImplementedError
+
+    def _completed(self, trial_id: str, config: dict | None, result: dict | None, failed: bool, best: float | None) -> None:
+        """Called once per finished trial (``failed``: errored, NaN loss, or rejected)."""
+
+    # -- persistence
+    def get_state(self) -> Dict:
+        return {k: v for k, v in self.__dict__.items() if not k.startswith("_Searcher") and k != "space"}
+
+    def set_state(self, state: Dict) -> None:
+        self.__dict__.update(state)
+
+    def save(self, checkpoint_path: str) -> None:
+        atomic_pickle({"state": self.get_state(), "space": self.space.to_dict()}, checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "rb") as f:
+            saved = pickle.load(f)
+        self.set_state(saved["state"])
+
+
+class RandomSearcher(SpaceSearcher):
+    """Independent samples from the space, reproducible for a seed (also across resume)."""
+
+    name = "random"
+
+    def _next(self, trial_id: str) -> dict:
+        return self.space.sample(rng=self.rng)
+
+
+class GridSearcher(SpaceSearcher):
+    """Every configuration of a finite space once, in the space's grid order."""
+
+    name = "grid"
+
+    def __init__(self, space: Space, metric=None, mode=None, seed=0):
+        super().__init__(space, metric, mode, seed)
+        self.position = 0
+        self.size = int(space.size())
+
+    def _next(self, trial_id: str) -> Any:
+        if self.position >= self.size:
+            return Searcher.FINISHED
+        # The grid is regenerated lazily rather than held, so restore needs no iterator state.
+        config = next(itertools.islice(self.space.grid(), self.position, None))
+        self.position += 1
+        self.last_origin = {"how": f"grid point {self.position}"}
+        return config
+
+
+# Budgets in the order the trainable reports their excess (``raynas_violation``).
+_BUDGETS = ("params", "flops", "latency_ms")
+
+
+class OptunaSearcher(SpaceSearcher):
+    """Optuna through the define-by-run bridge: TPE for one objective, NSGA-II for several.
+
+    Unlike Ray's ``OptunaSearch``, a trial the scheduler stops early is told to Optuna as
+    *pruned* with its intermediate values (TPE then ranks it by how far it got), and a
+    failed trial as *failed*, instead of both being reported as complete. A trial rejected
+    for its budget is told as infeasible through Optuna's constraints, so TPE and NSGA-II
+    learn to avoid such architectures (Optuna's samplers rank trials with a constraint above
+    zero below every feasible one).
+
+    Args:
+        objectives: ``[(metric, mode), ...]`` when there are several; a complete trial is
+            told the values it reported at its best epoch on the first metric.
+        constraints: Whether budgets are set (enables Optuna's constraint handling).
+    """
+
+    name = "optuna"
+
+    def __init__(
+        self,
+        space: Space,
+        metric=None,
+        mode=None,
+        seed=0,
+        *,
+        sampler: str = "auto",
+        n_startup_trials: int = 8,
+        multivariate: bool = True,
+        constant_liar: bool = True,
+        max_epochs: int | None = None,
+        objectives: list[tuple[str, str]] | None = None,
+        constraints: bool = False,
+    ):
+        super().__init__(space, metric, mode, seed)
+        self.objectives = list(objectives) if objectives else None
+        self.sampler_name = sampler
+        self.max_epochs = max_epochs
+        self.constraints = constraints
+        self.options = dict(n_startup_trials=n_startup_trials, multivariate=multivariate, constant_liar=constant_liar)
+        self.study = None
+        self.optuna_ids: dict[str, tuple[int, int]] = {}  # trial_id -> (storage trial id, number)
+        self.best_rows: dict[str, dict] = {}  # trial_id -> objective values at its best epoch
+
+    @property
+    def multi(self) -> bool:
+        return bool(self.objectives) and len(self.objectives) > 1
+
+    def _ensure_study(self):
+        if self.study is None:
+            import optuna
+
+            optuna.logging.set_verbosity(optuna.logging.WARNING)
+            warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+            kind = self.sampler_name
+            if kind == "auto":
+                kind = "nsga2" if self.multi else "tpe"
+            if kind == "random":
+                sampler = optuna.samplers.RandomSampler(seed=self.seed)
+            elif kind == "nsga2":
+                sampler = optuna.samplers.NSGAIISampler(seed=self.seed)
+            else:
+                sampler = optuna.samplers.TPESampler(
+                    seed=self.seed,
+                    n_startup_trials=self.options["n_startup_trials"],
+                    multivariate=self.options["multivariate"],
+                    group=self.options["multivariate"],  # conditional/repeated keys are groups
+                    constant_liar=self.options["constant_liar"],
+                )
+            modes = [m for _, m in self.objectives] if self.objectives else [self._mode]
+            directions = ["maximize" if m == "max" else "minimize" for m in modes]
+            self.study = optuna.create_study(directions=directions, sampler=sampler)
+        return self.study
+
+    def _trial(self, trial_id: str):
+        import optuna
+
+        storage_id, _ = self.optuna_ids[trial_id]
+        return optuna.trial.Trial(self._ensure_study(), storage_id)
+
+    def _next(self, trial_id: str) -> dict:
+        study = self._ensure_study()
+        trial = study.ask()
+        self.optuna_ids[trial_id] = (trial._trial_id, trial.number)
+        sampler = type(study.sampler).__name__.replace("Sampler", "").lower()
+        # TPE samples at random until it has n_startup_trials results to model.
+        startup = sampler == "tpe" and trial.number < self.options["n_startup_trials"]
+        self.last_origin = {"how": "startup sample" if startup else sampler}
+        return self.space.suggest(trial)
+
+    def _track(self, trial_id: str, result: Optional[Dict]) -> None:
+        before = self.best.get(trial_id)
+        super()._track(trial_id, result)
+        if self.objectives and result and self.best.get(trial_id) != before:
+            self.best_rows[trial_id] = {m: _finite(result.get(m)) for m, _ in self.objectives}
+
+    def on_trial_result(self, trial_id: str, result: Dict) -> None:
+        super().on_trial_result(trial_id, result)
+        if self.multi:
+            return  # Optuna keeps no intermediate values for several objectives
+        value = _finite(result.get(self._metric))
+        step = result.get("epoch", result.get("training_iteration"))
+        if value is not None and step is not None and trial_id in self.optuna_ids:
+            trial = self._trial(trial_id)
+            if int(step) not in trial.storage.get_trial(trial._trial_id).intermediate_values:
+                trial.report(value, int(step))
+
+    def _completed(self, trial_id, config, result, failed, best) -> None:
+        import optuna
+
+        if trial_id not in self.optuna_ids:
+            return
+        if result is not None and not failed:
+            self.on_trial_result(trial_id, result)  # the final result is not passed to on_trial_result
+        row = self.best_rows.pop(trial_id, None)
+        trial = self._trial(trial_id)
+        storage_id, number = self.optuna_ids.pop(trial_id)
+        study = self._ensure_study()
+        State = optuna.trial.TrialState
+        modes = [m for _, m in self.objectives] if self.objectives else [self._mode]
+        if self.constraints:
+            # Every trial gets its constraint values (0 when within budget), so that the
+            # samplers see a constrained study and rank the infeasible ones last.
+            violation = (result or {}).get("raynas_violation") or [0.0] * len(_BUDGETS)
+            for name, value in zip(_BUDGETS, violation):
+                trial.set_constraint(name, float(value))
+        if failed and result is not None and result.get(STATUS_KEY) == "rejected" and self.constraints:
+            # Infeasible: the sampler ranks it by its violation, below every feasible trial;
+            # its values only need to be finite.
+            study.tell(number, [-1e30 if m == "max" else 1e30 for m in modes])
+            return
+        if failed or best is None:
+            study.tell(number, state=State.FAIL)
+            return
+        epochs = result.get("epoch") if result else None
+        if self.max_epochs is not None and epochs is not None and int(epochs) < self.max_epochs:
+            study.tell(number, state=State.PRUNED)
+            return
+        if self.multi:
+            values = [row.get(m) if row else None for m, _ in self.objectives]
+            if any(v is None for v in values):
+                study.tell(number, state=State.FAIL)
+                return
+            study.tell(number, values)
+        else:
+            study.tell(number, best)
+
+
+def _finite(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+# -- builders used by the registry -------------------------------------------------------------
+
+
+def _objective(spec) -> dict:
+    # The searchers optimise the objective (its first metric), which may differ from the
+    # metric Tune and the scheduler use when there are several objectives.
+    return {"metric": spec.objective.metric, "mode": spec.objective.mode.value}
+
+
+def build_random(spec) -> RandomSearcher:
+    return RandomSearcher(spec.space, seed=spec.search.seed, **_objective(spec))
+
+
+def build_grid(spec) -> GridSearcher:
+    return GridSearcher(spec.space, seed=spec.search.seed, **_objective(spec))
+
+
+def build_optuna(spec) -> OptunaSearcher:
+    objectives = [(m, mode.value) for m, mode in zip(spec.objective.metrics, spec.objective.modes)]
+    return OptunaSearcher(
+        spec.space,
+        seed=spec.search.seed,
+        max_epochs=spec.max_epochs,
+        objectives=objectives if spec.objective.multi else None,
+        constraints=bool(spec.constraints),
+        **_objective(spec),
+        **spec.search.options,
+    )

@@ -1,0 +1,72 @@
+"""CI smoke test of benchmarks/search_quality.py: a tiny budget, checking that it works (not its numbers)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.helpers import ROOT, SHARED
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+DATA = SHARED / "data" / "yahpo"
+
+
+@pytest.mark.skipif(not (DATA / "lcbench" / "model.onnx").is_file(), reason=f"the YAHPO LCBench data is not at {DATA}")
+def test_search_quality_smoke(tmp_path, ray_env):
+    pytest.importorskip("onnxruntime", reason="raynas[bench] is not installed")
+    pytest.importorskip("matplotlib", reason="raynas[bench] is not installed")
+    plot = tmp_path / "sq.png"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "167168", "--smoke",
+         "--methods", "random+fifo,random+asha", "--json", "--plot", str(plot), "--data-path", str(DATA)],
+        capture_output=True, text=True, timeout=600, env={**os.environ, **ray_env},
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert out["settings"]["methods"] == ["random+fifo", "random+asha"]
+    assert out["settings"]["budget_sim_s"] == 60 and out["settings"]["seeds"] == 1
+    for method in ("random+fifo", "random+asha"):
+        row = out["methods"][method]["tasks"]["167168"]
+        assert 0 < row["best_mean"] <= 100 and row["trials"] >= 1
+        assert all(r >= 0 for r in row["regret_curve"])  # the reference is the best any method saw
+    for run in out["runs"]:
+        times = [t for t, _ in run["events"]]
+        assert times == sorted(times) and times[-1] <= 60
+    assert plot.stat().st_size > 1000
+    # A bad task id stops before Ray starts, exit code 2, with the key path.
+    bad = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "1234", "--smoke", "--plot", ""],
+        capture_output=True, text=True, timeout=120, env={**os.environ, **ray_env},
+    )
+    assert bad.returncode == 2 and "trainable.params.task: unknown LCBench task '1234'" in bad.stderr
+
+
+def _module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("search_quality", ROOT / "benchmarks" / "search_quality.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def row(epoch, wall, seconds, acc, resumed=0):
+    return {"epoch": epoch, "wall_time": wall, "sim_epoch_time": seconds, "val_accuracy": acc, "resumed_from": resumed}
+
+
+def test_timeline_places_trial_runs_on_the_first_free_worker():
+    sq = _module()
+    curves = [
+        [row(1, 1.0, 10, 50.0), row(2, 2.0, 10, 60.0), row(3, 9.0, 10, 70.0, resumed=2)],  # paused after epoch 2
+        [row(1, 1.5, 5, 40.0)],
+        [row(1, 3.0, 20, 80.0)],
+    ]
+    events, work, span = sq.timeline(curves, workers=2, speedup=10.0)
+    # Worker A: trial 0 epochs 1-2 (0-20); worker B: trial 1 (0-5), then trial 2 (5-25);
+    # trial 0's resumed epoch 3 goes to worker A, free first (20-30).
+    assert events == [(5.0, 40.0, 1), (10.0, 50.0, 0), (20.0, 60.0, 0), (25.0, 80.0, 2), (30.0, 70.0, 0)]
+    assert work == 55.0 and span == pytest.approx(9.0 - 0.0)
+    assert sq.anytime(events, [4, 10, 26, 100]) == [None, 50.0, 80.0, 80.0]

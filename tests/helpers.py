@@ -1,0 +1,47 @@
+"""Shared test helpers: paths, YAML writing, running the CLI in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+EXPERIMENTS = ROOT / "experiments"
+QUICKSTART = EXPERIMENTS / "quickstart.yaml"
+SHARED = ROOT.parent / "shared"
+
+
+def write_yaml(path, data) -> Path:
+    path = Path(path)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def raynas(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
+    """Runs the installed CLI (``python -m raynas``) and captures its output."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "raynas", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        timeout=timeout,
+        cwd=cwd,
+    )
+
+
+def assert_epochs_follow_lineage(rows: list, max_epochs: int, label=None) -> None:
+    """A PBT trial's result log: epochs follow one another, except where the trial took another
+    trial's checkpoint (a row marked as exploited), which continues from that trial's epoch.
+    No trial starts over or trains an epoch twice in the same lineage."""
+    from raynas.experiment import EXPLOITED_KEY
+
+    seen = [(r["epoch"], r.get(EXPLOITED_KEY)) for r in rows]
+    assert rows and rows[0]["epoch"] == 1 and rows[-1]["epoch"] == max_epochs, (label, seen)
+    for before, row in zip(rows, rows[1:]):
+        assert row.get(EXPLOITED_KEY) or row["epoch"] == before["epoch"] + 1, (label, seen)

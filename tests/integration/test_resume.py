@@ -1,0 +1,206 @@
+"""A driver killed with SIGKILL mid-run is resumed with `raynas resume` and finishes exactly."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from raynas.experiment import read_journal
+
+from tests.helpers import raynas, write_yaml
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+NUM_TRIALS, EPOCHS = 8, 8
+
+
+def wait_for(predicate, timeout: float, what: str):
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(0.25)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def end_process_group(pgid: int) -> None:
+    """Ends what is left of the process group this test started (Ray's agents outlive a
+    SIGKILLed driver); nothing else is touched."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.killpg(pgid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+
+
+def snapshot(exp_dir):
+    journal = read_journal(exp_dir)
+    return {tid: r for tid, r in journal.items()}
+
+
+def test_sigkill_then_resume_finishes_every_trial_once(tmp_path, ray_env):
+    exp = write_yaml(
+        tmp_path / "crash.yaml",
+        {
+            "name": "crash",
+            "model": "mlp",
+            "space": {
+                "arch": {"depth": {"int": [1, 3]}, "width": {"choice": [128, 256]}},
+                "train": {"lr": {"float": [1.0e-3, 1.0e-2], "log": True}, "batch_size": 32},
+            },
+            "search": {"searcher": "random", "num_trials": NUM_TRIALS, "seed": 3},
+            "max_epochs": EPOCHS,
+        },
+    )
+    res = tmp_path / "res"
+    exp_dir = res / "crash"
+    env = dict(os.environ, **ray_env, PYTHONUNBUFFERED="1")
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raynas", "run", str(exp), "--storage-path", str(res)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env=env,
+        start_new_session=True,  # its own process group: the test can end exactly what it started
+    )
+    try:
+        def mid_run():
+            if not (exp_dir / "trials.json").exists():
+                return None
+            records = snapshot(exp_dir).values()
+            done = [r for r in records if r.status.value == "completed"]
+            running = [r for r in records if r.status.value == "running" and r.epochs >= 1]
+            return len(done) >= 2 and running
+
+        wait_for(mid_run, 240, "two finished trials and one mid-way")
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        end_process_group(driver.pid)
+    before = snapshot(exp_dir)
+    finished_before = {tid: r for tid, r in before.items() if r.status.value == "completed"}
+    results_before = {tid: (exp_dir / r.dir / "result.json").read_bytes() for tid, r in finished_before.items()}
+    assert len(finished_before) < NUM_TRIALS
+
+    proc = raynas("resume", exp_dir, env=ray_env, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    after = snapshot(exp_dir)
+    live = {tid: r for tid, r in after.items() if r.status.value != "lost"}
+    assert len(live) == NUM_TRIALS, {t: r.status.value for t, r in after.items()}
+    assert all(r.status.value == "completed" and r.epochs == EPOCHS for r in live.values())
+    # Finished trials were not run again: same trial, same results, byte for byte.
+    for tid, data in results_before.items():
+        assert after[tid].status.value == "completed"
+        assert (exp_dir / after[tid].dir / "result.json").read_bytes() == data
+    # Every trial reported each epoch exactly once (an interrupted one went on from its checkpoint).
+    for r in live.values():
+        epochs = [json.loads(line).get("epoch") for line in open(exp_dir / r.dir / "result.json") if line.strip()]
+        assert epochs == list(range(1, EPOCHS + 1)), (r.trial_id, epochs)
+    # Start order is kept across the resume and keeps counting (a trial lost to the crash,
+    # if any, keeps the number it had).
+    orders = [r.order for r in after.values()]
+    assert None not in orders and sorted(orders) == list(range(1, len(after) + 1))
+    for tid, r in before.items():
+        if r.order is not None:
+            assert after[tid].order == r.order
+    board = json.loads(raynas("analyze", exp_dir, "--format", "json").stdout)
+    assert len(board) == NUM_TRIALS and {b["trial_id"] for b in board} == set(live)
+    meta = json.loads((exp_dir / "raynas.json").read_text())
+    assert meta["status"] == "finished"
+
+
+def test_resume_refuses_a_folder_that_is_not_an_experiment(tmp_path, ray_env):
+    proc = raynas("resume", tmp_path, env=ray_env)
+    assert proc.returncode == 2
+    assert "is not a raynas experiment folder" in proc.stderr
+    assert not any(os.scandir(ray_env["RAY_TMPDIR"]))
+
+
+def test_a_trial_whose_worker_dies_is_retried_from_its_checkpoint(tmp_path, ray_env):
+    epochs = 10
+    exp = write_yaml(
+        tmp_path / "retry.yaml",
+        {
+            "name": "retry",
+            "model": "mlp",
+            "space": {"arch": {"depth": 2, "width": {"choice": [256, 512]}}, "train": {"lr": 0.003, "batch_size": 32}},
+            "search": {"searcher": "grid", "max_concurrent": 1},
+            "max_epochs": epochs,
+            "trainer": {"max_failures": 1},
+        },
+    )
+    exp_dir = tmp_path / "res" / "retry"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raynas", "run", str(exp), "--storage-path", str(tmp_path / "res")],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=dict(os.environ, **ray_env), start_new_session=True,
+    )
+    try:
+        def worker_mid_trial():
+            for log in exp_dir.glob("trial_*/result.json"):
+                rows = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+                if len(rows) >= 3 and rows[-1]["epoch"] < epochs:
+                    return log.parent.name, rows[-1]["pid"]
+            return None
+
+        victim, pid = wait_for(worker_mid_trial, 240, "a trial three epochs in")
+        os.kill(pid, signal.SIGKILL)  # the trial's worker process, started by this run
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        end_process_group(driver.pid)
+    assert driver.returncode == 0, out[-3000:]
+    journal = read_journal(exp_dir)
+    assert all(r.status.value == "completed" for r in journal.values()), [(r.status.value, r.error) for r in journal.values()]
+    rows = [json.loads(line) for line in (exp_dir / victim / "result.json").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    assert len({r["pid"] for r in rows}) == 2, "the retry ran in a new worker"
+
+
+def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path, ray_env):
+    exp = write_yaml(
+        tmp_path / "ctrlc.yaml",
+        {
+            "name": "ctrlc",
+            "model": "mlp",
+            "space": {"arch": {"depth": 2, "width": {"choice": [128, 256, 512]}}, "train": {"lr": 0.003, "batch_size": 32}},
+            "search": {"searcher": "grid", "max_concurrent": 1},
+            "max_epochs": 6,
+        },
+    )
+    exp_dir = tmp_path / "res" / "ctrlc"
+    driver = subprocess.Popen(
+        [sys.executable, "-m", "raynas", "run", str(exp), "--storage-path", str(tmp_path / "res")],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ, **ray_env),
+        start_new_session=True,
+    )
+    try:
+        wait_for(
+            lambda: (exp_dir / "trials.json").exists()
+            and any(r.status.value == "completed" for r in read_journal(exp_dir).values()),
+            240, "a finished trial",
+        )
+        os.kill(driver.pid, signal.SIGINT)
+        out, err = driver.communicate(timeout=120)
+    finally:
+        end_process_group(driver.pid)
+    assert driver.returncode == 130, (out[-2000:], err[-2000:])
+    assert f"raynas resume {exp_dir}" in err
+    assert json.loads((exp_dir / "raynas.json").read_text())["status"] == "interrupted"
+
+    proc = raynas("resume", exp_dir, env=ray_env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    journal = read_journal(exp_dir)
+    live = [r for r in journal.values() if r.status.value != "lost"]
+    assert len(live) == 3 and all(r.status.value == "completed" for r in live)
+    for r in live:
+        assert [json.loads(line)["epoch"] for line in open(exp_dir / r.dir / "result.json")] == list(range(1, 7))

@@ -1,0 +1,82 @@
+"""The journal after a driver was killed between a result and the next journal write.
+
+Real Ray Tune Trial objects, as Tune restores them from its snapshot; the journal on disk is
+older than the trials' result logs (it is written at most every few seconds, the logs on every
+result), which is what a SIGKILL at the wrong moment leaves behind.
+"""
+
+import json
+
+from ray.tune.experiment import Trial
+
+from raynas.callbacks import Journal
+from raynas.experiment import RESULT_FILE, Status, TrialRecord, read_journal, write_journal
+
+MAX_EPOCHS = 4
+
+
+def rows(acc):
+    return [
+        {"epoch": i + 1, "val_acc": a, "checkpoint_dir_name": f"checkpoint_{i:06d}"} for i, a in enumerate(acc)
+    ]
+
+
+def lay_out(tmp_path, logged: dict[str, list[dict]], journal_epochs: int):
+    """An experiment folder whose journal knows ``journal_epochs`` epochs of each trial."""
+    records = {}
+    for tid, results in logged.items():
+        rec = TrialRecord(trial_id=tid, order=len(records) + 1, status=Status.RUNNING, config={"train": {"lr": 0.1}})
+        rec.dir = f"trial_{tid}"
+        (tmp_path / rec.dir).mkdir()
+        with open(tmp_path / rec.dir / RESULT_FILE, "w") as f:
+            for row in results:
+                f.write(json.dumps(row) + "\n")
+        for row in results[:journal_epochs]:
+            rec.epochs, rec.last = row["epoch"], {"epoch": row["epoch"], "val_acc": row["val_acc"]}
+        records[tid] = rec
+    write_journal(tmp_path, records)
+
+
+def restored(tid, status):
+    trial = Trial("run_trial", config={"train": {"lr": 0.1}}, trial_id=tid, stub=True)
+    trial.set_status(status)
+    return trial
+
+
+def test_a_trial_that_had_reported_its_last_epoch_completes_after_resume(tmp_path):
+    # Killed right after epoch 4 of 4 was logged; the journal still said 2 epochs.
+    lay_out(tmp_path, {"a": rows([0.5, 0.7, 0.9, 0.8])}, journal_epochs=2)
+    journal = Journal(str(tmp_path), "val_acc", "max", MAX_EPOCHS)
+    journal.setup()
+    trial = restored("a", Trial.RUNNING)
+    journal.on_step_begin(0, [trial])
+    rec = journal.records["a"]
+    assert (rec.epochs, rec.best, rec.best_epoch) == (4, 0.9, 3)
+    assert (rec.checkpoint, rec.best_checkpoint) == ("checkpoint_000003", "checkpoint_000002")
+    # The trial finds nothing left to train and returns without a result.
+    trial.set_status(Trial.TERMINATED)
+    journal.on_trial_complete(1, [trial], trial)
+    assert read_journal(tmp_path)["a"].status is Status.COMPLETED
+
+
+def test_exploits_are_rebuilt_from_the_log_without_duplicates(tmp_path):
+    results = rows([0.5, 0.6, 0.9])
+    results[2]["raynas_exploited"] = "trial_b"
+    lay_out(tmp_path, {"a": results, "b": rows([0.8, 0.9, 0.95])}, journal_epochs=3)
+    journal = Journal(str(tmp_path), "val_acc", "max", MAX_EPOCHS)
+    journal.setup()
+    journal.records["a"].origin["exploits"] = [{"epoch": 3, "from": "b"}]  # the journal knew it
+    journal.on_step_begin(0, [restored("a", Trial.PAUSED), restored("b", Trial.RUNNING)])
+    assert journal.records["a"].origin["exploits"] == [{"epoch": 3, "from": "b"}]
+    assert journal.records["a"].status is Status.PAUSED
+
+
+def test_a_trial_the_snapshot_saw_end_is_finished_in_the_journal(tmp_path):
+    # The snapshot recorded the trial as terminated; the driver died before the journal said so.
+    lay_out(tmp_path, {"a": rows([0.5, 0.6, 0.7, 0.8]), "b": rows([0.4, 0.3])}, journal_epochs=1)
+    journal = Journal(str(tmp_path), "val_acc", "max", MAX_EPOCHS)
+    journal.setup()
+    journal.on_step_begin(0, [restored("a", Trial.TERMINATED), restored("b", Trial.TERMINATED)])
+    records = read_journal(tmp_path)
+    assert records["a"].status is Status.COMPLETED and records["a"].epochs == 4
+    assert records["b"].status is Status.STOPPED and records["b"].best == 0.4

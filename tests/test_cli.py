@@ -1,0 +1,114 @@
+"""The command line: validate, bad input (exit 2, no Ray, nothing changed), analyze without Ray."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from raynas.cli import _check_dashboard, main
+from raynas.errors import ConfigError
+
+from tests.helpers import EXPERIMENTS, QUICKSTART, raynas, write_yaml
+
+
+def folder_state(path: Path) -> dict:
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
+
+
+@pytest.mark.parametrize("exp", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
+def test_every_experiment_file_validates(exp, ray_env):
+    proc = raynas("validate", exp, env=ray_env)
+    assert proc.returncode == 0, proc.stderr
+    assert f"{exp}: ok" in proc.stdout and "space:" in proc.stdout
+    assert not any(Path(ray_env["RAY_TMPDIR"]).iterdir())
+
+
+def test_validate_prints_size_and_settings(capsys):
+    assert main(["validate", str(QUICKSTART)]) == 0
+    out = capsys.readouterr().out
+    assert "96 discrete combinations" in out and "optuna, 24 trials" in out and "asha" in out
+
+
+@pytest.mark.parametrize(
+    "change, where",
+    [
+        ({"search": {"searcher": "bayes"}}, "search.searcher: unknown searcher 'bayes'"),
+        ({"space": {"arch": {"depth": {"int": [4, 2]}}}}, "space.arch.depth: int range needs low <= high, got low=4, high=2"),
+        ({"objective": {"metric": "accuracy"}}, "objective.metric: the trainable never reports 'accuracy'"),
+        ({"data": {"source": "csv", "path": "missing.csv", "target": "y"}}, "data.path"),
+        ({"modle": "mlp"}, "modle: unknown key (did you mean 'model'?)"),
+    ],
+)
+def test_bad_input_exits_2_before_ray_and_changes_nothing(tmp_path, ray_env, change, where):
+    # An existing results folder for this name: a bad file must leave it exactly as it was.
+    results = tmp_path / "res" / "bad"
+    results.mkdir(parents=True)
+    (results / "keep.txt").write_text("untouched")
+    before = folder_state(tmp_path / "res")
+    raw = {"name": "bad", "space": {"arch": {"depth": 1}}, **change}
+    exp = write_yaml(tmp_path / "bad.yaml", raw)
+    for command in (["validate", exp], ["run", exp, "--storage-path", tmp_path / "res"]):
+        proc = raynas(*command, env=ray_env)
+        assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+        lines = [line for line in proc.stderr.splitlines() if line.strip()]
+        assert len(lines) == 1, proc.stderr  # one clear message, not a traceback
+        assert lines[0].startswith(f"raynas: error: {exp}: ") and where in lines[0], lines[0]
+    assert folder_state(tmp_path / "res") == before
+    assert not any(Path(ray_env["RAY_TMPDIR"]).iterdir()), "Ray must not start on bad input"
+
+
+def test_set_overrides_are_validated_like_the_file(ray_env):
+    proc = raynas("validate", QUICKSTART, "--set", "scheduler.grace_period=50", env=ray_env)
+    assert proc.returncode == 2
+    assert "scheduler.grace_period: must be <= max_t (10), got 50" in proc.stderr
+
+
+def test_analyze_refuses_a_folder_that_is_not_an_experiment(tmp_path):
+    proc = raynas("analyze", tmp_path)
+    assert proc.returncode == 2 and "not a raynas experiment folder" in proc.stderr
+    proc = raynas("analyze", tmp_path / "nope")
+    assert proc.returncode == 2 and "no such folder" in proc.stderr
+
+
+def test_dashboard_without_its_packages_is_a_clear_error(monkeypatch):
+    import ray._private.utils as ray_utils
+
+    monkeypatch.setattr(ray_utils, "get_dashboard_dependency_error", lambda: ImportError("No module named 'aiohttp_cors'"))
+
+    class Args:
+        dashboard = True
+
+    with pytest.raises(ConfigError) as err:
+        _check_dashboard(Args())
+    assert "pip install 'raynas[dashboard]'" in str(err.value) and "aiohttp_cors" in str(err.value)
+
+
+def test_analyze_reads_a_folder_without_ray(tmp_path):
+    # A hand-written experiment folder: the journal plus result logs, as a run leaves them.
+    from raynas.experiment import Status, TrialRecord, update_meta, write_journal
+
+    exp = tmp_path / "exp"
+    exp.mkdir()
+    update_meta(exp, name="exp")
+    (exp / "experiment.yaml").write_text("objective: {metric: val_loss, mode: min}\nmax_epochs: 3\n")
+    curves = {"a": [0.9, 0.5, 0.7], "b": [0.8, 0.6, 0.55], "c": [1.2]}
+    records = {}
+    for order, (tid, losses) in enumerate(curves.items(), start=1):
+        d = exp / f"trial_{tid}"
+        d.mkdir()
+        with open(d / "result.json", "w") as f:
+            for epoch, loss in enumerate(losses, start=1):
+                f.write(json.dumps({"epoch": epoch, "val_loss": loss, "params": 10 * order}) + "\n")
+        status = Status.COMPLETED if len(losses) == 3 else Status.STOPPED
+        records[tid] = TrialRecord(tid, order=order, status=status, config={"arch": {"w": order}}, dir=d.name, epochs=len(losses))
+    records["d"] = TrialRecord("d", order=4, status=Status.FAILED, config={"arch": {"w": 4}}, error="ArchError: too small")
+    write_journal(exp, records)
+    board = json.loads(raynas("analyze", exp, "--format", "json").stdout)
+    # min mode: a's best is 0.5 (epoch 2), b's 0.55, c's 1.2; the failed trial comes last.
+    assert [(b["trial_id"], b["best"], b["best_epoch"]) for b in board] == [
+        ("a", 0.5, 2), ("b", 0.55, 3), ("c", 1.2, 1), ("d", None, None)
+    ]
+    assert board[0]["metrics"]["val_loss"] == 0.7  # the last reported, not the best
+    assert [b["order"] for b in board] == [1, 2, 3, 4]
+    table = raynas("analyze", exp, "--top", "2").stdout
+    assert "ranked by best val_loss (min)" in table and " a " in table and " c " not in table

@@ -1,0 +1,140 @@
+"""DurableScheduler: a scheduler's state saved with trials as ids, restored onto new Trial objects.
+
+Real Ray Tune schedulers and Trial objects; the controller is the minimal object the
+schedulers' bookkeeping touches (nothing here pauses or stops a trial).
+"""
+
+import os
+
+import pytest
+from ray.tune.experiment import Trial
+from ray.tune.schedulers import AsyncHyperBandScheduler, HyperBandScheduler, MedianStoppingRule
+
+from raynas import durable
+from raynas.durable import BACKUP_DIR, SCHEDULER_FILE, DurableScheduler
+from raynas.search.pbt_scheduler import RaynasPB2, RaynasPBT
+
+
+class Controller:
+    """What schedulers read from Tune's controller while recording results."""
+
+    search_alg = None
+
+    def __init__(self, trials):
+        self._trials = trials
+
+    def get_trials(self):
+        return self._trials
+
+    def get_live_trials(self):
+        return self._trials
+
+
+def trials(prefix: str, n: int):
+    return [Trial("run_trial", config={"train": {"lr": 0.01 * (i + 1)}}, trial_id=f"{prefix}{i}", stub=True) for i in range(n)]
+
+
+def feed(scheduler, controller, ts, epochs):
+    decisions = {}
+    for t in ts:
+        t.set_status(Trial.RUNNING)
+        scheduler.on_trial_add(controller, t)
+    for epoch in range(1, epochs + 1):
+        for i, t in enumerate(ts):
+            result = {"epoch": epoch, "val_acc": 0.1 * (i + 1) * epoch, "training_iteration": epoch, "time_total_s": epoch}
+            decisions[(t.trial_id, epoch)] = scheduler.on_trial_result(controller, t, result)
+    return decisions
+
+
+SCHEDULERS = {
+    "asha": lambda: AsyncHyperBandScheduler(time_attr="epoch", max_t=8, grace_period=1, reduction_factor=2),
+    "hyperband": lambda: HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2),
+    "median": lambda: MedianStoppingRule(time_attr="epoch", grace_period=1, min_samples_required=2),
+    "pbt": lambda: RaynasPBT(time_attr="epoch", perturbation_interval=100, hyperparam_mutations={"train": {"lr": [0.01, 0.02]}}),
+    "pb2": lambda: RaynasPB2(time_attr="epoch", perturbation_interval=100, hyperparam_bounds={"train": {"lr": [0.01, 0.1]}}),
+}
+
+
+@pytest.mark.parametrize("name", list(SCHEDULERS))
+def test_saved_scheduler_rebinds_to_the_restored_trials(tmp_path, name):
+    exp_dir = str(tmp_path)
+    first = DurableScheduler(SCHEDULERS[name](), exp_dir)
+    first.set_search_properties("val_acc", "max")
+    old = trials("t", 4)
+    feed(first, Controller(old), old, epochs=2)
+    state_before = first.inner.debug_string()
+    os.makedirs(tmp_path / BACKUP_DIR)
+    (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
+    durable._LIVE.pop(exp_dir, None)
+
+    # A resumed run: Tune unpickles the scheduler as it was at the start (tuner.pkl, written
+    # with cloudpickle), then re-adds every restored trial (new objects, same ids) to it.
+    from ray import cloudpickle
+
+    fresh = SCHEDULERS[name]()
+    fresh.set_search_properties("val_acc", "max")
+    resumed = cloudpickle.loads(cloudpickle.dumps(DurableScheduler(fresh, exp_dir)))
+    new = trials("t", 4)
+    controller = Controller(new)
+    for t in new:
+        t.set_status(Trial.RUNNING)
+        resumed.on_trial_add(controller, t)
+    assert resumed.inner is not fresh, "the saved scheduler should replace the fresh one"
+    assert resumed.inner.debug_string() == state_before
+    assert resumed.known_ids == {t.trial_id for t in new}
+
+    # Every Trial the restored scheduler holds is one of the new objects, not a stale copy.
+    held = []
+
+    def walk(obj, depth=0):
+        if depth > 6:
+            return
+        if isinstance(obj, Trial):
+            held.append(obj)
+        elif isinstance(obj, dict):
+            for k, v in obj.items():
+                walk(k, depth + 1)
+                walk(v, depth + 1)
+        elif isinstance(obj, (list, tuple, set)):
+            for v in obj:
+                walk(v, depth + 1)
+        elif hasattr(obj, "__dict__") and not isinstance(obj, type):
+            walk(vars(obj), depth + 1)
+
+    walk(resumed.inner)
+    assert all(any(h is t for t in new) for h in held)
+
+    # A trial the saved scheduler did not know is added normally.
+    extra = trials("x", 1)[0]
+    extra.set_status(Trial.RUNNING)
+    resumed.on_trial_add(controller, extra)
+    assert extra.trial_id in resumed.known_ids
+
+
+def test_a_fresh_run_has_nothing_to_restore(tmp_path):
+    scheduler = DurableScheduler(SCHEDULERS["asha"](), str(tmp_path))
+    scheduler.set_search_properties("val_acc", "max")
+    inner = scheduler.inner
+    t = trials("t", 1)
+    feed(scheduler, Controller(t), t, epochs=1)
+    assert scheduler.inner is inner and durable.live_scheduler(str(tmp_path)) is scheduler
+
+
+@pytest.mark.parametrize("name", ["pbt", "pb2"])
+def test_population_checkpoints_stay_in_use_until_replaced(tmp_path, name):
+    """PBT keeps each trial's checkpoint from its last perturbation for later exploits; the
+    journal must not prune it while the trial trains on."""
+    from ray import tune
+
+    scheduler = DurableScheduler(SCHEDULERS[name](), str(tmp_path))
+    scheduler.set_search_properties("val_acc", "max")
+    ts = trials("p", 2)
+    feed(scheduler, Controller(ts), ts, epochs=1)
+    assert scheduler.checkpoints_in_use() == []
+    for i, t in enumerate(ts):
+        scheduler.inner._trial_state[t].last_checkpoint = tune.Checkpoint(str(tmp_path / f"trial_{t.trial_id}" / f"checkpoint_00000{i}"))
+    assert sorted(scheduler.checkpoints_in_use()) == [
+        str(tmp_path / "trial_p0" / "checkpoint_000000"),
+        str(tmp_path / "trial_p1" / "checkpoint_000001"),
+    ]
+    assert DurableScheduler(SCHEDULERS["asha"](), str(tmp_path / "other")).checkpoints_in_use() == []
