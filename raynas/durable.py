@@ -66,19 +66,22 @@ class SnapshotPacer:
     trials, and one per trial event makes a long search quadratic: at 150 trivial trials half
     of the driver's time went into snapshots. While snapshots are cheap (small experiments,
     the ones whose trials take seconds) every event still gets its own; once a snapshot takes
-    ``t`` seconds, the next one waits until ``t * (1/share - 1)`` seconds have passed since it,
-    and the events in between share it. A postponed request is not dropped: :meth:`poll`
-    (called by the journal after every controller step) issues it when its time comes.
-    Resume stays exact for every event a snapshot covers; one in the short window since the
-    last snapshot is handled as Tune's periodic snapshots are (see :mod:`raynas.durable`).
+    ``t`` seconds, the next forced one waits until ``t * (1/share - 1)`` seconds have passed
+    since the last one, and the events in between share it. A postponed request is not
+    dropped: :meth:`poll` (called by the journal after every controller step) issues it when
+    its time comes. Resume stays exact for every event a snapshot covers; one in the short
+    window since the last snapshot is handled as Tune's periodic snapshots are.
+
+    ``t`` is the duration of the last snapshot, timed around Tune's own
+    ``sync_up_experiment_state`` (the save and, for a forced one, the wait for its copy).
     """
 
     def __init__(self, share: float = 0.2):
         self.share = share
         self.pending = False
         self._controller: Any = None
-        self._forced_at: float | None = None
-        self.cost = 0.0  # seconds, of the last forced snapshot (an upper bound: its whole step)
+        self._timed: Any = None  # the checkpoint manager whose snapshots are timed
+        self.cost = 0.0  # seconds, of the last snapshot
 
     def request(self, controller: Any) -> bool:
         self._controller = controller
@@ -86,17 +89,32 @@ class SnapshotPacer:
         return self.poll()
 
     def ready(self) -> bool:
-        """Whether a journal write that must not run ahead of the snapshots can go now.
-
-        True when a snapshot will cover it (one is forced now, or one is already due at the
-        end of this controller step) or none can be asked for yet; False while snapshots
-        are postponed (the write then waits for the next snapshot, see
-        :class:`raynas.callbacks.JournalFlush`).
-        """
+        """Asks for a snapshot; True when one is forced at the end of this controller step
+        (or none can be asked for), False while snapshots are postponed."""
         if self._controller is None:
             return True
         self.pending = True
         return self.poll()
+
+    def _time_snapshots(self, manager: Any) -> None:
+        if self._timed is manager:
+            return
+        self._timed = manager
+        original = manager.sync_up_experiment_state
+        pacer = self
+
+        def sync_up_experiment_state(*args, **kwargs):
+            import time
+
+            before = getattr(manager, "_last_save_time", None)
+            began = time.monotonic()
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if getattr(manager, "_last_save_time", None) != before:  # a snapshot, not a throttled call
+                    pacer.cost = time.monotonic() - began
+
+        manager.sync_up_experiment_state = sync_up_experiment_state
 
     def poll(self) -> bool:
         """Forces the pending snapshot if its time has come; True if one is forced."""
@@ -108,17 +126,11 @@ class SnapshotPacer:
             return False
         import time
 
+        self._time_snapshots(manager)
         last = getattr(manager, "_last_save_time", 0.0) or 0.0
-        if self._forced_at is not None and last >= self._forced_at:
-            self.cost = last - self._forced_at
-            self._forced_at = None
-        now = time.monotonic()
-        wait = self.cost * (1.0 / self.share - 1.0)
-        if self._forced_at is None and now - last < wait:
+        if time.monotonic() - last < self.cost * (1.0 / self.share - 1.0):
             return False
         manager._should_force_sync_up = True
-        if self._forced_at is None:
-            self._forced_at = now
         self.pending = False
         return True
 

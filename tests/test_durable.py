@@ -138,3 +138,66 @@ def test_population_checkpoints_stay_in_use_until_replaced(tmp_path, name):
         str(tmp_path / "trial_p1" / "checkpoint_000001"),
     ]
     assert DurableScheduler(SCHEDULERS["asha"](), str(tmp_path / "other")).checkpoints_in_use() == []
+
+
+def _snapshot_manager(tmp_path):
+    """Tune's own experiment snapshot manager, on a real storage context (it needs Ray's
+    session), and a save function that writes a state file of a given cost."""
+    import time
+
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    storage = StorageContext(storage_path=str(tmp_path), experiment_dir_name="exp")
+
+    def save(seconds: float = 0.0):
+        def save_fn():
+            os.makedirs(storage.experiment_driver_staging_path, exist_ok=True)
+            with open(os.path.join(storage.experiment_driver_staging_path, "experiment_state-x.json"), "w") as f:
+                f.write("{}")
+            time.sleep(seconds)
+
+        return save_fn
+
+    return _ExperimentCheckpointManager(storage=storage, checkpoint_period="auto"), save
+
+
+@pytest.mark.ray
+def test_the_pacer_times_each_snapshot_not_the_gap_since_it_asked(tmp_path, shared_ray):
+    import time
+    from types import SimpleNamespace
+
+    manager, save = _snapshot_manager(tmp_path)
+    controller = SimpleNamespace(_checkpoint_manager=manager)
+    pacer = durable.SnapshotPacer(share=0.2)
+    assert pacer.request(controller) and manager._should_force_sync_up
+    manager.sync_up_experiment_state(save_fn=save(0.05))
+    assert 0.05 <= pacer.cost < 1.0
+    # A cheap snapshot of Tune's own, a while later: the pacer's cost is that snapshot's, so a
+    # trial event soon after gets its snapshot (the pacer used to take the whole 0.5 s since it
+    # asked as the cost, and postponed every later snapshot by four times that gap).
+    time.sleep(0.5)
+    manager.sync_up_experiment_state(save_fn=save(), force=True)
+    assert pacer.cost < 0.25  # the 0.5 s gap is not in it
+    time.sleep(5 * pacer.cost)
+    assert pacer.request(controller) and manager._should_force_sync_up
+    # A throttled call writes nothing and leaves the cost alone.
+    manager.sync_up_experiment_state(save_fn=save())
+    cost = pacer.cost
+    manager.sync_up_experiment_state(save_fn=save(0.2))
+    assert pacer.cost == cost
+
+
+@pytest.mark.ray
+def test_the_pacer_postpones_snapshots_that_cost_more_than_their_share(tmp_path, shared_ray):
+    import time
+    from types import SimpleNamespace
+
+    manager, save = _snapshot_manager(tmp_path)
+    controller = SimpleNamespace(_checkpoint_manager=manager)
+    pacer = durable.SnapshotPacer(share=0.5)
+    pacer.request(controller)
+    manager.sync_up_experiment_state(save_fn=save(0.2))
+    assert not pacer.request(controller) and pacer.pending  # 0.2 s snapshots at 50%: wait 0.2 s
+    time.sleep(0.3)
+    assert pacer.poll() and manager._should_force_sync_up and not pacer.pending
