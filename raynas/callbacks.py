@@ -135,10 +135,13 @@ class Journal(Callback):
             self._dirty = True
             return
         pacer = None if final else self._pacer()
-        if pacer is not None and (pacer.pending or (finished and not pacer.ready())):
-            # Snapshots are postponed (see durable.SnapshotPacer): the journal must not call a
-            # trial finished before the snapshot a resume starts from does (it would be lost,
-            # or run again). JournalFlush writes it when that snapshot is taken.
+        if pacer is not None and finished:
+            pacer.ready()  # asks for the snapshot that will carry this write
+        if pacer is not None and (pacer.waiting or finished):
+            # The journal must not call a trial finished before the snapshot a resume starts
+            # from does (it would be lost, or run again), and that snapshot may be postponed
+            # or held until Tune's state is settled (see durable.SnapshotPacer). JournalFlush
+            # writes it when the snapshot is taken.
             self._dirty = True
             return
         self._encoded = write_journal(self.exp_dir, self.records, self._encoded, self._changed)

@@ -24,6 +24,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from typing import Any, Optional
 
 from ray.tune.schedulers import TrialScheduler
@@ -59,29 +60,39 @@ def request_snapshot(controller: Any) -> bool:
 
 
 class SnapshotPacer:
-    """Asks for a snapshot on every trial event, but spends at most ``share`` of the driver's
-    time on them.
+    """Asks for a snapshot on every trial event, spends at most ``share`` of the driver's time
+    on them, and lets one be taken only when Tune's state is settled.
 
-    A snapshot serialises every trial (and the searcher), so its cost grows with the number of
-    trials, and one per trial event makes a long search quadratic: at 150 trivial trials half
-    of the driver's time went into snapshots. While snapshots are cheap (small experiments,
-    the ones whose trials take seconds) every event still gets its own; once a snapshot takes
-    ``t`` seconds, the next forced one waits until ``t * (1/share - 1)`` seconds have passed
-    since the last one, and the events in between share it. A postponed request is not
-    dropped: :meth:`poll` (called by the journal after every controller step) issues it when
-    its time comes. Resume stays exact for every event a snapshot covers; one in the short
-    window since the last snapshot is handled as Tune's periodic snapshots are.
-
-    ``t`` is the duration of the last snapshot, timed around Tune's own
+    **Pace.** A snapshot serialises every trial (and the searcher), so its cost grows with the
+    number of trials, and one per trial event makes a long search quadratic: at 150 trivial
+    trials half of the driver's time went into snapshots. While snapshots are cheap (small
+    experiments, the ones whose trials take seconds) every event still gets its own; once a
+    snapshot takes ``t`` seconds, the next forced one waits until ``t * (1/share - 1)``
+    seconds have passed since the last one, and the events in between share it. A postponed
+    request is not dropped: :meth:`poll` (called by the journal after every controller step)
+    issues it when its time comes. ``t`` is timed around Tune's own
     ``sync_up_experiment_state`` (the save and, for a forced one, the wait for its copy).
+
+    **Settled.** Tune tells the scheduler and the searcher of a result first; the decision
+    they take (stop, pause) and the result's checkpoint are applied a step or more later,
+    after a separate ``save`` call to the trial's actor. A snapshot in between pairs a
+    scheduler that has seen the result (and, say, decided to stop the trial at a rung) with a
+    trial still running from its older checkpoint: resumed from it, the trial reports the
+    result again and goes on past its stop, and HyperBand counts the epoch twice. So a
+    snapshot, forced or periodic, waits while any trial has a save or a decision on its way,
+    and is taken at the first step that ends without one (saves take one round trip). After
+    ``max_wait_s`` of none it is taken anyway. Tune's own final snapshot is never held back.
     """
 
-    def __init__(self, share: float = 0.2):
+    def __init__(self, share: float = 0.2, max_wait_s: float = 10.0):
         self.share = share
+        self.max_wait_s = max_wait_s
         self.pending = False
         self._controller: Any = None
-        self._timed: Any = None  # the checkpoint manager whose snapshots are timed
+        self._hooked: Any = None  # the checkpoint manager whose snapshots are timed and held
+        self._held_since: float | None = None
         self.cost = 0.0  # seconds, of the last snapshot
+        self.clock = time.monotonic
 
     def request(self, controller: Any) -> bool:
         self._controller = controller
@@ -89,30 +100,39 @@ class SnapshotPacer:
         return self.poll()
 
     def ready(self) -> bool:
-        """Asks for a snapshot; True when one is forced at the end of this controller step
+        """Asks for a snapshot; True when one is forced for the end of this controller step
         (or none can be asked for), False while snapshots are postponed."""
         if self._controller is None:
             return True
         self.pending = True
         return self.poll()
 
-    def _time_snapshots(self, manager: Any) -> None:
-        if self._timed is manager:
+    @property
+    def waiting(self) -> bool:
+        """Whether a snapshot is asked for and not taken yet (postponed, or forced and held)."""
+        return self.pending or bool(self._hooked is not None and self._hooked._should_force_sync_up)
+
+    def _hook(self, manager: Any) -> None:
+        if self._hooked is manager:
             return
-        self._timed = manager
+        self._hooked = manager
         original = manager.sync_up_experiment_state
+        controller = getattr(self._controller, "_tune_controller", self._controller)
         pacer = self
 
-        def sync_up_experiment_state(*args, **kwargs):
-            import time
-
-            before = getattr(manager, "_last_save_time", None)
-            began = time.monotonic()
+        def sync_up_experiment_state(save_fn, force: bool = False, wait: bool = False):
+            now = pacer.clock()
+            due = manager._should_force_sync_up or now - manager._last_save_time >= manager._checkpoint_period
+            if due and not force and _unsettled(controller):
+                pacer._held_since = pacer._held_since or now
+                if now - pacer._held_since < pacer.max_wait_s:
+                    return None  # still due, at the end of the next step
+            before = manager._last_save_time
             try:
-                return original(*args, **kwargs)
+                return original(save_fn=save_fn, force=force, wait=wait)
             finally:
-                if getattr(manager, "_last_save_time", None) != before:  # a snapshot, not a throttled call
-                    pacer.cost = time.monotonic() - began
+                if manager._last_save_time != before:  # a snapshot, not a throttled call
+                    pacer.cost, pacer._held_since = pacer.clock() - now, None
 
         manager.sync_up_experiment_state = sync_up_experiment_state
 
@@ -124,15 +144,23 @@ class SnapshotPacer:
         if manager is None:
             self.pending = False
             return False
-        import time
-
-        self._time_snapshots(manager)
+        self._hook(manager)
         last = getattr(manager, "_last_save_time", 0.0) or 0.0
-        if time.monotonic() - last < self.cost * (1.0 / self.share - 1.0):
+        if self.clock() - last < self.cost * (1.0 / self.share - 1.0):
             return False
         manager._should_force_sync_up = True
         self.pending = False
         return True
+
+
+def _unsettled(controller: Any) -> bool:
+    """Whether a trial has a save (a result's checkpoint, a pause) or a decision on its way."""
+    if getattr(controller, "_cached_trial_decisions", None):
+        return True
+    live = getattr(controller, "_live_trials", None)
+    if live is None:
+        live = controller.get_trials() if hasattr(controller, "get_trials") else ()
+    return any(getattr(t, "is_saving", False) for t in live)
 
 
 SCHEDULER_FILE = "scheduler.pkl"
@@ -184,10 +212,12 @@ class DurableScheduler(TrialScheduler):
         self._saved: bytes | None = None  # a saved scheduler waiting for its trials (resume)
         self._saved_ids: set[str] = set()
         self._readded: dict[str, Any] = {}
+        # Trials the saved scheduler had paused: Tune restores them as PENDING (see choose_trial_to_run).
+        self._paused_ids: set[str] = set()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("pacer", "_active", "_saved", "_saved_ids", "_readded"):
+        for key in ("pacer", "_active", "_saved", "_saved_ids", "_readded", "_paused_ids"):
             state.pop(key, None)
         return state
 
@@ -203,13 +233,18 @@ class DurableScheduler(TrialScheduler):
         from ray import cloudpickle
 
         buffer = io.BytesIO()
+        statuses: dict[str, str] = {}
 
         class Pickler(cloudpickle.CloudPickler):
             def persistent_id(self, obj):
-                return ("trial", obj.trial_id) if _is_trial(obj) else None
+                if not _is_trial(obj):
+                    return None
+                statuses[obj.trial_id] = obj.status
+                return ("trial", obj.trial_id)
 
         Pickler(buffer).dump(self.inner)
-        return cloudpickle.dumps({"known_ids": sorted(self.known_ids), "inner": buffer.getvalue()})
+        paused = sorted(tid for tid, status in statuses.items() if status == "PAUSED")
+        return cloudpickle.dumps({"known_ids": sorted(self.known_ids), "inner": buffer.getvalue(), "paused": paused})
 
     def checkpoints_in_use(self) -> list[str]:
         """Paths of checkpoints the inner scheduler may still hand to a trial: PBT and PB2 keep
@@ -238,6 +273,7 @@ class DurableScheduler(TrialScheduler):
             with open(path, "rb") as f:
                 saved = cloudpickle.load(f)
             self._saved, self._saved_ids = saved["inner"], set(saved["known_ids"])
+            self._paused_ids = set(saved.get("paused", ()))
             log.info("restoring the %s scheduler's state", type(self.inner).__name__)
 
     def _load_saved(self) -> None:
@@ -308,6 +344,16 @@ class DurableScheduler(TrialScheduler):
     def choose_trial_to_run(self, tune_controller):
         self._activate()
         self._load_saved()
+        if self._paused_ids:
+            # Tune restores every unfinished trial as PENDING, and HyperBand runs any PENDING
+            # trial, so a trial paused at a milestone until its bracket is halved would train
+            # on past it (and be ranked on a later epoch). It goes back to PAUSED: the
+            # scheduler unpauses it when its bracket says so, as it would have without the crash.
+            for trial_id in self._paused_ids:
+                trial = self._readded.get(trial_id)
+                if trial is not None and trial.status == "PENDING":
+                    tune_controller._set_trial_status(trial, "PAUSED")
+            self._paused_ids = set()
         return self.inner.choose_trial_to_run(tune_controller)
 
     def debug_string(self) -> str:

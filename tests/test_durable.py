@@ -29,6 +29,9 @@ class Controller:
     def get_live_trials(self):
         return self._trials
 
+    def _set_trial_status(self, trial, status):
+        trial.set_status(status)
+
 
 def trials(prefix: str, n: int):
     return [Trial("run_trial", config={"train": {"lr": 0.01 * (i + 1)}}, trial_id=f"{prefix}{i}", stub=True) for i in range(n)]
@@ -109,6 +112,42 @@ def test_saved_scheduler_rebinds_to_the_restored_trials(tmp_path, name):
     extra.set_status(Trial.RUNNING)
     resumed.on_trial_add(controller, extra)
     assert extra.trial_id in resumed.known_ids
+
+
+def test_a_trial_paused_at_a_milestone_stays_paused_after_resume(tmp_path):
+    # HyperBand pauses a trial at its bracket's milestone until the bracket can be halved. Tune
+    # restores every unfinished trial as PENDING, and HyperBand runs any PENDING trial: resumed
+    # as is, the paused trial trains on past its milestone and is ranked on a later epoch.
+    exp_dir = str(tmp_path)
+    first = DurableScheduler(HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2), exp_dir)
+    first.set_search_properties("val_acc", "max")
+    old = trials("t", 6)  # two brackets: 4 trials to epoch 8, then 2 (of 4) to epoch 4
+    controller = Controller(old)
+    for t in old:
+        t.set_status(Trial.RUNNING)
+        first.on_trial_add(controller, t)
+    decisions = [first.on_trial_result(controller, old[4], {"epoch": e, "val_acc": 0.1 * e}) for e in (1, 2, 3, 4)]
+    assert decisions[-1] == "PAUSE"  # at its milestone; its bracket waits for the others
+    old[4].set_status(Trial.PAUSED)
+    os.makedirs(tmp_path / BACKUP_DIR)
+    (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
+    durable._LIVE.pop(exp_dir, None)
+
+    fresh = HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2)
+    fresh.set_search_properties("val_acc", "max")
+    resumed = DurableScheduler(fresh, exp_dir)
+    new = trials("t", 6)
+    controller = Controller(new)
+    for t in new:
+        t.set_status(Trial.PENDING)  # as Tune restores them
+        resumed.on_trial_add(controller, t)
+    chosen = [resumed.choose_trial_to_run(controller)]
+    assert new[4].status == Trial.PAUSED
+    while chosen[-1] is not None:  # Tune starts what the scheduler chooses, until it chooses none
+        chosen[-1].set_status(Trial.RUNNING)
+        chosen.append(resumed.choose_trial_to_run(controller))
+    assert chosen[:-1] == [t for i, t in enumerate(new) if i != 4]
+    durable._LIVE.pop(exp_dir, None)
 
 
 def test_a_fresh_run_has_nothing_to_restore(tmp_path):
@@ -201,3 +240,55 @@ def test_the_pacer_postpones_snapshots_that_cost_more_than_their_share(tmp_path,
     assert not pacer.request(controller) and pacer.pending  # 0.2 s snapshots at 50%: wait 0.2 s
     time.sleep(0.3)
     assert pacer.poll() and manager._should_force_sync_up and not pacer.pending
+
+
+@pytest.mark.ray
+def test_snapshots_wait_until_no_checkpoint_or_decision_is_on_its_way(tmp_path, shared_ray):
+    # Tune tells the scheduler of a result a step before it registers the result's checkpoint
+    # and applies the decision (stop, pause). A snapshot in between would resume the trial from
+    # its older checkpoint, past a stop the restored scheduler had already decided.
+    from types import SimpleNamespace
+
+    manager, save = _snapshot_manager(tmp_path)
+    a, b = trials("t", 2)
+    controller = SimpleNamespace(_checkpoint_manager=manager, _cached_trial_decisions={}, _live_trials={a, b})
+    pacer = durable.SnapshotPacer(share=0.2, max_wait_s=3600)
+    saved = []
+    assert pacer.request(controller)
+    a.temporary_state.saving_to = object()  # a's last result: its checkpoint is being saved
+    manager.sync_up_experiment_state(save_fn=lambda: saved.append("forced"))
+    assert saved == [] and manager._should_force_sync_up and pacer.waiting  # held, and still due
+    a.temporary_state.saving_to = None
+    controller._cached_trial_decisions["t1"] = "STOP"  # b: a decision waiting for its save
+    manager.sync_up_experiment_state(save_fn=lambda: saved.append("forced"))
+    assert saved == []
+    controller._cached_trial_decisions.clear()
+    manager.sync_up_experiment_state(save_fn=save())
+    assert not manager._should_force_sync_up and manager._last_save_time > 0  # settled: taken
+    assert not pacer.waiting
+    # Tune's own final snapshot (force=True) is never held.
+    b.temporary_state.saving_to = object()
+    manager.sync_up_experiment_state(save_fn=lambda: saved.append("final"), force=True)
+    assert saved == ["final"]
+
+
+@pytest.mark.ray
+def test_a_held_snapshot_is_taken_after_max_wait(tmp_path, shared_ray):
+    from types import SimpleNamespace
+
+    manager, save = _snapshot_manager(tmp_path)
+    (a,) = trials("t", 1)
+    controller = SimpleNamespace(_checkpoint_manager=manager, _cached_trial_decisions={}, _live_trials={a})
+    pacer = durable.SnapshotPacer(share=0.2, max_wait_s=5.0)
+    pacer.request(controller)
+    a.temporary_state.saving_to = object()  # saving all the time
+    clock = [1000.0]
+    pacer.clock = lambda: clock[0]
+    saved = []
+    manager.sync_up_experiment_state(save_fn=lambda: saved.append(1))
+    clock[0] += 4.0
+    manager.sync_up_experiment_state(save_fn=lambda: saved.append(1))
+    assert saved == []
+    clock[0] += 2.0
+    manager.sync_up_experiment_state(save_fn=lambda: saved.append(1))
+    assert saved == [1]
