@@ -339,6 +339,10 @@ class DurableScheduler(TrialScheduler):
     def on_trial_remove(self, tune_controller, trial) -> None:
         self._load_saved()
         self.inner.on_trial_remove(tune_controller, trial)
+        # Tune stops a PAUSED or PENDING trial (HyperBand halving its bracket, say) without
+        # marking it for the next snapshot (it marks only trials that have an actor), so the
+        # snapshot kept it as PAUSED and a resume ran it again, to the end.
+        _mark_for_snapshot(tune_controller, trial)
         self.pacer.request(tune_controller)
 
     def choose_trial_to_run(self, tune_controller):
@@ -353,6 +357,7 @@ class DurableScheduler(TrialScheduler):
                 trial = self._readded.get(trial_id)
                 if trial is not None and trial.status == "PENDING":
                     tune_controller._set_trial_status(trial, "PAUSED")
+                    _mark_for_snapshot(tune_controller, trial)
             self._paused_ids = set()
         return self.inner.choose_trial_to_run(tune_controller)
 
@@ -364,6 +369,14 @@ class DurableScheduler(TrialScheduler):
 
     def restore(self, checkpoint_path: str):
         return self.inner.restore(checkpoint_path)
+
+
+def _mark_for_snapshot(controller: Any, trial: Any) -> None:
+    """Has Tune write ``trial``'s state (status included) into its next snapshot."""
+    controller = getattr(controller, "_tune_controller", controller)
+    mark = getattr(controller, "_mark_trial_to_checkpoint", None)
+    if mark is not None:
+        mark(trial)
 
 
 def _is_trial(obj: Any) -> bool:

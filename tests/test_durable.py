@@ -32,6 +32,9 @@ class Controller:
     def _set_trial_status(self, trial, status):
         trial.set_status(status)
 
+    def _mark_trial_to_checkpoint(self, trial):
+        self.marked = getattr(self, "marked", []) + [trial]
+
 
 def trials(prefix: str, n: int):
     return [Trial("run_trial", config={"train": {"lr": 0.01 * (i + 1)}}, trial_id=f"{prefix}{i}", stub=True) for i in range(n)]
@@ -148,6 +151,22 @@ def test_a_trial_paused_at_a_milestone_stays_paused_after_resume(tmp_path):
         chosen.append(resumed.choose_trial_to_run(controller))
     assert chosen[:-1] == [t for i, t in enumerate(new) if i != 4]
     durable._LIVE.pop(exp_dir, None)
+
+
+def test_a_paused_trial_that_is_stopped_is_written_into_the_next_snapshot(tmp_path):
+    # Tune marks a trial for its next snapshot when it stops the trial's actor; a PAUSED trial
+    # has none, so HyperBand's halving stopped it without the snapshot knowing, and a resume
+    # ran it again to the end.
+    scheduler = DurableScheduler(HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2), str(tmp_path))
+    scheduler.set_search_properties("val_acc", "max")
+    ts = trials("t", 2)
+    controller = Controller(ts)
+    for t in ts:
+        t.set_status(Trial.PAUSED)
+        scheduler.on_trial_add(controller, t)
+    scheduler.on_trial_remove(controller, ts[1])  # what Tune's stop_trial calls for a PAUSED trial
+    assert controller.marked == [ts[1]]
+    durable._LIVE.pop(str(tmp_path), None)
 
 
 def test_a_fresh_run_has_nothing_to_restore(tmp_path):
