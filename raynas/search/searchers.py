@@ -51,6 +51,7 @@ class SpaceSearcher(Searcher):
         self.rng = random.Random(seed)
         self.live: dict[str, dict] = {}  # trial_id -> config, for trials not yet complete
         self.best: dict[str, float] = {}  # trial_id -> best objective value reported so far
+        self.last: dict[str, dict] = {}  # trial_id -> last result (for a trial stopped while paused)
         self.num_suggested = 0
 
     def set_search_properties(self, metric: Optional[str], mode: Optional[str], config: Dict, **spec) -> bool:
@@ -74,8 +75,14 @@ class SpaceSearcher(Searcher):
 
     def on_trial_result(self, trial_id: str, result: Dict) -> None:
         self._track(trial_id, result)
+        self.last[trial_id] = {k: v for k, v in result.items() if k != "config"}
 
     def on_trial_complete(self, trial_id: str, result: Optional[Dict] = None, error: bool = False) -> None:
+        last = self.last.pop(trial_id, None)
+        if result is None and not error:
+            # Stopped while PAUSED or PENDING (HyperBand halving its bracket): Tune passes no
+            # result, but the trial was stopped early, not failed; its last result says where.
+            result = last
         self._track(trial_id, result)
         config = self.live.pop(trial_id, None)
         failed = error or result is None or result.get(STATUS_KEY) in FAILED_STATUSES

@@ -143,6 +143,34 @@ def test_fitness_is_the_best_epoch_also_when_stopped_early():
     assert searcher.population_summary() == [("a", 0.7)]
 
 
+def test_a_trial_stopped_while_paused_keeps_its_best_score():
+    # HyperBand stops the losers of a bracket while they are PAUSED; Tune then completes them
+    # with no result, which is not a failure.
+    searcher = evolution(population_size=2)
+    searcher.suggest("a")
+    for epoch, value in enumerate([0.3, 0.7], start=1):
+        searcher.on_trial_result("a", {"score": value, "epoch": epoch})
+    searcher.on_trial_complete("a")
+    assert searcher.population_summary() == [("a", 0.7)]
+    searcher.suggest("b")
+    searcher.on_trial_complete("b", error=True)  # an error stays a failure
+    assert searcher.population_summary()[1] == ("b", -math.inf)
+
+
+def test_a_stopped_trial_is_pruned_in_the_optuna_study_also_when_stopped_while_paused():
+    import optuna
+
+    from raynas.search.searchers import OptunaSearcher
+
+    searcher = OptunaSearcher(Space({"x": {"float": [0, 1]}}), metric="score", mode="max", seed=0, max_epochs=8)
+    searcher.suggest("a")
+    for epoch in (1, 2):
+        searcher.on_trial_result("a", {"score": 0.1 * epoch, "epoch": epoch})
+    searcher.on_trial_complete("a")
+    (trial,) = searcher.study.trials
+    assert trial.state == optuna.trial.TrialState.PRUNED and trial.intermediate_values == {1: 0.1, 2: 0.2}
+
+
 def test_failed_trials_never_become_parents_while_a_scored_one_exists():
     searcher = evolution(population_size=8, sample_size=3, seed=1)
     for i in range(8):
