@@ -34,13 +34,7 @@ def outcome(exp_dir) -> list:
     "search, scheduler",
     [
         ({"searcher": "optuna", "max_concurrent": 1, "n_startup_trials": 4}, {"name": "asha", "reduction_factor": 2}),
-        pytest.param(
-            {"searcher": "random"}, {"name": "hyperband", "reduction_factor": 2},
-            # Known defect, left open on issue 3: after the resume, a trial of a HyperBand bracket
-            # sometimes reports an epoch again or trains past its bracket's milestone (2 runs of 3
-            # here after the fixes to snapshots and paused trials), so the outcomes can differ.
-            marks=pytest.mark.xfail(strict=False, reason="HyperBand's bracket decisions are not always the same after a resume"),
-        ),
+        ({"searcher": "random"}, {"name": "hyperband", "reduction_factor": 2}),
         (
             {"searcher": "evolution", "max_concurrent": 1, "population_size": 4, "sample_size": 2},
             {"name": "asha", "reduction_factor": 2},
