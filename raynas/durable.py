@@ -389,8 +389,11 @@ def _is_trial(obj: Any) -> bool:
 
 BACKUP_DIR = ".raynas-state"
 MANIFEST = "manifest.json"
-# What Tune reads back on restore, written (by then complete) in its staging folder.
-STATE_PATTERNS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json")
+# What Tune reads back on restore, written (by then complete) in its staging folder. The
+# callbacks' state is backed up as the previous snapshot left it (the journal's backup runs
+# while Tune collects that state): raynas's callbacks keep none in it, but Tune refuses to
+# resume from a file its copy left cut short by a SIGKILL.
+STATE_PATTERNS = ("experiment_state-*.json", "searcher-state-*.pkl", "search_gen_state-*.json", "callback-states-*.pkl")
 
 
 def backup_state(staging_dir: str, exp_dir: str, extra: dict[str, bytes] | None = None) -> list[str]:

@@ -311,3 +311,22 @@ def test_a_held_snapshot_is_taken_after_max_wait(tmp_path, shared_ray):
     clock[0] += 2.0
     manager.sync_up_experiment_state(save_fn=lambda: saved.append(1))
     assert saved == [1]
+
+
+def test_a_state_file_cut_short_by_a_crash_is_replaced_from_the_backup(tmp_path):
+    # Tune copies its state files from its staging folder into the results folder in the
+    # background; a SIGKILL mid-copy left an empty callback-states file, and resume failed on it.
+    staging, exp = tmp_path / "staging", tmp_path / "exp"
+    staging.mkdir()
+    exp.mkdir()
+    names = ["experiment_state-s.json", "searcher-state-s.pkl", "search_gen_state-s.json", "callback-states-s.pkl"]
+    for name in names:
+        (staging / name).write_bytes(b"complete " + name.encode())
+    durable.backup_state(str(staging), str(exp), {SCHEDULER_FILE: b"scheduler"})
+    for name in names:
+        (exp / name).write_bytes(b"")  # cut short
+    (exp / "callback-states-newer.pkl").write_bytes(b"")  # a half-synced newer snapshot's
+    assert durable.restore_state_backup(str(exp))
+    for name in names:
+        assert (exp / name).read_bytes() == b"complete " + name.encode()
+    assert not (exp / "callback-states-newer.pkl").exists()
