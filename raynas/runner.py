@@ -45,8 +45,12 @@ _DRIVER_ENV = {
     "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "0",
     "RAY_AIR_NEW_OUTPUT": "0",
 }
-# Worker-side: keep the working directory (paths in experiments are resolved up front).
-_WORKER_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0"}
+# Worker-side: keep the working directory (paths in experiments are resolved up front), and
+# Tune's own default for its trial actors (Lightning must not fork inside a Ray worker).
+_WORKER_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PL_DISABLE_FORK": "1"}
+# What the workers of a local Ray that raynas started inherit from the driver, and which Ray
+# that was (its session name); None when raynas joined a Ray or gave the job a runtime_env.
+_local_ray: tuple[str, dict[str, str]] | None = None
 
 
 @dataclass
@@ -222,7 +226,16 @@ def _user_modules(spec: ExperimentSpec) -> list[str]:
 
 
 def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
-    """Starts or joins Ray; returns False when Ray was already initialised by the caller."""
+    """Starts or joins Ray; returns False when Ray was already initialised by the caller.
+
+    A local Ray gets no job ``runtime_env`` unless modules next to the experiment file must
+    be shipped: its workers inherit the driver's environment (set here first), and a job
+    without a runtime environment lets the trial actors take the workers Ray prestarts for
+    the driver (see :func:`trial_actors_on_prestarted_workers`). Those workers import what a
+    trial of a built-in model family needs while the driver sets the search up
+    (:mod:`raynas.trainables.warm`).
+    """
+    global _local_ray
     import ray
 
     for key, value in {**_DRIVER_ENV, **_WORKER_ENV}.items():
@@ -231,29 +244,116 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
         # The caller's Ray (a notebook, a test session): its runtime environment stands, so
         # modules next to the experiment file must already be importable on its workers.
         return False
-    runtime_env: dict = {"env_vars": dict(_WORKER_ENV)}
     modules = _user_modules(spec)
+    local = not opts.address
+    runtime_env: dict = {}
     if modules:
         runtime_env["py_modules"] = modules
+    if modules or not local:
+        # Workers of a cluster do not inherit this process's environment.
+        runtime_env["env_vars"] = {key: os.environ[key] for key in _WORKER_ENV}
     kwargs: dict = dict(
         log_to_driver=opts.verbose,
         logging_level=logging.INFO if opts.verbose else logging.WARNING,
-        runtime_env=runtime_env,
         include_dashboard=opts.dashboard,
     )
+    if runtime_env:
+        kwargs["runtime_env"] = runtime_env
     if opts.dashboard:
         kwargs["dashboard_host"] = "127.0.0.1"
     if opts.address:
         kwargs["address"] = opts.address
     else:
         kwargs["num_cpus"] = opts.num_cpus or os.cpu_count()
+        preload = worker_preload_modules(spec)
+        if preload:
+            kwargs["_system_config"] = {
+                "preload_python_modules": preload,
+                # Ray ends idle workers it counts as surplus, and a prestarted worker that
+                # warms up early is idle until Tune asks for its first actor, a second or two
+                # later: measured, Ray then ended both and started two cold ones for the
+                # trials. Workers of a raynas run are its trial actors; they end with them.
+                "kill_idle_workers_interval_ms": 0,
+            }
     if not opts.verbose:
         for name in ("ray.tune", "ray.train", "ray.air", "ray.data"):
             logging.getLogger(name).setLevel(logging.ERROR)
     context = ray.init(**kwargs)
+    _local_ray = (_ray_session(), dict(os.environ)) if local and not runtime_env else None
     if opts.dashboard:
         print(dashboard_note(getattr(context, "dashboard_url", None)), file=opts.stream or sys.stdout, flush=True)
     return True
+
+
+def worker_preload_modules(spec: ExperimentSpec) -> list[str]:
+    """Modules each worker of a local Ray imports as it starts, before it takes a trial.
+
+    Only for raynas's built-in training on CPUs (a user trainable's imports are its own, and
+    a GPU worker must not import torch before Ray gives it its devices).
+    """
+    if spec.trainable or not spec.model or spec.resources.gpus_per_trial > 0:
+        return []
+    modules = ["raynas.trainables.warm"]
+    if spec.trainer.engine.value == "lightning":
+        modules.append("pytorch_lightning")
+    return modules
+
+
+def _ray_session() -> str | None:
+    try:
+        import ray._private.worker as ray_worker
+
+        return getattr(ray_worker._global_node, "session_name", None)
+    except (ImportError, AttributeError):
+        return None
+
+
+@contextlib.contextmanager
+def trial_actors_on_prestarted_workers():
+    """Lets Tune's trial actors start in the workers Ray prestarted, when that is safe.
+
+    Ray prestarts a Python worker per CPU when a driver connects, but gives one to an actor
+    only when their runtime environments match. Tune registers every trainable actor with a
+    ``runtime_env`` of its own (environment variables it propagates from the driver, such as
+    ``PL_DISABLE_FORK``), so each trial actor waits for a new process (about 1-2 s on two
+    cores, and then its imports). When raynas started the local Ray itself without a job
+    runtime environment, the workers inherited the driver's environment, so where every
+    variable Tune would set already has that value in the workers, the actor is registered
+    without one. Otherwise, or on another Ray layout, Tune's own registration stands.
+    The patch is undone when the block ends.
+    """
+    import ray
+
+    local = _local_ray
+    try:
+        from ray.tune.execution.class_cache import _ActorClassCache
+    except ImportError:
+        yield
+        return
+    if local is None or local[0] != _ray_session() or not hasattr(_ActorClassCache, "get"):
+        yield
+        return
+    inherited = local[1]
+    original = _ActorClassCache.get
+
+    def get(self, trainable_cls):
+        cached = trainable_cls in getattr(self, "_cache", {})
+        remote_cls = original(self, trainable_cls)
+        if cached:
+            return remote_cls
+        options = getattr(remote_cls, "_default_options", None) or {}
+        env = dict(options.get("runtime_env") or {})
+        env_vars = env.pop("env_vars", None) or {}
+        if not env and all(inherited.get(key) == value for key, value in env_vars.items()):
+            remote_cls = ray.remote(trainable_cls)
+            self._cache[trainable_cls] = remote_cls
+        return remote_cls
+
+    _ActorClassCache.get = get
+    try:
+        yield
+    finally:
+        _ActorClassCache.get = original
 
 
 def dashboard_note(url: str | None) -> str:
@@ -326,6 +426,7 @@ def _trainable(spec: ExperimentSpec, dataset):
 
 
 def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool) -> Path:
+    global _local_ray
     import ray
 
     started = _init_ray(spec, opts)
@@ -333,7 +434,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
         slots = _check_resources(spec)
         tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
         try:
-            with trainable_lookups_cached():
+            with trainable_lookups_cached(), trial_actors_on_prestarted_workers():
                 tuner.fit()
         except RuntimeError as err:
             # Ray 2.60 builds a ResultGrid after the run and fails on a trial that a `stop`
@@ -348,6 +449,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
         update_meta(exp_dir, status=status, finished=time.time())
     finally:
         if started:
+            _local_ray = None
             ray.shutdown()
     return exp_dir
 

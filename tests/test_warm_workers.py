@@ -1,0 +1,168 @@
+"""Trial actors on the workers Ray prestarts, warmed up while the driver sets the search up.
+
+Real Ray, real Tune, real training on digits. The end-to-end test runs in a fresh interpreter
+(its own local Ray, started by raynas as `raynas run` starts it) and watches the processes.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from raynas import runner
+from raynas.config import spec_from_dict
+from tests.helpers import ROOT
+
+
+def _spec(**changes):
+    raw = {
+        "name": "warm",
+        "data": {"source": "digits", "val_fraction": 0.2, "seed": 0},
+        "model": "mlp",
+        "space": {"arch": {"depth": 1, "width": {"choice": [32, 64]}}, "train": {"lr": 1e-3}},
+        "search": {"searcher": "grid", "num_trials": 2, "max_concurrent": 2},
+        "scheduler": {"name": "fifo"},
+        "max_epochs": 1,
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+    }
+    for key, value in changes.items():
+        section, _, field = key.partition("__")
+        if field:
+            raw.setdefault(section, {})[field] = value
+        else:
+            raw[section] = value
+    return spec_from_dict(raw)
+
+
+def test_workers_preload_only_for_builtin_training_on_cpus():
+    assert runner.worker_preload_modules(_spec()) == ["raynas.trainables.warm"]
+    assert runner.worker_preload_modules(_spec(trainer__engine="lightning")) == [
+        "raynas.trainables.warm", "pytorch_lightning"]
+    # A GPU worker must not import torch before Ray gives it its devices; a user trainable's
+    # imports are its own.
+    assert runner.worker_preload_modules(_spec(resources__gpus_per_trial=0.5)) == []
+    user = _spec(model=None, data=None, trainable="tests.integration.toy_trainable:train",
+                 space={"x": {"uniform": [0, 1]}})
+    assert runner.worker_preload_modules(user) == []
+
+
+def test_the_warm_up_imports_what_a_trial_needs_and_leaves_cuda_alone():
+    script = textwrap.dedent("""
+        import sys, threading
+        import raynas.trainables.warm
+        for t in threading.enumerate():
+            if t.name == "raynas-warm":
+                t.join(120)
+        import torch
+        print(sorted(m for m in ("torch", "torch._dynamo", "ray.tune", "raynas.trainables.trainable",
+                                 "raynas.trainables.module") if m in sys.modules), torch.cuda.is_initialized())
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=180, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split("\n")[0] == (
+        "['ray.tune', 'raynas.trainables.module', 'raynas.trainables.trainable', 'torch', 'torch._dynamo'] False")
+
+
+class _Trainable:
+    pass
+
+
+def test_actor_registration_drops_tunes_runtime_env_only_when_workers_inherit_it(shared_ray, monkeypatch):
+    from ray.tune.execution.class_cache import _ActorClassCache
+
+    def registered_env(cls):
+        remote = _ActorClassCache().get(cls)
+        return (getattr(remote, "_default_options", {}) or {}).get("runtime_env")
+
+    monkeypatch.setenv("PL_DISABLE_FORK", "1")
+    # Ray not started by raynas (the caller's, as here): Tune's registration stands.
+    monkeypatch.setattr(runner, "_local_ray", None)
+    with runner.trial_actors_on_prestarted_workers():
+        assert registered_env(_Trainable)["env_vars"]["PL_DISABLE_FORK"] == "1"
+    # Started by raynas, and every variable Tune propagates has the same value in the workers.
+    monkeypatch.setattr(runner, "_local_ray", (runner._ray_session(), dict(os.environ)))
+    with runner.trial_actors_on_prestarted_workers():
+        assert not registered_env(_Trainable)
+    assert registered_env(_Trainable)  # undone after the block
+    # A variable Tune would set that the workers do not have (set after Ray started).
+    inherited = {k: v for k, v in os.environ.items() if k != "PL_DISABLE_FORK"}
+    monkeypatch.setattr(runner, "_local_ray", (runner._ray_session(), inherited))
+    with runner.trial_actors_on_prestarted_workers():
+        assert registered_env(_Trainable)["env_vars"]["PL_DISABLE_FORK"] == "1"
+    # Another Ray than the one raynas started.
+    monkeypatch.setattr(runner, "_local_ray", ("session_elsewhere", dict(os.environ)))
+    with runner.trial_actors_on_prestarted_workers():
+        assert registered_env(_Trainable)
+
+
+_END_TO_END = textwrap.dedent("""
+    import json, os, sys, time
+    from raynas.config import spec_from_dict
+    from raynas.runner import RunOptions, _init_ray, run
+    import raynas
+
+    spec = spec_from_dict(json.loads(sys.argv[1]))
+    opts = RunOptions(storage_path=sys.argv[2], progress=False, num_cpus=2)
+
+    def children(pid):
+        found = []
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    cmd = f.read().split(b"\\0")[0].decode(errors="replace")
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append((int(entry), cmd))
+        return found
+
+    def has_torch(pid):
+        try:
+            with open(f"/proc/{pid}/maps") as f:
+                return "libtorch" in f.read()
+        except OSError:
+            return False
+
+    _init_ray(spec, opts)  # as raynas.run would; run() then joins this Ray
+    raylet = [p for p, cmd in children(os.getpid()) if cmd.endswith("raylet")]
+    deadline = time.time() + 120
+    idle = []
+    while time.time() < deadline:
+        idle = [p for p, cmd in children(raylet[0]) if cmd.startswith("ray::IDLE")] if raylet else []
+        if len(idle) >= 2 and all(has_torch(p) for p in idle):
+            break
+        time.sleep(0.2)
+    warm = {p: has_torch(p) for p in idle}
+    folder = run(spec, opts)
+    pids = set()
+    for trial in raynas.load_results(folder).trials:
+        with open(os.path.join(folder, trial.dir, "result.json")) as f:
+            pids.update(json.loads(line)["pid"] for line in f if line.strip())
+    print(json.dumps({"raylet": raylet, "warm": warm, "trial_pids": sorted(pids)}))
+""")
+
+
+@pytest.mark.slow
+def test_trials_run_in_the_workers_ray_prestarted_with_torch_already_imported(tmp_path, ray_env):
+    spec = _spec()
+    raw = spec.to_raw()
+    out = subprocess.run(
+        [sys.executable, "-c", _END_TO_END, json.dumps(raw), str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=300, cwd=ROOT, env={**os.environ, **ray_env},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(seen["raylet"]) == 1, seen
+    warm = {int(p): loaded for p, loaded in seen["warm"].items()}
+    assert len(warm) == 2 and all(warm.values()), f"Ray's prestarted workers did not import torch: {seen}"
+    assert seen["trial_pids"] and set(seen["trial_pids"]) <= set(warm), (
+        f"trials ran in new worker processes, not in the prestarted ones: {seen}")
