@@ -278,8 +278,9 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
     if not opts.verbose:
         for name in ("ray.tune", "ray.train", "ray.air", "ray.data"):
             logging.getLogger(name).setLevel(logging.ERROR)
+    inherited = dict(os.environ)  # what the processes of a local Ray start with
     context = ray.init(**kwargs)
-    _local_ray = (_ray_session(), dict(os.environ)) if local and not runtime_env else None
+    _local_ray = (_ray_session(), inherited) if local and not runtime_env else None
     if opts.dashboard:
         print(dashboard_note(getattr(context, "dashboard_url", None)), file=opts.stream or sys.stdout, flush=True)
     return True
