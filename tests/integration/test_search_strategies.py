@@ -157,9 +157,13 @@ def test_pbt_exploits_across_architectures(tmp_path, scheduler):
         rows = read_results(folder / rec.dir)
         taken = next(r for r in rows if r.get(EXPLOITED_KEY) and r["epoch"] == event["epoch"])
         # From the exploit on, the trial trains the source's architecture with the source's
-        # weights: its parameter count is the source's, and training goes on without errors.
-        assert taken["params"] == source.last["params"]
-        if source.last["params"] != rows[0]["params"]:
+        # weights: its parameter count is the source's when the source saved the checkpoint
+        # it took (the epoch before the first one it trains). Not the source's last: the
+        # source may itself exploit another trial later and change architecture.
+        source_rows = read_results(folder / source.dir)
+        at_checkpoint = {r["params"] for r in source_rows if r["epoch"] == event["epoch"] - 1}
+        assert taken["params"] in at_checkpoint, (rec.trial_id, event, taken["params"], at_checkpoint)
+        if taken["params"] != rows[0]["params"]:
             changed_arch = True
     assert changed_arch, "at least one exploit should take a different architecture"
     assert all(r.status.value == "completed" for r in journal.values()), [(r.status.value, r.error) for r in journal.values()]
