@@ -532,7 +532,7 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
     view = None
     if opts.progress:
         view = ProgressView(spec.name, metric, mode, spec.num_trials, spec.max_epochs, stream=opts.stream)
-    journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view)
+    journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics))
     searcher = SEARCHERS[spec.search.searcher].build(spec)
     scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))
     return tune.Tuner(

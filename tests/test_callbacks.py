@@ -80,3 +80,29 @@ def test_a_trial_the_snapshot_saw_end_is_finished_in_the_journal(tmp_path):
     records = read_journal(tmp_path)
     assert records["a"].status is Status.COMPLETED and records["a"].epochs == 4
     assert records["b"].status is Status.STOPPED and records["b"].best == 0.4
+
+
+def test_a_finished_trial_keeps_tunes_statistics_of_the_objectives_only(tmp_path):
+    """Tune's per-metric running statistics of a finished trial (a real Trial, fed real
+    results) shrink to the objective metrics, in memory and in the snapshot's JSON."""
+    lay_out(tmp_path, {"a": rows([0.6, 0.7])}, journal_epochs=2)
+    journal = Journal(str(tmp_path), "val_acc", "max", 2, objectives=("val_acc", "params"))
+    journal.setup()
+    trial = restored("a", Trial.RUNNING)
+    for epoch in (1, 2):
+        trial.update_last_result({"epoch": epoch, "val_acc": 0.5 + epoch / 10, "val_loss": 1.0 / epoch,
+                                  "params": 100, "epoch_time_s": 0.01, "training_iteration": epoch})
+    journal.on_step_begin(0, [trial])
+    _, before = trial.get_json_state()
+    assert {"val_loss", "epoch_time_s"} <= set(trial.run_metadata.metric_analysis)
+    assert {"val_loss", "epoch_time_s"} <= set(json.loads(before)["metric_analysis"])
+    trial.set_status(Trial.TERMINATED)
+    journal.on_trial_complete(1, [trial], trial)
+    assert read_journal(tmp_path)["a"].status is Status.COMPLETED
+    assert set(trial.run_metadata.metric_analysis) == {"val_acc", "params"}
+    assert set(trial.run_metadata.metric_n_steps) == {"val_acc", "params"}
+    assert trial.run_metadata.metric_analysis["val_acc"]["max"] == 0.7
+    _, after = trial.get_json_state()
+    # The snapshot's JSON of the trial is written anew, smaller.
+    assert set(json.loads(after)["metric_analysis"]) == {"val_acc", "params"}
+    assert len(after) < len(before)
