@@ -142,17 +142,19 @@ _END_TO_END = textwrap.dedent("""
             break
         time.sleep(0.2)
     warm = {p: has_torch(p) for p in idle}
+    nice = {p: os.getpriority(os.PRIO_PROCESS, p) for p in idle}
     folder = run(spec, opts)
     pids = set()
     for trial in raynas.load_results(folder).trials:
         with open(os.path.join(folder, trial.dir, "result.json")) as f:
             pids.update(json.loads(line)["pid"] for line in f if line.strip())
-    print(json.dumps({"raylet": raylet, "warm": warm, "trial_pids": sorted(pids)}))
+    print(json.dumps({"raylet": raylet, "warm": warm, "nice": nice, "driver_nice": os.nice(0),
+                      "trial_pids": sorted(pids)}))
 """)
 
 
 @pytest.mark.slow
-def test_trials_run_in_the_workers_ray_prestarted_with_torch_already_imported(tmp_path, ray_env):
+def test_trials_run_in_the_workers_ray_prestarted_with_torch_already_imported_at_full_priority(tmp_path, ray_env):
     spec = _spec()
     raw = spec.to_raw()
     out = subprocess.run(
@@ -166,3 +168,6 @@ def test_trials_run_in_the_workers_ray_prestarted_with_torch_already_imported(tm
     assert len(warm) == 2 and all(warm.values()), f"Ray's prestarted workers did not import torch: {seen}"
     assert seen["trial_pids"] and set(seen["trial_pids"]) <= set(warm), (
         f"trials ran in new worker processes, not in the prestarted ones: {seen}")
+    # Ray's default puts its workers at niceness 15, below every ordinary process; the trials
+    # of a Ray that raynas starts run at the driver's priority.
+    assert set(seen["nice"].values()) == {seen["driver_nice"]}, seen
