@@ -48,6 +48,7 @@ _DRIVER_ENV = {
 # Worker-side: keep the working directory (paths in experiments are resolved up front), and
 # Tune's own default for its trial actors (Lightning must not fork inside a Ray worker).
 _WORKER_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PL_DISABLE_FORK": "1"}
+WORKER_PATH_ENV = "RAYNAS_WORKER_PATH"  # read by raynas._worker_path in each worker (not imported here: it edits sys.path)
 # What the workers of a local Ray that raynas started inherit from the driver, and which Ray
 # that was (its session name); None when raynas joined a Ray or gave the job a runtime_env.
 _local_ray: tuple[str, dict[str, str]] | None = None
@@ -228,12 +229,13 @@ def _user_modules(spec: ExperimentSpec) -> list[str]:
 def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
     """Starts or joins Ray; returns False when Ray was already initialised by the caller.
 
-    A local Ray gets no job ``runtime_env`` unless modules next to the experiment file must
-    be shipped: its workers inherit the driver's environment (set here first), and a job
-    without a runtime environment lets the trial actors take the workers Ray prestarts for
-    the driver (see :func:`trial_actors_on_prestarted_workers`). Those workers import what a
-    trial of a built-in model family needs while the driver sets the search up
-    (:mod:`raynas.trainables.warm`).
+    A local Ray gets no job ``runtime_env``: its workers inherit the driver's environment
+    (set here first) and import the modules next to the experiment file from their folder
+    (:mod:`raynas._worker_path`), and a job without a runtime environment lets the trial
+    actors take the workers Ray prestarts for the driver (see
+    :func:`trial_actors_on_prestarted_workers`). Those workers import what a trial of a
+    built-in model family needs while the driver sets the search up
+    (:mod:`raynas.trainables.warm`). A cluster gets the modules shipped as ``py_modules``.
     """
     global _local_ray
     import ray
@@ -247,10 +249,10 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
     modules = _user_modules(spec)
     local = not opts.address
     runtime_env: dict = {}
-    if modules:
-        runtime_env["py_modules"] = modules
-    if modules or not local:
-        # Workers of a cluster do not inherit this process's environment.
+    if not local:
+        # Workers of a cluster do not inherit this process's environment, nor see its files.
+        if modules:
+            runtime_env["py_modules"] = modules
         runtime_env["env_vars"] = {key: os.environ[key] for key in _WORKER_ENV}
     kwargs: dict = dict(
         log_to_driver=opts.verbose,
@@ -270,17 +272,23 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
         # for. Measured on 2 cores with three busy processes beside it: a PB2 search of 4
         # small MLPs did not finish in 150 s (each trial worker got 4-6% of a core); at
         # niceness 0 it took 38-41 s. On an otherwise idle machine it makes no difference.
-        system = kwargs["_system_config"] = {"worker_niceness": 0}
+        system = kwargs["_system_config"] = {
+            "worker_niceness": 0,
+            # Ray ends idle workers it counts as surplus, and a prestarted worker that warms
+            # up early is idle until Tune asks for its first actor, a second or two later:
+            # measured, Ray then ended both and started two cold ones for the trials.
+            # Workers of a raynas run are its trial actors; they end with them.
+            "kill_idle_workers_interval_ms": 0,
+        }
         preload = worker_preload_modules(spec)
+        # The modules next to the experiment file are imported from where they are (the
+        # workers run here), not shipped: see raynas/_worker_path.py.
+        os.environ.pop(WORKER_PATH_ENV, None)
+        if modules:
+            os.environ[WORKER_PATH_ENV] = os.pathsep.join(sorted({os.path.dirname(m) for m in modules}))
+            preload = ["raynas._worker_path", *preload]
         if preload:
-            system.update({
-                "preload_python_modules": preload,
-                # Ray ends idle workers it counts as surplus, and a prestarted worker that
-                # warms up early is idle until Tune asks for its first actor, a second or two
-                # later: measured, Ray then ended both and started two cold ones for the
-                # trials. Workers of a raynas run are its trial actors; they end with them.
-                "kill_idle_workers_interval_ms": 0,
-            })
+            system["preload_python_modules"] = preload
     if not opts.verbose:
         for name in ("ray.tune", "ray.train", "ray.air", "ray.data"):
             logging.getLogger(name).setLevel(logging.ERROR)

@@ -171,3 +171,48 @@ def test_trials_run_in_the_workers_ray_prestarted_with_torch_already_imported_at
     # Ray's default puts its workers at niceness 15, below every ordinary process; the trials
     # of a Ray that raynas starts run at the driver's priority.
     assert set(seen["nice"].values()) == {seen["driver_nice"]}, seen
+
+
+_USER_MODULE = textwrap.dedent("""
+    import json, os, sys
+    import ray
+    from raynas import runner
+    from raynas.config import load_spec
+    from raynas.runner import RunOptions, _init_ray
+
+    spec = load_spec(sys.argv[1])
+    _init_ray(spec, RunOptions(storage_path=sys.argv[2], progress=False, num_cpus=1))
+
+    @ray.remote
+    def where():
+        import importlib
+        return importlib.import_module("my_trainable").__file__  # by name: no fallback folder
+
+    print(json.dumps({"runtime_env": dict(ray.get_runtime_context().runtime_env),
+                      "local_ray": runner._local_ray is not None, "module": ray.get(where.remote())}))
+    ray.shutdown()
+""")
+
+
+@pytest.mark.slow
+def test_a_local_ray_imports_the_modules_next_to_the_experiment_without_shipping_them(tmp_path, ray_env):
+    folder = tmp_path / "exp"
+    folder.mkdir()
+    (folder / "my_trainable.py").write_text("def train(config):\n    pass\n")
+    (folder / "e.yaml").write_text(
+        "name: e\ntrainable: my_trainable:train\nspace: {x: {float: [0, 1]}}\n"
+        "search: {searcher: random, num_trials: 1}\nobjective: {metric: score, mode: max}\nmax_epochs: 1\n")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()  # the workers' working directory is not the experiment's folder
+    out = subprocess.run(
+        [sys.executable, "-c", _USER_MODULE, str(folder / "e.yaml"), str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=300, cwd=elsewhere,
+        env={**os.environ, **ray_env, "PYTHONPATH": str(ROOT)},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    # No job runtime environment (it would keep the trials off the workers Ray prestarts),
+    # and the trials' workers import the module from its own folder.
+    assert not seen["runtime_env"], seen
+    assert seen["local_ray"], seen
+    assert seen["module"] == str(folder / "my_trainable.py"), seen

@@ -104,9 +104,10 @@ def trial_seed(config: dict, seed: int) -> int:
 def _resolve(ref: str | Callable, base_dir: str | None) -> Callable:
     """Loads a ``module:function`` on a worker.
 
-    A module shipped with the job (``runtime_env`` ``py_modules``, set up by the runner for
-    files next to the experiment) comes first; the experiment's folder is the fallback for a
-    Ray the caller started, where nothing was shipped.
+    A module the worker can already import comes first (shipped to a cluster as
+    ``runtime_env`` ``py_modules``, or on a local Ray that raynas started found in its folder,
+    see :mod:`raynas._worker_path`); the experiment's folder is the fallback for a Ray the
+    caller started.
     """
     from raynas._imports import load_reference
 
