@@ -13,6 +13,11 @@ def is_reference(name: str) -> bool:
     return isinstance(name, str) and ":" in name
 
 
+# Folders (os.pathsep-separated) whose modules the workers of a local Ray that raynas started
+# import as they start: set by the runner, read by raynas._worker_path.
+WORKER_PATH_ENV = "RAYNAS_WORKER_PATH"
+
+
 def add_search_path(directory: str | os.PathLike | None) -> None:
     """Makes modules in ``directory`` importable (the folder of the experiment file)."""
     if directory is None:

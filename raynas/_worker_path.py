@@ -11,10 +11,8 @@ unpickles a trial's arguments, which may hold objects of those modules.
 from __future__ import annotations
 
 import os
-import sys
 
-ENV = "RAYNAS_WORKER_PATH"
+from raynas._imports import WORKER_PATH_ENV, add_search_path
 
-for _folder in reversed([p for p in os.environ.get(ENV, "").split(os.pathsep) if p]):
-    if _folder not in sys.path:
-        sys.path.insert(0, _folder)
+for _folder in reversed([p for p in os.environ.get(WORKER_PATH_ENV, "").split(os.pathsep) if p]):
+    add_search_path(_folder)

@@ -22,7 +22,7 @@ from typing import IO, Any, Sequence
 import yaml
 
 from raynas import __version__
-from raynas._imports import is_reference, module_file
+from raynas._imports import WORKER_PATH_ENV, is_reference, module_file
 from raynas.config import ExperimentSpec, spec_from_dict
 from raynas.errors import ConfigError
 from raynas.experiment import (
@@ -48,9 +48,8 @@ _DRIVER_ENV = {
 # Worker-side: keep the working directory (paths in experiments are resolved up front), and
 # Tune's own default for its trial actors (Lightning must not fork inside a Ray worker).
 _WORKER_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PL_DISABLE_FORK": "1"}
-WORKER_PATH_ENV = "RAYNAS_WORKER_PATH"  # read by raynas._worker_path in each worker (not imported here: it edits sys.path)
 # What the workers of a local Ray that raynas started inherit from the driver, and which Ray
-# that was (its session name); None when raynas joined a Ray or gave the job a runtime_env.
+# that was (its session name); None when raynas joined a Ray (a cluster's or the caller's).
 _local_ray: tuple[str, dict[str, str]] | None = None
 
 
@@ -294,7 +293,7 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
             logging.getLogger(name).setLevel(logging.ERROR)
     inherited = dict(os.environ)  # what the processes of a local Ray start with
     context = ray.init(**kwargs)
-    _local_ray = (_ray_session(), inherited) if local and not runtime_env else None
+    _local_ray = (_ray_session(), inherited) if local else None
     if opts.dashboard:
         print(dashboard_note(getattr(context, "dashboard_url", None)), file=opts.stream or sys.stdout, flush=True)
     return True

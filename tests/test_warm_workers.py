@@ -207,7 +207,7 @@ def test_a_local_ray_imports_the_modules_next_to_the_experiment_without_shipping
     out = subprocess.run(
         [sys.executable, "-c", _USER_MODULE, str(folder / "e.yaml"), str(tmp_path / "results")],
         capture_output=True, text=True, timeout=300, cwd=elsewhere,
-        env={**os.environ, **ray_env, "PYTHONPATH": str(ROOT)},
+        env={**os.environ, **ray_env},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     seen = json.loads(out.stdout.strip().splitlines()[-1])
