@@ -370,6 +370,90 @@ def trial_actors_on_prestarted_workers():
         _ActorClassCache.get = original
 
 
+@contextlib.contextmanager
+def starting_actors_kept_as_spares():
+    """Keeps an actor that is already starting when Tune gives its trial a reused one instead.
+
+    Tune asks for an actor for each pending trial, but when a reused actor frees up first it
+    gives that one to the trial and ends the trial's own actor, even one whose process is
+    already starting (``TuneController._maybe_reuse_cached_actor``). A trial that lives a few
+    dozen milliseconds frees its actor long before a new one is up, so one actor ended up
+    running every trial, one round trip at a time, however many slots the run had: measured
+    with 600 trivial trials in 4 slots, one process ran all of them in most runs.
+
+    Here the trial still takes the reused actor at once, but an actor of its own that Ray has
+    already placed (its resources held) is kept: when it is up it joins Tune's cache of
+    reusable actors, as a trial's actor does when its trial ends, and Tune's cache decides,
+    as for any other, whether it is kept for a waiting trial or ended. A request that Ray has
+    not placed yet is cancelled as before. No trial ever waits for an actor here.
+    Only in the local Ray that raynas started; undone when the block ends.
+    """
+    local = _local_ray
+    try:
+        from ray.tune.execution.tune_controller import TuneController
+    except ImportError:
+        yield
+        return
+    names = ("_maybe_reuse_cached_actor", "_actor_started", "_actor_stopped", "_actor_failed")
+    originals = {name: getattr(TuneController, name, None) for name in names}
+    if local is None or local[0] != _ray_session() or None in originals.values():
+        yield
+        return
+    spares: dict = {}  # tracked actor -> the resource request it was placed for
+
+    def _maybe_reuse_cached_actor(self, trial):
+        own = self._trial_to_actor.get(trial)
+        if (
+            own is not None
+            and trial not in self._resetting_trials
+            and own not in self._started_actors
+            and self._actor_manager.is_actor_started(own)  # placed: its process is starting
+            and self._actor_cache.has_cached_object(trial.placement_group_factory)
+        ):
+            # Detached, so that Tune hands the trial the cached actor without ending this one.
+            del self._trial_to_actor[trial]
+            del self._actor_to_trial[own]
+            spares[own] = trial.placement_group_factory
+        return originals["_maybe_reuse_cached_actor"](self, trial)
+
+    def _actor_started(self, tracked_actor, *args, **kwargs):
+        request = spares.pop(tracked_actor, None)
+        if request is None:
+            return originals["_actor_started"](self, tracked_actor, *args, **kwargs)
+        self._started_actors.add(tracked_actor)
+        if not self._actor_cache.cache_object(request, tracked_actor):
+            self._remove_actor(tracked_actor=tracked_actor)
+
+    def _actor_stopped(self, tracked_actor, *args, **kwargs):
+        spares.pop(tracked_actor, None)
+        return originals["_actor_stopped"](self, tracked_actor, *args, **kwargs)
+
+    def _actor_failed(self, tracked_actor, *args, **kwargs):
+        if tracked_actor not in spares:
+            return originals["_actor_failed"](self, tracked_actor, *args, **kwargs)
+        # A spare that failed as it started belongs to no trial: only clean it up.
+        del spares[tracked_actor]
+        self._actor_manager.clear_actor_task_futures(tracked_actor)
+        tracked_actor.set_on_stop(None)
+        tracked_actor.set_on_error(None)
+        self._actor_manager.remove_actor(tracked_actor, kill=False)
+        return originals["_actor_stopped"](self, tracked_actor)
+
+    replaced = {
+        "_maybe_reuse_cached_actor": _maybe_reuse_cached_actor,
+        "_actor_started": _actor_started,
+        "_actor_stopped": _actor_stopped,
+        "_actor_failed": _actor_failed,
+    }
+    for name, fn in replaced.items():
+        setattr(TuneController, name, fn)
+    try:
+        yield
+    finally:
+        for name, fn in originals.items():
+            setattr(TuneController, name, fn)
+
+
 def dashboard_note(url: str | None) -> str:
     """The dashboard's address, and how to sign in when Ray's token authentication is on."""
     if not url:
@@ -448,7 +532,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
         slots = _check_resources(spec)
         tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
         try:
-            with trainable_lookups_cached(), trial_actors_on_prestarted_workers():
+            with trainable_lookups_cached(), trial_actors_on_prestarted_workers(), starting_actors_kept_as_spares():
                 tuner.fit()
         except RuntimeError as err:
             # Ray 2.60 builds a ResultGrid after the run and fails on a trial that a `stop`
