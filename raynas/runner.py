@@ -532,7 +532,11 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
         slots = _check_resources(spec)
         tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
         try:
-            with trainable_lookups_cached(), trial_actors_on_prestarted_workers(), starting_actors_kept_as_spares():
+            with (
+                trainable_lookups_cached(),
+                trial_actors_on_prestarted_workers(),
+                starting_actors_kept_as_spares(),
+            ):
                 tuner.fit()
         except RuntimeError as err:
             # Ray 2.60 builds a ResultGrid after the run and fails on a trial that a `stop`

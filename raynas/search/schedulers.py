@@ -42,8 +42,8 @@ class _FinishingBracket(_Bracket):
         Tune's own version passes over a trial whose pause is in flight (its status is still
         RUNNING); it then pauses, and nothing ever resumes or stops it: the run hangs with
         that trial PAUSED. It happens when two trials of the last rung report close together
-        (measured: 4 of 10 runs of 9 short trials with HyperBand on 2 CPUs once the trials
-        started without delay). Tune's halving step already stops such trials the same way.
+        (seen in 4 of 10 runs of 9 short trials on 2 CPUs while trying a change to actor reuse
+        that shifted the timing). Tune's halving step already stops such trials the same way.
         """
         for trial in self.current_trials():
             if trial.status == Trial.PAUSED or (trial.status == Trial.RUNNING and trial.is_saving):
