@@ -28,15 +28,18 @@ def _bracket_of_two(scheduler, controller):
     return trials
 
 
-def _last_rung_race(scheduler):
+def _last_rung_race(scheduler, pause_in_flight=True):
     """Two trials of a one-rung bracket report max_t close together: the first is told to
-    pause, and its checkpoint is still being saved (status RUNNING) when the second's
-    result ends the bracket."""
+    pause and, when the second's result ends the bracket, its checkpoint is still being saved
+    (status RUNNING) or it has paused. Returns the trials the scheduler stopped itself."""
     scheduler.set_search_properties("score", "max")
     controller = Controller()
     first, second = _bracket_of_two(scheduler, controller)
     assert scheduler.on_trial_result(controller, first, {"epoch": 3, "score": 0.5}) == TrialScheduler.PAUSE
-    first.temporary_state.saving_to = object()  # Tune is saving it on the way to PAUSED
+    if pause_in_flight:
+        first.temporary_state.saving_to = object()  # Tune is saving it on the way to PAUSED
+    else:
+        first.set_status(Trial.PAUSED)
     assert scheduler.on_trial_result(controller, second, {"epoch": 3, "score": 0.7}) == TrialScheduler.STOP
     return controller.stopped
 
@@ -50,10 +53,5 @@ def test_a_finished_bracket_stops_a_trial_whose_pause_is_still_in_flight():
 
 def test_a_finished_bracket_stops_its_paused_trials_and_leaves_the_reporting_one_to_tune():
     scheduler = HyperBandScheduler(time_attr="epoch", max_t=3, reduction_factor=3)
-    scheduler.set_search_properties("score", "max")
-    controller = Controller()
-    first, second = _bracket_of_two(scheduler, controller)
-    assert scheduler.on_trial_result(controller, first, {"epoch": 3, "score": 0.5}) == TrialScheduler.PAUSE
-    first.set_status(Trial.PAUSED)
-    assert scheduler.on_trial_result(controller, second, {"epoch": 3, "score": 0.7}) == TrialScheduler.STOP
-    assert controller.stopped == ["t0"]  # the reporting trial is stopped by the STOP decision
+    # The reporting trial (t1) is stopped by the STOP decision, not by the bracket.
+    assert _last_rung_race(scheduler, pause_in_flight=False) == ["t0"]
