@@ -214,10 +214,12 @@ class DurableScheduler(TrialScheduler):
         self._readded: dict[str, Any] = {}
         # Trials the saved scheduler had paused: Tune restores them as PENDING (see choose_trial_to_run).
         self._paused_ids: set[str] = set()
+        # Trials that were running when the state was saved: they start again first.
+        self._running_ids: set[str] = set()
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("pacer", "_active", "_saved", "_saved_ids", "_readded", "_paused_ids"):
+        for key in ("pacer", "_active", "_saved", "_saved_ids", "_readded", "_paused_ids", "_running_ids"):
             state.pop(key, None)
         return state
 
@@ -244,7 +246,10 @@ class DurableScheduler(TrialScheduler):
 
         Pickler(buffer).dump(self.inner)
         paused = sorted(tid for tid, status in statuses.items() if status == "PAUSED")
-        return cloudpickle.dumps({"known_ids": sorted(self.known_ids), "inner": buffer.getvalue(), "paused": paused})
+        running = sorted(tid for tid, status in statuses.items() if status == "RUNNING")
+        return cloudpickle.dumps(
+            {"known_ids": sorted(self.known_ids), "inner": buffer.getvalue(), "paused": paused, "running": running}
+        )
 
     def checkpoints_in_use(self) -> list[str]:
         """Paths of checkpoints the inner scheduler may still hand to a trial: PBT and PB2 keep
@@ -274,6 +279,7 @@ class DurableScheduler(TrialScheduler):
                 saved = cloudpickle.load(f)
             self._saved, self._saved_ids = saved["inner"], set(saved["known_ids"])
             self._paused_ids = set(saved.get("paused", ()))
+            self._running_ids = set(saved.get("running", ()))
             log.info("restoring the %s scheduler's state", type(self.inner).__name__)
 
     def _load_saved(self) -> None:
@@ -359,6 +365,19 @@ class DurableScheduler(TrialScheduler):
                     tune_controller._set_trial_status(trial, "PAUSED")
                     _mark_for_snapshot(tune_controller, trial)
             self._paused_ids = set()
+        if self._running_ids:
+            # Tune restores a trial that was running as PENDING too, beside the trials that
+            # were waiting for a slot, and a scheduler may pick one of those first. Search and
+            # scheduler then diverge from the run that was not interrupted: Tune creates the
+            # next trial only when no trial is PENDING (one at a time for raynas's searchers),
+            # so while the restored trials queue for slots, a synchronous HyperBand bracket
+            # whose one waiting trial got a slot first reaches its milestone alone and is
+            # halved before its other trials exist. The trials that were running start again
+            # first, in the order they were created, and the others then wait as they did.
+            for trial_id, trial in self._readded.items():  # in Tune's order of its trials
+                if trial_id in self._running_ids and trial.status == "PENDING":
+                    return trial
+            self._running_ids = set()
         return self.inner.choose_trial_to_run(tune_controller)
 
     def debug_string(self) -> str:

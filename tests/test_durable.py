@@ -153,6 +153,49 @@ def test_a_trial_paused_at_a_milestone_stays_paused_after_resume(tmp_path):
     durable._LIVE.pop(exp_dir, None)
 
 
+def test_trials_that_were_running_start_again_before_those_that_waited(tmp_path):
+    # Tune restores running and waiting trials alike as PENDING, and creates a new trial only
+    # when none is PENDING. HyperBand picks a waiting trial of its newest bracket first: it
+    # reached its milestone alone, and the bracket was halved before its other trials existed.
+    exp_dir = str(tmp_path)
+    first = DurableScheduler(HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2), exp_dir)
+    first.set_search_properties("val_acc", "max")
+    old = trials("t", 9)  # brackets of 4 (to epoch 8), 4 (halved at 4) and 1 of 6 (halved at 2)
+    controller = Controller(old)
+    for t in old:
+        t.set_status(Trial.PENDING)
+        first.on_trial_add(controller, t)
+    for t in old[:4]:
+        t.set_status(Trial.TERMINATED)
+        first.on_trial_complete(controller, t, {"epoch": 8, "val_acc": 0.8})
+    for t in old[4:6]:
+        t.set_status(Trial.RUNNING)
+        assert [first.on_trial_result(controller, t, {"epoch": e, "val_acc": 0.1 * e}) for e in (1, 2, 3, 4)][-1] == "PAUSE"
+        t.set_status(Trial.PAUSED)
+    for t in old[6:8]:
+        t.set_status(Trial.RUNNING)
+        assert first.on_trial_result(controller, t, {"epoch": 1, "val_acc": 0.1}) == "CONTINUE"
+    os.makedirs(tmp_path / BACKUP_DIR)
+    (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
+    durable._LIVE.pop(exp_dir, None)
+
+    fresh = HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2)
+    fresh.set_search_properties("val_acc", "max")
+    resumed = DurableScheduler(fresh, exp_dir)
+    new = trials("t", 9)
+    controller = Controller(new)
+    for t in new:
+        t.set_status(Trial.TERMINATED if t.trial_id in {"t0", "t1", "t2", "t3"} else Trial.PENDING)
+        resumed.on_trial_add(controller, t)
+    chosen = [resumed.choose_trial_to_run(controller)]
+    while chosen[-1] is not None:
+        chosen[-1].set_status(Trial.RUNNING)
+        chosen.append(resumed.choose_trial_to_run(controller))
+    assert [t.trial_id for t in chosen[:-1]] == ["t6", "t7", "t8"]
+    assert new[4].status == new[5].status == Trial.PAUSED
+    durable._LIVE.pop(exp_dir, None)
+
+
 def test_a_paused_trial_that_is_stopped_is_written_into_the_next_snapshot(tmp_path):
     # Tune marks a trial for its next snapshot when it stops the trial's actor; a PAUSED trial
     # has none, so HyperBand's halving stopped it without the snapshot knowing, and a resume
