@@ -394,7 +394,7 @@ def starting_actors_kept_as_spares():
     except ImportError:
         yield
         return
-    names = ("_maybe_reuse_cached_actor", "_actor_started", "_actor_stopped", "_actor_failed")
+    names = ("_maybe_reuse_cached_actor", "_actor_started", "_actor_stopped", "_actor_failed", "_cleanup_trials")
     originals = {name: getattr(TuneController, name, None) for name in names}
     if local is None or local[0] != _ray_session() or None in originals.values():
         yield
@@ -439,11 +439,23 @@ def starting_actors_kept_as_spares():
         self._actor_manager.remove_actor(tracked_actor, kill=False)
         return originals["_actor_stopped"](self, tracked_actor)
 
+    def _cleanup_trials(self, *args, **kwargs):
+        # Tune's end of run stops its trials' and cached actors, then waits (up to 5 s) until
+        # every actor it tracks has stopped: a spare still starting is neither, and was waited
+        # for until that timeout, at the end of every run that had one.
+        for tracked_actor in list(spares):
+            del spares[tracked_actor]
+            tracked_actor.set_on_stop(None)
+            tracked_actor.set_on_error(None)
+            self._remove_actor(tracked_actor=tracked_actor)
+        return originals["_cleanup_trials"](self, *args, **kwargs)
+
     replaced = {
         "_maybe_reuse_cached_actor": _maybe_reuse_cached_actor,
         "_actor_started": _actor_started,
         "_actor_stopped": _actor_stopped,
         "_actor_failed": _actor_failed,
+        "_cleanup_trials": _cleanup_trials,
     }
     for name, fn in replaced.items():
         setattr(TuneController, name, fn)

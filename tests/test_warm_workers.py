@@ -220,9 +220,18 @@ def test_a_local_ray_imports_the_modules_next_to_the_experiment_without_shipping
 
 _SLOTS = textwrap.dedent("""
     import json, os, sys
+    from ray.air.execution._internal.actor_manager import RayActorManager
     import raynas
     from raynas.config import spec_from_dict
     from raynas.runner import RunOptions, run
+
+    # Actors Tune still tracks when its end of run gives up waiting for them to stop.
+    left = []
+    cleanup = RayActorManager.cleanup
+    def counted(self):
+        left.append(self.num_total_actors)
+        return cleanup(self)
+    RayActorManager.cleanup = counted
 
     def pids(folder):
         seen = []
@@ -233,10 +242,11 @@ _SLOTS = textwrap.dedent("""
 
     report = {}
     for name, raw in json.loads(sys.argv[1]).items():
+        os.environ["TOY_SLEEP"] = str(raw.pop("sleep"))  # the local Ray's workers inherit it
         folder = run(spec_from_dict(raw), RunOptions(storage_path=sys.argv[2], progress=False, num_cpus=2))
         results = raynas.load_results(folder)
         report[name] = {"pids": pids(folder), "statuses": sorted({t.status for t in results.trials}),
-                        "trials": len(results.trials)}
+                        "trials": len(results.trials), "left": left[-1]}
     print(json.dumps(report))
 """)
 
@@ -248,7 +258,7 @@ def test_short_trials_use_every_slot_and_runs_with_more_live_trials_than_slots_f
                 "space": {"x": {"float": [0, 1]}, "y": {"float": [0, 1]}},
                 "search": {"searcher": "random", "num_trials": trials, "seed": 0, **search},
                 "objective": {"metric": "score", "mode": "max"}, "max_epochs": 1,
-                "resources": {"cpus_per_trial": cpus, "gpus_per_trial": 0}}
+                "resources": {"cpus_per_trial": cpus, "gpus_per_trial": 0}, "sleep": 0.01}
 
     runs = {
         # 4 slots of half a CPU: Tune gave every trial the actor the previous one freed and
@@ -258,9 +268,11 @@ def test_short_trials_use_every_slot_and_runs_with_more_live_trials_than_slots_f
         "queued": toy("queued", 16, 1, max_concurrent=4),
         # Synchronous HyperBand pauses trials (their actors are cached), resumes and stops
         # them. (The race in its last rung that hung some such runs is pinned down in
-        # tests/search/test_schedulers.py; this run only shows that the search ends.)
-        "hyperband": {**toy("hyperband", 9, 1), "max_epochs": 9,
-                      "scheduler": {"name": "hyperband", "reduction_factor": 3}},
+        # tests/search/test_schedulers.py; this run shows that the search ends.) This one
+        # ended with a kept actor still starting, which Tune's end of run waited 5 s for and
+        # then gave up on, in 4 of 4 runs before the spares were stopped there too.
+        "hyperband": {**toy("hyperband", 12, 1, seed=3), "max_epochs": 8, "sleep": 0.1,
+                      "scheduler": {"name": "hyperband", "reduction_factor": 2}},
     }
     out = subprocess.run(
         [sys.executable, "-c", _SLOTS, json.dumps(runs), str(tmp_path / "results")],
@@ -277,3 +289,5 @@ def test_short_trials_use_every_slot_and_runs_with_more_live_trials_than_slots_f
     assert len(set(seen["slots"]["pids"])) >= 3, seen["slots"]
     assert len(set(seen["queued"]["pids"])) <= 2, seen["queued"]  # no process beyond the slots
     assert "stopped" in seen["hyperband"]["statuses"], seen["hyperband"]  # it did pause and stop
+    # Every actor had stopped when the run ended: none was left for Tune to give up on.
+    assert all(run["left"] == 0 for run in seen.values()), seen
