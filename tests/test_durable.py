@@ -117,13 +117,39 @@ def test_saved_scheduler_rebinds_to_the_restored_trials(tmp_path, name):
     assert extra.trial_id in resumed.known_ids
 
 
+def hyperband():
+    scheduler = HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2)
+    scheduler.set_search_properties("val_acc", "max")
+    return scheduler
+
+
+def resume_and_start(tmp_path, first, n, finished=()):
+    """Saves ``first``'s state, resumes a fresh HyperBand onto ``n`` new trials (PENDING, as Tune
+    restores them, except those in ``finished``) and starts what it chooses, in turn, until it
+    chooses none. Returns the new trials and the chosen ones in order."""
+    exp_dir = str(tmp_path)
+    os.makedirs(tmp_path / BACKUP_DIR)
+    (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
+    durable._LIVE.pop(exp_dir, None)
+    resumed = DurableScheduler(hyperband(), exp_dir)
+    new = trials("t", n)
+    controller = Controller(new)
+    for t in new:
+        t.set_status(Trial.TERMINATED if t.trial_id in finished else Trial.PENDING)
+        resumed.on_trial_add(controller, t)
+    chosen = []
+    while (trial := resumed.choose_trial_to_run(controller)) is not None:
+        chosen.append(trial)
+        trial.set_status(Trial.RUNNING)
+    durable._LIVE.pop(exp_dir, None)
+    return new, chosen
+
+
 def test_a_trial_paused_at_a_milestone_stays_paused_after_resume(tmp_path):
     # HyperBand pauses a trial at its bracket's milestone until the bracket can be halved. Tune
     # restores every unfinished trial as PENDING, and HyperBand runs any PENDING trial: resumed
     # as is, the paused trial trains on past its milestone and is ranked on a later epoch.
-    exp_dir = str(tmp_path)
-    first = DurableScheduler(HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2), exp_dir)
-    first.set_search_properties("val_acc", "max")
+    first = DurableScheduler(hyperband(), str(tmp_path))
     old = trials("t", 6)  # two brackets: 4 trials to epoch 8, then 2 (of 4) to epoch 4
     controller = Controller(old)
     for t in old:
@@ -132,34 +158,17 @@ def test_a_trial_paused_at_a_milestone_stays_paused_after_resume(tmp_path):
     decisions = [first.on_trial_result(controller, old[4], {"epoch": e, "val_acc": 0.1 * e}) for e in (1, 2, 3, 4)]
     assert decisions[-1] == "PAUSE"  # at its milestone; its bracket waits for the others
     old[4].set_status(Trial.PAUSED)
-    os.makedirs(tmp_path / BACKUP_DIR)
-    (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
-    durable._LIVE.pop(exp_dir, None)
 
-    fresh = HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2)
-    fresh.set_search_properties("val_acc", "max")
-    resumed = DurableScheduler(fresh, exp_dir)
-    new = trials("t", 6)
-    controller = Controller(new)
-    for t in new:
-        t.set_status(Trial.PENDING)  # as Tune restores them
-        resumed.on_trial_add(controller, t)
-    chosen = [resumed.choose_trial_to_run(controller)]
+    new, chosen = resume_and_start(tmp_path, first, 6)
     assert new[4].status == Trial.PAUSED
-    while chosen[-1] is not None:  # Tune starts what the scheduler chooses, until it chooses none
-        chosen[-1].set_status(Trial.RUNNING)
-        chosen.append(resumed.choose_trial_to_run(controller))
-    assert chosen[:-1] == [t for i, t in enumerate(new) if i != 4]
-    durable._LIVE.pop(exp_dir, None)
+    assert chosen == [t for i, t in enumerate(new) if i != 4]
 
 
 def test_trials_that_were_running_start_again_before_those_that_waited(tmp_path):
     # Tune restores running and waiting trials alike as PENDING, and creates a new trial only
     # when none is PENDING. HyperBand picks a waiting trial of its newest bracket first: it
     # reached its milestone alone, and the bracket was halved before its other trials existed.
-    exp_dir = str(tmp_path)
-    first = DurableScheduler(HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2), exp_dir)
-    first.set_search_properties("val_acc", "max")
+    first = DurableScheduler(hyperband(), str(tmp_path))
     old = trials("t", 9)  # brackets of 4 (to epoch 8), 4 (halved at 4) and 1 of 6 (halved at 2)
     controller = Controller(old)
     for t in old:
@@ -175,25 +184,10 @@ def test_trials_that_were_running_start_again_before_those_that_waited(tmp_path)
     for t in old[6:8]:
         t.set_status(Trial.RUNNING)
         assert first.on_trial_result(controller, t, {"epoch": 1, "val_acc": 0.1}) == "CONTINUE"
-    os.makedirs(tmp_path / BACKUP_DIR)
-    (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
-    durable._LIVE.pop(exp_dir, None)
 
-    fresh = HyperBandScheduler(time_attr="epoch", max_t=8, reduction_factor=2)
-    fresh.set_search_properties("val_acc", "max")
-    resumed = DurableScheduler(fresh, exp_dir)
-    new = trials("t", 9)
-    controller = Controller(new)
-    for t in new:
-        t.set_status(Trial.TERMINATED if t.trial_id in {"t0", "t1", "t2", "t3"} else Trial.PENDING)
-        resumed.on_trial_add(controller, t)
-    chosen = [resumed.choose_trial_to_run(controller)]
-    while chosen[-1] is not None:
-        chosen[-1].set_status(Trial.RUNNING)
-        chosen.append(resumed.choose_trial_to_run(controller))
-    assert [t.trial_id for t in chosen[:-1]] == ["t6", "t7", "t8"]
+    new, chosen = resume_and_start(tmp_path, first, 9, finished={"t0", "t1", "t2", "t3"})
+    assert [t.trial_id for t in chosen] == ["t6", "t7", "t8"]
     assert new[4].status == new[5].status == Trial.PAUSED
-    durable._LIVE.pop(exp_dir, None)
 
 
 def test_a_paused_trial_that_is_stopped_is_written_into_the_next_snapshot(tmp_path):
