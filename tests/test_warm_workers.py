@@ -270,7 +270,7 @@ def test_short_trials_use_every_slot_and_runs_with_more_live_trials_than_slots_f
         # them. (The race in its last rung that hung some such runs is pinned down in
         # tests/search/test_schedulers.py; this run shows that the search ends.) This one
         # ended with a kept actor still starting, which Tune's end of run waited 5 s for and
-        # then gave up on, in 4 of 4 runs before the spares were stopped there too.
+        # then gave up on, in 3 of 3 runs before the spares were stopped there too.
         "hyperband": {**toy("hyperband", 12, 1, seed=3), "max_epochs": 8, "sleep": 0.1,
                       "scheduler": {"name": "hyperband", "reduction_factor": 2}},
     }
