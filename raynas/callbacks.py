@@ -18,6 +18,7 @@ import time
 from typing import IO, Any
 
 from ray.tune import Callback
+from ray.tune.progress_reporter import TrialProgressCallback
 
 from raynas import durable
 from raynas.experiment import (
@@ -68,8 +69,9 @@ def trial_dirname(trial) -> str:
 class Journal(Callback):
     """Keeps the journal and the result logs, and feeds the progress view.
 
-    On resume the journal is read back; trials the restored Tune state does not know
-    become ``lost``.
+    On resume the journal is read back; unfinished trials the restored Tune state does not
+    know become ``lost`` (finished ones are expected to be missing from it: see
+    :func:`raynas.runner.finished_trials_released`).
 
     Args:
         exp_dir: The experiment folder.
@@ -96,6 +98,7 @@ class Journal(Callback):
         self._last_write = 0.0
         self._reconciled = False
         self._trials: list = []  # the controller's trial list (for pruning at snapshot time)
+        self._staging: str | None = None  # Tune's staging folder for its experiment state
         self._to_prune: set[str] = set()
         self._logs: dict[str, IO[str]] = {}
         # The journal's text, per trial: a write re-encodes only the records changed since
@@ -106,7 +109,7 @@ class Journal(Callback):
     def __getstate__(self):
         # Pickled into Tune's tuner.pkl: keep the settings, drop the live state.
         state = dict(self.__dict__)
-        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_to_prune", "_logs", "_encoded", "_changed"):
+        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_encoded", "_changed"):
             state.pop(key, None)
         return state
 
@@ -170,10 +173,19 @@ class Journal(Callback):
         if log is not None:
             log.close()
 
+    def settled(self, trial_id: str) -> bool:
+        """Whether the journal on disk says this trial finished (nothing of it waits to be written)."""
+        rec = self.records.get(trial_id)
+        return rec is not None and rec.status.finished and trial_id not in self._changed and not self._dirty
+
     # -- Tune's snapshot hook: get_state runs right after Tune wrote its experiment state
     def get_state(self) -> dict:
         """Backs up the snapshot Tune just wrote and prunes checkpoints it no longer needs."""
-        staging = next((t.storage.experiment_driver_staging_path for t in self._trials if t.storage), None)
+        # The folder is the same for every trial and the whole run; remembered, because
+        # finished trials leave the controller's list (it can be empty between trials).
+        staging = self._staging = self._staging or next(
+            (t.storage.experiment_driver_staging_path for t in self._trials if t.storage), None
+        )
         scheduler = durable.live_scheduler(self.exp_dir)
         if staging:
             extra = {durable.SCHEDULER_FILE: scheduler.dump()} if scheduler is not None else None
@@ -209,7 +221,8 @@ class Journal(Callback):
             self._reconciled = True
             known = {t.trial_id for t in trials}
             for rec in self.records.values():
-                if rec.trial_id not in known and rec.status is not Status.LOST:
+                # A finished trial leaves Tune's state once the journal says it finished.
+                if rec.trial_id not in known and not rec.status.finished and rec.status is not Status.LOST:
                     rec.status = Status.LOST
                     rec.error = "started before the driver stopped, but missing from the state it was resumed from"
             for trial in trials:
@@ -346,6 +359,21 @@ class Journal(Callback):
         self._write(final=True)
         if self.view is not None:
             self.view.close(self.records.values())
+
+
+class QuietTrialProgress(TrialProgressCallback):
+    """Takes the place of the progress callback Tune adds by itself, which prints nothing at
+    ``verbose=0`` yet keeps every trial it ever saw (with its last result) until the run ends.
+    raynas shows progress from its journal."""
+
+    def on_trial_result(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_trial_error(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def on_trial_complete(self, *args: Any, **kwargs: Any) -> None:
+        pass
 
 
 class JournalFlush(Callback):

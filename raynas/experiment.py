@@ -48,7 +48,7 @@ class Status(str, Enum):
     FAILED = "failed"  # could not train: arch does not fit, bad hyperparameters, non-finite loss
     REJECTED = "rejected"  # over a budget (constraints): measured, never trained
     ERROR = "error"  # raised an exception
-    LOST = "lost"  # started before a crash but absent from the state it was resumed from
+    LOST = "lost"  # unfinished at a crash and absent from the state it was resumed from
 
     @property
     def finished(self) -> bool:

@@ -548,6 +548,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
                 trainable_lookups_cached(),
                 trial_actors_on_prestarted_workers(),
                 starting_actors_kept_as_spares(),
+                finished_trials_released() if spec.scheduler.name not in _SEES_FINISHED_TRIALS else contextlib.nullcontext(),
             ):
                 tuner.fit()
         except RuntimeError as err:
@@ -605,6 +606,84 @@ def trainable_lookups_cached():
         trial_module.get_trainable_cls, trial_module.validate_trainable = original, original_validate
 
 
+# Schedulers that read finished trials from Tune's controller: Ray's synchronous PBT (and PB2)
+# sets its next perturbation time from every trial's, finished ones included. They keep every
+# trial themselves, so releasing them would change their decisions and free nothing.
+_SEES_FINISHED_TRIALS = ("pbt", "pb2")
+
+
+@contextlib.contextmanager
+def finished_trials_released():
+    """Finished trials leave Tune's controller once a snapshot and the journal both say so.
+
+    Tune keeps every trial of a run in its controller until the run ends (the trial, its
+    config, last result, metadata, storage context and a cached JSON of its state, which
+    every experiment snapshot writes again): the driver's memory and each snapshot's size
+    grew with the number of trials run, about 40 MiB and a few MB per 1,000 trivial trials.
+    raynas's journal (``trials.json``) and each trial's folder hold what a finished trial
+    left; Tune needs it no more, except to list it when it builds its own analysis.
+
+    After each snapshot, a trial that was finished (``TERMINATED`` or ``ERROR``) when the
+    snapshot was written, whose end the journal has written too, and that has no actor, is
+    dropped from the controller: the next snapshot no longer lists it. A resume from either
+    snapshot is exact: the older one lists the trial as finished, the newer one not at all,
+    and the journal keeps its record (see :meth:`raynas.callbacks.Journal.on_step_begin`).
+    FIFO, ASHA, HyperBand and median stopping never look for finished trials in the
+    controller (the last two keep their own references to the trials they track); PBT and
+    PB2 do (see ``_SEES_FINISHED_TRIALS``), so their runs keep Tune's rule. Undone when the
+    block ends; nothing is patched for a Tune whose controller lacks any attribute used.
+    """
+    try:
+        from ray.tune.execution.tune_controller import TuneController
+    except ImportError:
+        yield
+        return
+    original = getattr(TuneController, "save_to_dir", None)
+    if original is None:
+        yield
+        return
+
+    def save_to_dir(self, *args, **kwargs):
+        finished = [t for t in self._trials if t.status in ("TERMINATED", "ERROR")]
+        result = original(self, *args, **kwargs)
+        if finished:
+            _release_finished(self, finished)
+        return result
+
+    TuneController.save_to_dir = save_to_dir
+    try:
+        yield
+    finally:
+        TuneController.save_to_dir = original
+
+
+def _release_finished(controller, finished: list) -> None:
+    from raynas.callbacks import Journal
+
+    names = ("_trials", "_stopped_trials", "_failed_trials", "_trial_metadata", "_trials_to_cache", "_trial_to_actor", "_callbacks")
+    if any(not hasattr(controller, name) for name in names):
+        return
+    journal = next((cb for cb in getattr(controller._callbacks, "_callbacks", ()) if isinstance(cb, Journal)), None)
+    if journal is None:
+        return
+    gone = {
+        trial
+        for trial in finished
+        if trial.status in ("TERMINATED", "ERROR")  # as when the snapshot was written
+        and journal.settled(trial.trial_id)
+        and trial not in controller._trial_to_actor
+        and trial not in controller._trials_to_cache  # changed since: the next snapshot has it
+    }
+    if not gone:
+        return
+    # In place: callbacks and schedulers hold the list itself (Tune passes it to them).
+    controller._trials[:] = [t for t in controller._trials if t not in gone]
+    for trial in gone:
+        controller._stopped_trials.discard(trial)
+        controller._failed_trials.discard(trial)
+        controller._trial_metadata.pop(trial.trial_id, None)
+
+
 def _all_done(exp_dir: Path, spec: ExperimentSpec) -> bool:
     from raynas.experiment import Status, read_journal
 
@@ -629,7 +708,7 @@ def _max_concurrent(spec: ExperimentSpec, slots: int) -> int | None:
 def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, slots: int, restore: bool):
     from ray import tune
 
-    from raynas.callbacks import Journal, JournalFlush, trial_dirname
+    from raynas.callbacks import Journal, JournalFlush, QuietTrialProgress, trial_dirname
     from raynas.durable import DurableScheduler
     from raynas.progress import ProgressView
     from raynas.search.registry import SCHEDULERS, SEARCHERS
@@ -666,7 +745,7 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
             verbose=0,
             # The journal writes each trial's result.json itself, straight into the results
             # folder (Tune's loggers write to a staging folder copied over later).
-            callbacks=[journal, JournalFlush(journal)],
+            callbacks=[journal, JournalFlush(journal), QuietTrialProgress()],
             stop=opts.stop,
             # Tune deletes old checkpoints before the snapshot that stops referring to them is
             # written; a crash in between leaves a state that cannot be resumed. So Tune keeps

@@ -106,3 +106,33 @@ def test_a_finished_trial_keeps_tunes_statistics_of_the_objectives_only(tmp_path
     # The snapshot's JSON of the trial is written anew, smaller.
     assert set(json.loads(after)["metric_analysis"]) == {"val_acc", "params"}
     assert len(after) < len(before)
+
+
+def test_a_finished_trial_missing_from_the_restored_state_stays_finished(tmp_path):
+    """Finished trials leave Tune's state once the journal says they finished
+    (raynas.runner.finished_trials_released); only unfinished ones missing from it are lost."""
+    lay_out(tmp_path, {"a": rows([0.5, 0.6, 0.7, 0.8]), "b": rows([0.4]), "c": rows([0.3])}, journal_epochs=4)
+    records = read_journal(tmp_path)
+    records["a"].status = Status.COMPLETED
+    write_journal(tmp_path, records)
+    journal = Journal(str(tmp_path), "val_acc", "max", MAX_EPOCHS)
+    journal.setup()
+    assert journal.settled("a") and not journal.settled("b")
+    journal.on_step_begin(0, [restored("c", Trial.RUNNING)])  # neither a nor b is in Tune's state
+    after = read_journal(tmp_path)
+    assert after["a"].status is Status.COMPLETED and after["a"].epochs == 4
+    assert after["b"].status is Status.LOST and after["c"].status is Status.RUNNING
+
+
+def test_a_finished_trial_is_settled_only_once_its_end_is_written(tmp_path):
+    lay_out(tmp_path, {"a": rows([0.5])}, journal_epochs=1)
+    journal = Journal(str(tmp_path), "val_acc", "max", 1)
+    journal.setup()
+    trial = restored("a", Trial.RUNNING)
+    journal.on_step_begin(0, [trial])
+    assert not journal.settled("a")  # running
+    trial.set_status(Trial.TERMINATED)
+    journal.on_trial_complete(1, [trial], trial)  # no snapshot pacer here: written at once
+    assert read_journal(tmp_path)["a"].status is Status.COMPLETED and journal.settled("a")
+    journal._dirty = True  # a change waiting for the next write (held until a snapshot)
+    assert not journal.settled("a")

@@ -1,0 +1,87 @@
+"""Finished trials leave Tune's controller (and its snapshots) once the journal has them.
+
+A real run (its own local Ray, started by raynas as `raynas run` starts it) of short toy
+trials, in a subprocess that watches Tune's controller from inside: which trials it still
+holds at each step, and whether the ones it let go are really freed.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from raynas.experiment import read_journal
+
+pytestmark = [pytest.mark.ray]
+
+ROOT = Path(__file__).resolve().parent.parent
+TRIALS = 24
+
+_WATCH = textwrap.dedent("""
+    import gc, json, sys, weakref
+    from ray.tune.execution.tune_controller import TuneController
+    from raynas.config import spec_from_dict
+    from raynas.runner import RunOptions, run
+
+    seen = {}           # trial id -> weak reference, for every trial the controller ever held
+    held_finished = []  # finished trials still in the controller, after each step
+    alive = []          # trials that left the controller and are still in memory, at the end
+
+    step = TuneController.step
+    def watched(self):
+        step(self)
+        for trial in self._trials:
+            seen.setdefault(trial.trial_id, weakref.ref(trial))
+        held_finished.append(sum(1 for t in self._trials if t.status in ("TERMINATED", "ERROR")))
+    TuneController.step = watched
+
+    end = TuneController.end_experiment_callbacks
+    def ended(self):
+        gc.collect()
+        held = {t.trial_id for t in self._trials}
+        alive.extend(tid for tid, ref in seen.items() if tid not in held and ref() is not None)
+        return end(self)
+    TuneController.end_experiment_callbacks = ended
+
+    run(spec_from_dict(json.loads(sys.argv[1])), RunOptions(storage_path=sys.argv[2], progress=False, num_cpus=2))
+    print(json.dumps({"seen": len(seen), "max_held_finished": max(held_finished),
+                      "last_held_finished": held_finished[-1], "alive": alive}))
+""")
+
+
+def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_env):
+    raw = {
+        "name": "released", "trainable": "tests.integration.toy_trainable:train",
+        "space": {"x": {"float": [0, 1]}, "y": {"float": [0, 1]}},
+        "search": {"searcher": "random", "num_trials": TRIALS, "seed": 0, "max_concurrent": 2},
+        "objective": {"metric": "score", "mode": "max"}, "max_epochs": 2,
+        "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", _WATCH, json.dumps(raw), str(tmp_path / "results")],
+        capture_output=True, text=True, timeout=600, cwd=ROOT,
+        env={**os.environ, **ray_env, "TOY_SLEEP": "0.02"},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    report = json.loads(out.stdout.strip().splitlines()[-1])
+    exp_dir = tmp_path / "results" / "released"
+
+    # The journal has every trial, finished.
+    records = read_journal(exp_dir)
+    assert len(records) == TRIALS and {r.status.value for r in records.values()} == {"completed"}
+    assert report["seen"] == TRIALS
+    # Tune let go of finished trials as the run went on, not only at its end: it never held
+    # more than a few at once (Tune's own rule keeps all of them, up to 24 here)...
+    assert report["max_held_finished"] < TRIALS // 2, report
+    # ...and nothing else kept them in memory (Tune's own progress callback did).
+    assert report["alive"] == [], report
+    # Its snapshots, and raynas's copy that a resume starts from, list only the trials not
+    # yet released.
+    for folder in (exp_dir, exp_dir / ".raynas-state"):
+        [state] = folder.glob("experiment_state-*.json")
+        listed = json.loads(state.read_text())["trial_data"]
+        assert len(listed) <= report["last_held_finished"] + 2 < TRIALS, (folder, len(listed))
