@@ -45,3 +45,16 @@ def assert_epochs_follow_lineage(rows: list, max_epochs: int, label=None) -> Non
     assert rows and rows[0]["epoch"] == 1 and rows[-1]["epoch"] == max_epochs, (label, seen)
     for before, row in zip(rows, rows[1:]):
         assert row.get(EXPLOITED_KEY) or row["epoch"] == before["epoch"] + 1, (label, seen)
+
+
+def run_script(script: str, arg, results, env: dict, timeout: int = 600):
+    """Runs ``script`` (Python source) in a fresh interpreter at the repository root with
+    ``json.dumps(arg)`` and ``results`` as its arguments; returns the JSON its last line prints."""
+    import json
+
+    out = subprocess.run(
+        [sys.executable, "-c", script, json.dumps(arg), str(results)],
+        capture_output=True, text=True, timeout=timeout, cwd=ROOT, env={**os.environ, **env},
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    return json.loads(out.stdout.strip().splitlines()[-1])

@@ -6,19 +6,16 @@ holds at each step, and whether the ones it let go are really freed.
 """
 
 import json
-import os
-import subprocess
-import sys
 import textwrap
-from pathlib import Path
 
 import pytest
 
 from raynas.experiment import read_journal
 
+from tests.helpers import run_script
+
 pytestmark = [pytest.mark.ray]
 
-ROOT = Path(__file__).resolve().parent.parent
 TRIALS = 24
 
 _WATCH = textwrap.dedent("""
@@ -61,13 +58,7 @@ def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_
         "objective": {"metric": "score", "mode": "max"}, "max_epochs": 2,
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
     }
-    out = subprocess.run(
-        [sys.executable, "-c", _WATCH, json.dumps(raw), str(tmp_path / "results")],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**os.environ, **ray_env, "TOY_SLEEP": "0.02"},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    report = json.loads(out.stdout.strip().splitlines()[-1])
+    report = run_script(_WATCH, raw, tmp_path / "results", {**ray_env, "TOY_SLEEP": "0.02"})
     exp_dir = tmp_path / "results" / "released"
 
     # The journal has every trial, finished.

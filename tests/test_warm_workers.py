@@ -16,7 +16,7 @@ import pytest
 
 from raynas import runner
 from raynas.config import spec_from_dict
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_script
 
 
 def _spec(**changes):
@@ -274,13 +274,7 @@ def test_short_trials_use_every_slot_and_runs_with_more_live_trials_than_slots_f
         "hyperband": {**toy("hyperband", 12, 1, seed=3), "max_epochs": 8, "sleep": 0.1,
                       "scheduler": {"name": "hyperband", "reduction_factor": 2}},
     }
-    out = subprocess.run(
-        [sys.executable, "-c", _SLOTS, json.dumps(runs), str(tmp_path / "results")],
-        capture_output=True, text=True, timeout=600, cwd=ROOT,
-        env={**os.environ, **ray_env, "TOY_SLEEP": "0.01"},
-    )
-    assert out.returncode == 0, out.stderr[-3000:]
-    seen = json.loads(out.stdout.strip().splitlines()[-1])
+    seen = run_script(_SLOTS, runs, tmp_path / "results", {**ray_env, "TOY_SLEEP": "0.01"})
     for name, run in seen.items():
         assert run["trials"] == runs[name]["search"]["num_trials"], (name, run)
         assert run["statuses"] in (["completed"], ["completed", "stopped"]), (name, run)
