@@ -10,6 +10,7 @@ import textwrap
 
 import pytest
 
+from raynas.durable import BACKUP_DIR
 from raynas.experiment import read_journal
 
 from tests.helpers import run_script
@@ -72,7 +73,7 @@ def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_
     assert report["alive"] == [], report
     # Its snapshots, and raynas's copy that a resume starts from, list only the trials not
     # yet released.
-    for folder in (exp_dir, exp_dir / ".raynas-state"):
+    for folder in (exp_dir, exp_dir / BACKUP_DIR):
         [state] = folder.glob("experiment_state-*.json")
         listed = json.loads(state.read_text())["trial_data"]
         assert len(listed) <= report["last_held_finished"] + 2 < TRIALS, (folder, len(listed))

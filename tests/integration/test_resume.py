@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from raynas.durable import BACKUP_DIR
 from raynas.experiment import read_journal
 
 from tests.helpers import raynas, write_yaml
@@ -51,7 +52,7 @@ def snapshot(exp_dir):
 
 def saved_tune_trials(exp_dir):
     """Trial ids in the Tune state a resume starts from (raynas's consistent copy), or None."""
-    files = sorted((exp_dir / ".raynas-state").glob("experiment_state-*.json"))
+    files = sorted((exp_dir / BACKUP_DIR).glob("experiment_state-*.json"))
     if not files:
         return None
     try:
