@@ -532,7 +532,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         _check_reference(trainable, "trainable", base_dir)
 
     storage_path = top.get("storage_path", "str")
-    return ExperimentSpec(
+    spec = ExperimentSpec(
         name=name,
         space=space,
         data=data,
@@ -552,6 +552,24 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         base_dir=base_dir,
         raw=copy.deepcopy(raw),
     )
+    _check_synchronous_population(spec)
+    return spec
+
+
+def _check_synchronous_population(spec: ExperimentSpec) -> None:
+    """Synchronous PBT/PB2 compares the whole population at each perturbation point."""
+    search, scheduler = spec.search, spec.scheduler
+    if scheduler.name not in ("pbt", "pb2") or not scheduler.options.get("synch") or search.max_concurrent is None:
+        return
+    if search.max_concurrent < spec.num_trials:
+        raise ConfigError(
+            "search.max_concurrent",
+            f"synchronous {scheduler.name} perturbs only once every trial of the population has reached "
+            f"the perturbation point, so all {spec.num_trials} trials must be live at once; "
+            f"max_concurrent={search.max_concurrent} would compare trials that never ran together. "
+            "Leave max_concurrent unset (CPUs still limit the running trials; the others wait, paused) "
+            "or set synch: false",
+        )
 
 
 def _trainable_ref(raw: Any) -> tuple[str | None, dict]:

@@ -755,13 +755,18 @@ def _all_done(exp_dir: Path, spec: ExperimentSpec) -> bool:
 def _max_concurrent(spec: ExperimentSpec, slots: int) -> int | None:
     """Live trials at once: what the user set, else as many as can run.
 
-    Synchronous HyperBand is the exception: it pauses trials until a whole bracket has
-    reached a milestone, so live (paused) trials must be allowed to outnumber the slots;
-    the cluster's resources still bound the running ones.
+    Synchronous HyperBand and synchronous PBT/PB2 are the exceptions: they pause trials until
+    a whole bracket (the whole population) has reached a milestone, so live (paused) trials
+    must be allowed to outnumber the slots; the cluster's resources still bound the running
+    ones. Limited to the slots, synchronous PBT compared trials that never ran together:
+    measured with 4 trials in 2 slots, a finished trial was sent back to an earlier epoch of
+    a trial that had waited for a slot, and another ended an epoch short.
     """
     if spec.search.max_concurrent is not None:
         return spec.search.max_concurrent
     if spec.scheduler.name == "hyperband":
+        return None
+    if spec.scheduler.name in ("pbt", "pb2") and spec.scheduler.options.get("synch"):
         return None
     return slots
 

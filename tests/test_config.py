@@ -188,6 +188,29 @@ def test_hyperband_needs_room_for_its_largest_bracket():
     assert spec_from_dict(raw).scheduler.options["max_t"] == 9
 
 
+@pytest.mark.parametrize("scheduler", ["pbt", "pb2"])
+def test_synchronous_pbt_needs_its_whole_population_live(scheduler):
+    from raynas.runner import _max_concurrent
+
+    raw = with_change("scheduler", {"name": scheduler, "synch": True})
+    raw["space"]["train"] = {"lr": {"float": [1e-4, 1e-1], "log": True}}
+    raw["search"] = {"searcher": "random", "num_trials": 6, "max_concurrent": 2}
+    with pytest.raises(ConfigError) as err:
+        spec_from_dict(raw)
+    assert str(err.value).startswith("search.max_concurrent:")
+    assert "all 6 trials" in str(err.value) and "max_concurrent=2" in str(err.value)
+    raw["search"]["max_concurrent"] = 6
+    assert _max_concurrent(spec_from_dict(raw), slots=2) == 6
+    # Unset: every trial may be live (the cluster still bounds the running ones)...
+    del raw["search"]["max_concurrent"]
+    assert _max_concurrent(spec_from_dict(raw), slots=2) is None
+    # ...while asynchronous PBT runs as many as the slots hold, and any max_concurrent is fine.
+    raw["scheduler"]["synch"] = False
+    assert _max_concurrent(spec_from_dict(raw), slots=2) == 2
+    raw["search"]["max_concurrent"] = 2
+    assert _max_concurrent(spec_from_dict(raw), slots=2) == 2
+
+
 def test_hyperband_bracket_arithmetic_matches_ray():
     from ray.tune.schedulers import HyperBandScheduler
 

@@ -152,11 +152,13 @@ def test_pbt_exploits_across_architectures(tmp_path, scheduler):
             # tests/bench/test_bench_runs.py and the PBT resume tests.
             "scheduler": {"name": scheduler, "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True,
                           **options},
-            # The whole population at once. With 2 slots for 4 trials, Ray's synchronous PBT
-            # let trials far apart exploit each other: a finished trial was sent back to an
-            # earlier epoch of a trial that had waited for a slot, and one trial ended at
-            # epoch 7 of 8 (seen in 3 of 9 runs of this test on a busy machine).
-            "resources": {"cpus_per_trial": 0.5},
+            # 2 slots for 4 trials: synchronous PBT keeps the whole population live (raynas
+            # leaves max_concurrent unset), so the trials ahead wait, paused, at each point.
+            # Limited to the slots, as before, Ray's synchronous PBT let trials far apart
+            # exploit each other: a finished trial was sent back to an earlier epoch of a
+            # trial that had waited for a slot, and one trial ended at epoch 7 of 8 (seen in 3
+            # of 9 runs of this test on a busy machine).
+            "resources": {"cpus_per_trial": 1},
             "max_epochs": 8,
         },
     )
