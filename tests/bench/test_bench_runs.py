@@ -68,7 +68,11 @@ def test_lcbench_trials_report_the_surrogate_across_pauses(shared_ray, tmp_path,
                   "train": {k: v for k, v in LCBENCH_SPACE.items() if k in train}},
         "search": {"searcher": "random", "num_trials": 9 if scheduler == "hyperband" else 4, "seed": 1},
         "scheduler": {"name": "hyperband", "reduction_factor": 3} if scheduler == "hyperband" else
-                     {"name": "pbt", "perturbation_interval": 3, "hyperparams": ["learning_rate"]},
+                     # Synchronous: at every point the weakest of the 4 exploits. Asynchronous
+                     # PBT exploits only where a weak trial reaches a point after stronger ones
+                     # reported, which these fast trials may never do (CI saw a run without
+                     # any); tests/integration/test_resume_state.py waits for asynchronous ones.
+                     {"name": "pbt", "perturbation_interval": 3, "hyperparams": ["learning_rate"], "synch": True},
         "objective": {"metric": "val_accuracy", "mode": "max"},
         "max_epochs": 9,
         "resources": {"cpus_per_trial": 0.25},

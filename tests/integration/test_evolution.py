@@ -67,8 +67,18 @@ def test_evolution_runs_with_fifo_and_hyperband(tmp_path, scheduler):
     assert len(journal) == 6 and all(r.status.value in ("completed", "stopped") for r in journal), [
         (r.status.value, r.error) for r in journal
     ]
-    assert [r.origin["how"] for r in journal][:3] == ["random"] * 3
+    # The first 3 suggestions are random samples (tests/search/test_evolution.py checks the
+    # order); later ones are mutations of completed trials, or random samples while none has
+    # completed. Two trials suggested while both slots were free may start in either order
+    # (each waits for its own actor), so the journal's order, the order of starts, need not
+    # be the order of suggestions (CI saw random, random, mutation, random): count instead.
+    hows = [r.origin["how"] for r in journal]
+    assert hows.count("random") >= 3 and set(hows) == {"random", "mutation"}, hows
+    state = pickle.load(open(next(folder.glob("searcher-state-*.pkl")), "rb"))["state"]
+    assert hows.count("mutation") == state["num_mutations"]
+    by_id = {r.trial_id: r for r in journal}
     children = [r for r in journal if r.origin["how"] == "mutation"]
+    assert all(by_id[r.origin["parent"]].best is not None for r in children)  # scored parents
     assert children and all(Space(SPACE).contains(r.config) for r in children)
     if scheduler["name"] == "fifo":
         assert all(r.status.value == "completed" and r.epochs == 2 for r in journal)

@@ -148,8 +148,8 @@ def test_pbt_exploits_across_architectures(tmp_path, scheduler):
             # Synchronous: every perturbation point decides with all running trials there, so
             # the weaker one exploits the stronger. Asynchronous PBT exploits only where the
             # stronger trial reached the point first, which a slow start can prevent at every
-            # point (CI saw a run without any). Asynchronous exploits are covered by
-            # tests/bench/test_bench_runs.py and the PBT resume tests.
+            # point (CI saw a run without any). Asynchronous exploits are covered by the PBT
+            # resume test (tests/integration/test_resume_state.py).
             "scheduler": {"name": scheduler, "perturbation_interval": 2, "quantile_fraction": 0.5, "synch": True,
                           **options},
             # 2 slots for 4 trials: synchronous PBT keeps the whole population live (raynas
