@@ -42,7 +42,7 @@ def test_each_name_is_looked_up_once_and_tune_is_restored_after(monkeypatch):
 
 
 def test_heap_trims_are_spaced_by_their_own_cost():
-    trim = _HeapTrim(spacing=1e6)  # after one trim, the next waits a million times its cost
+    trim = _HeapTrim(spacing=1e9)  # after one trim, the next waits a billion times its cost
     if not sys.platform.startswith("linux"):
         assert trim.maybe() is False  # no glibc: nothing to trim, never an error
         return
