@@ -74,10 +74,24 @@ class SearchSpec:
     options: dict = field(default_factory=dict)
 
 
+#: Schedulers whose trials exploit each other (Ray's PBT and PB2).
+POPULATION_SCHEDULERS = ("pbt", "pb2")
+
+
 @dataclass
 class SchedulerSpec:
     name: str = "fifo"
     options: dict = field(default_factory=dict)
+
+    @property
+    def population_based(self) -> bool:
+        """PBT or PB2: trials exploit each other's checkpoints."""
+        return self.name in POPULATION_SCHEDULERS
+
+    @property
+    def synchronous_population(self) -> bool:
+        """Synchronous PBT/PB2: perturbs only once the whole population reached the point."""
+        return self.population_based and bool(self.options.get("synch"))
 
 
 @dataclass
@@ -559,7 +573,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
 def _check_synchronous_population(spec: ExperimentSpec) -> None:
     """Synchronous PBT/PB2 compares the whole population at each perturbation point."""
     search, scheduler = spec.search, spec.scheduler
-    if scheduler.name not in ("pbt", "pb2") or not scheduler.options.get("synch") or search.max_concurrent is None:
+    if not scheduler.synchronous_population or search.max_concurrent is None:
         return
     if search.max_concurrent < spec.num_trials:
         raise ConfigError(
@@ -700,7 +714,7 @@ def _check_strategies(search: SearchSpec, scheduler: SchedulerSpec, objective: O
             f"{metric} is fixed by the architecture and does not change during training, so {scheduler.name} "
             "could not tell a promising trial from a weak one; use a training metric such as val_acc",
         )
-    if scheduler.name in ("pbt", "pb2"):
+    if scheduler.population_based:
         name = scheduler.name
         if objective.multi:
             raise ConfigError("scheduler.name", f"{name} ranks trials by one metric; use a single objective metric")

@@ -548,7 +548,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
                 trainable_lookups_cached(),
                 trial_actors_on_prestarted_workers(),
                 starting_actors_kept_as_spares(),
-                finished_trials_released() if spec.scheduler.name not in _SEES_FINISHED_TRIALS else contextlib.nullcontext(),
+                finished_trials_released() if not spec.scheduler.population_based else contextlib.nullcontext(),
             ):
                 tuner.fit()
         except RuntimeError as err:
@@ -606,12 +606,6 @@ def trainable_lookups_cached():
         trial_module.get_trainable_cls, trial_module.validate_trainable = original, original_validate
 
 
-# Schedulers that read finished trials from Tune's controller: Ray's synchronous PBT (and PB2)
-# sets its next perturbation time from every trial's, finished ones included. They keep every
-# trial themselves, so releasing them would change their decisions and free nothing.
-_SEES_FINISHED_TRIALS = ("pbt", "pb2")
-
-
 @contextlib.contextmanager
 def finished_trials_released():
     """Finished trials leave Tune's controller once a snapshot and the journal both say so.
@@ -630,8 +624,11 @@ def finished_trials_released():
     and the journal keeps its record (see :meth:`raynas.callbacks.Journal.on_step_begin`).
     FIFO, ASHA, HyperBand and median stopping never look for finished trials in the
     controller (the last two keep their own references to the trials they track); PBT and
-    PB2 do (see ``_SEES_FINISHED_TRIALS``), so their runs keep Tune's rule. Undone when the
-    block ends; nothing is patched for a Tune whose controller lacks any attribute used.
+    PB2 do (``SchedulerSpec.population_based``: Ray's synchronous PBT sets its next
+    perturbation time from every trial's, finished ones included, and both keep every trial
+    themselves, so a release would change their decisions and free nothing), so their runs
+    keep Tune's rule. Undone when the block ends; nothing is patched for a Tune whose
+    controller lacks any attribute used.
 
     After a release, the log-once keys Tune's encoder left in Ray for the trials go too
     (:func:`_forget_encoded_objects`), and the C heap's free pages go back to the system
@@ -714,7 +711,7 @@ class _HeapTrim:
 
                 self._trim = ctypes.CDLL("libc.so.6").malloc_trim
             except (OSError, AttributeError):  # musl and others: no malloc_trim
-                self._trim = None
+                pass
 
     def maybe(self) -> bool:
         """Trims unless the last trim was too recent; returns whether it trimmed."""
@@ -766,7 +763,7 @@ def _max_concurrent(spec: ExperimentSpec, slots: int) -> int | None:
         return spec.search.max_concurrent
     if spec.scheduler.name == "hyperband":
         return None
-    if spec.scheduler.name in ("pbt", "pb2") and spec.scheduler.options.get("synch"):
+    if spec.scheduler.synchronous_population:
         return None
     return slots
 
