@@ -12,6 +12,7 @@ from ray.tune.schedulers import (
     AsyncHyperBandScheduler,
     FIFOScheduler,
     MedianStoppingRule,
+    TrialScheduler,
 )
 from ray.tune.schedulers import HyperBandScheduler as _TuneHyperBand
 from ray.tune.schedulers.hyperband import _Bracket
@@ -51,7 +52,50 @@ class _FinishingBracket(_Bracket):
 
 
 class HyperBandScheduler(_TuneHyperBand):
-    """Ray Tune's synchronous HyperBand, with a bracket that stops every trial when it ends."""
+    """Ray Tune's synchronous HyperBand, with a bracket that stops every trial when it ends and
+    that halves only once all its trials exist.
+
+    Tune's HyperBand halves a bracket as soon as every trial *added to it so far* has reached
+    the milestone. raynas's searchers hand Tune one trial at a time (the next is created when
+    none is waiting for a slot), so on a busy machine the bracket's first trials could reach
+    their milestone before the next was created: the bracket was halved short (3 trials where
+    it takes 6, keeping all 3), and the trials still to come went into a new bracket. Which
+    trials were compared then depended on the machine's load (seen in CI: a seeded search that
+    ended differently from the same search run again). Here the bracket still taking trials
+    waits, its trials paused at the milestone, until it is full, or until the search will add
+    no more trials (then it is halved with those it has, as Tune would).
+    """
+
+    # The bracket whose halving waits for its trials (a class default: schedulers saved by
+    # an earlier raynas lack the attribute).
+    _waiting: _Bracket | None = None
+
+    def _process_bracket(self, tune_controller, bracket) -> str:
+        if self._waits_for_trials(tune_controller, bracket) and bracket.cur_iter_done():
+            self._waiting = bracket
+            return TrialScheduler.PAUSE
+        if bracket is self._waiting:
+            self._waiting = None
+        return super()._process_bracket(tune_controller, bracket)
+
+    def _waits_for_trials(self, tune_controller, bracket) -> bool:
+        """Whether ``bracket`` would be halved short: it still takes trials, and more will come."""
+        return (
+            bracket is self._state["bracket"]
+            and bracket._halves > 0
+            and not bracket.filled()
+            and not _search_finished(tune_controller)
+        )
+
+    def choose_trial_to_run(self, tune_controller):
+        bracket = self._waiting
+        if bracket is not None and not self._waits_for_trials(tune_controller, bracket):
+            # The search ended without the trials it waited for, and none of its trials will
+            # report again: halve it now, once no pause is still in flight.
+            if all(trial.status == Trial.PAUSED for trial in bracket.current_trials()):
+                self._waiting = None
+                super()._process_bracket(tune_controller, bracket)
+        return super().choose_trial_to_run(tune_controller)
 
     def _create_bracket(self, s):
         return _FinishingBracket(
@@ -63,6 +107,12 @@ class HyperBandScheduler(_TuneHyperBand):
             s=s,
             stop_last_trials=self._stop_last_trials,
         )
+
+
+def _search_finished(tune_controller) -> bool:
+    """Whether Tune's search will create no more trials (true where it cannot tell: Tune's rule)."""
+    search_alg = getattr(tune_controller, "search_alg", None)
+    return search_alg is None or bool(search_alg.is_finished())
 
 
 def build_hyperband(spec) -> HyperBandScheduler:
