@@ -105,11 +105,12 @@ class Journal(Callback):
         # the last one (a full rewrite per trial event made long searches quadratic).
         self._encoded: dict[str, str] = {}
         self._changed: set[str] = set()
+        self._last_order: int | None = None  # the highest start order given (None: not counted yet)
 
     def __getstate__(self):
         # Pickled into Tune's tuner.pkl: keep the settings, drop the live state.
         state = dict(self.__dict__)
-        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_encoded", "_changed"):
+        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_encoded", "_changed", "_last_order"):
             state.pop(key, None)
         return state
 
@@ -131,6 +132,14 @@ class Journal(Callback):
         if rec.dir is None:
             rec.dir = trial_dirname(trial)
         return rec
+
+    def _next_order(self) -> int:
+        """The next start order: one more than any trial's so far (counted once, then kept:
+        a maximum over every record at each start made long searches quadratic)."""
+        if self._last_order is None:
+            self._last_order = max((r.order or 0 for r in self.records.values()), default=0)
+        self._last_order += 1
+        return self._last_order
 
     def _pacer(self):
         scheduler = durable.live_scheduler(self.exp_dir)
@@ -213,7 +222,7 @@ class Journal(Callback):
     # -- Tune hooks
     def setup(self, **info: Any) -> None:
         self.records = read_journal(self.exp_dir)
-        self._encoded, self._changed = {}, set()
+        self._encoded, self._changed, self._last_order = {}, set(), None
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._trials = trials
@@ -251,7 +260,7 @@ class Journal(Callback):
     def on_trial_start(self, iteration: int, trials: list, trial, **info: Any) -> None:
         rec = self._record(trial)
         if rec.order is None:
-            rec.order = 1 + max((r.order or 0 for r in self.records.values()), default=0)
+            rec.order = self._next_order()
             rec.started = time.time()
             trial_dir = os.path.join(self.exp_dir, rec.dir)
             os.makedirs(trial_dir, exist_ok=True)

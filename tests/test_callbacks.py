@@ -136,3 +136,15 @@ def test_a_finished_trial_is_settled_only_once_its_end_is_written(tmp_path):
     assert read_journal(tmp_path)["a"].status is Status.COMPLETED and journal.settled("a")
     journal._dirty = True  # a change waiting for the next write (held until a snapshot)
     assert not journal.settled("a")
+
+
+def test_start_orders_go_on_from_the_journal_read_back(tmp_path):
+    lay_out(tmp_path, {"a": rows([0.5]), "b": rows([0.6])}, journal_epochs=1)  # orders 1 and 2
+    journal = Journal(str(tmp_path), "val_acc", "max", MAX_EPOCHS)
+    journal.setup()
+    new = [restored(tid, Trial.RUNNING) for tid in ("c", "d")]
+    for trial in new:
+        journal.on_trial_start(0, new, trial)
+    journal.on_trial_start(0, new, new[0])  # started again after a pause: keeps its number
+    assert {tid: journal.records[tid].order for tid in "abcd"} == {"a": 1, "b": 2, "c": 3, "d": 4}
+    assert read_journal(tmp_path)["d"].order == 4
