@@ -106,11 +106,15 @@ class Journal(Callback):
         self._encoded: dict[str, str] = {}
         self._changed: set[str] = set()
         self._last_order: int | None = None  # the highest start order given (None: not counted yet)
+        # Finished trials' folders in Tune's staging folder, removed at a snapshot, and the
+        # experiment's syncer (see durable.remove_staging_dirs).
+        self._staged: list[str] = []
+        self._syncer: Any = None
 
     def __getstate__(self):
         # Pickled into Tune's tuner.pkl: keep the settings, drop the live state.
         state = dict(self.__dict__)
-        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_encoded", "_changed", "_last_order"):
+        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_encoded", "_changed", "_last_order", "_staged", "_syncer"):
             state.pop(key, None)
         return state
 
@@ -214,6 +218,7 @@ class Journal(Callback):
                 keep = {rec.best_checkpoint, rec.checkpoint} | referenced.get(rec.dir, set())
                 durable.prune_checkpoints(os.path.join(self.exp_dir, rec.dir), keep)
             self._to_prune.discard(trial_id)
+        self._staged = durable.remove_staging_dirs(self._staged, self._syncer)
         return {"snapshot": time.time()}
 
     def set_state(self, state: dict) -> None:
@@ -334,6 +339,10 @@ class Journal(Callback):
         if error:
             rec.error = error
         self._close_log(trial.trial_id)
+        staging = durable.staging_dir(trial)
+        if staging is not None:
+            self._staged.append(staging)
+            self._syncer = self._syncer or getattr(trial.storage, "syncer", None)
         self._write(finished=True)
         if self.view is not None:
             self.view.event(rec, self.records.values())

@@ -492,3 +492,38 @@ def prune_checkpoints(trial_dir: str, keep: set) -> None:
     for path in found:
         if path.name not in keep:
             shutil.rmtree(path, ignore_errors=True)
+
+
+def staging_dir(trial: Any) -> str | None:
+    """The trial's folder in Tune's driver staging folder (None where Tune keeps none)."""
+    try:
+        return trial.storage.trial_driver_staging_path
+    except Exception:  # no storage (a stub trial), another Tune layout
+        return None
+
+
+def remove_staging_dirs(paths: list[str], syncer: Any) -> list[str]:
+    """Removes finished trials' empty folders from Tune's driver staging folder; returns those
+    left for a later call (a copy of the staging folder is running now).
+
+    Tune makes a folder there for every trial it starts (for driver-side loggers, which raynas
+    does not add) and, at every experiment snapshot, copies the whole staging folder into the
+    results folder, so each copy walked one empty folder per trial ever run: at 6,000 trivial
+    trials the copy thread held a quarter of the driver's samples (py-spy). The trial's own
+    folder in the results folder (checkpoints, raynas's result log) is not touched. A folder is
+    removed only when empty, and only while no copy is running (a copy lists the folder as it
+    goes). Called from the snapshot hook, on Tune's thread, which alone starts copies.
+    """
+    if not paths:
+        return paths
+    if not hasattr(syncer, "_sync_process"):
+        return []  # another Tune: leave its folders alone
+    process = syncer._sync_process
+    if process is not None and process.is_running:
+        return paths
+    for path in paths:
+        try:
+            os.rmdir(path)
+        except OSError:  # not empty (a logger wrote there), or gone
+            pass
+    return []

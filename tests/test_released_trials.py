@@ -20,7 +20,7 @@ pytestmark = [pytest.mark.ray]
 TRIALS = 24
 
 _WATCH = textwrap.dedent("""
-    import gc, json, sys, weakref
+    import gc, json, os, sys, weakref
     from ray.tune.execution.tune_controller import TuneController
     from raynas.config import spec_from_dict
     from raynas.runner import RunOptions, run
@@ -29,6 +29,7 @@ _WATCH = textwrap.dedent("""
     held_finished = []  # finished trials still in the controller, after each step
     alive = []          # trials that left the controller and are still in memory, at the end
     encoder_keys = []   # Ray's log-once keys from Tune's JSON encoder, at the end
+    staged = []         # trial folders in Tune's staging folder, at the end
 
     step = TuneController.step
     def watched(self):
@@ -45,13 +46,15 @@ _WATCH = textwrap.dedent("""
         alive.extend(tid for tid, ref in seen.items() if tid not in held and ref() is not None)
         from ray.util import debug
         encoder_keys.extend(k for k in debug._logged if k.startswith("tune_func_encode:"))
+        staging = self._storage.experiment_driver_staging_path
+        staged.extend(name for name in os.listdir(staging) if name.startswith("trial_"))
         return end(self)
     TuneController.end_experiment_callbacks = ended
 
     run(spec_from_dict(json.loads(sys.argv[1])), RunOptions(storage_path=sys.argv[2], progress=False, num_cpus=2))
     print(json.dumps({"seen": len(seen), "max_held_finished": max(held_finished),
                       "last_held_finished": held_finished[-1], "alive": alive,
-                      "encoder_keys": len(encoder_keys)}))
+                      "encoder_keys": len(encoder_keys), "staged": len(staged)}))
 """)
 
 
@@ -78,6 +81,12 @@ def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_
     # Tune's JSON encoder leaves a few log-once keys in Ray per trial it encodes (its storage
     # context, its metric windows); those of released trials are gone too.
     assert report["encoder_keys"] < TRIALS, report
+    # Tune's staging folder, which it copies whole into the results folder at every snapshot,
+    # holds no folder of a finished trial for long (Tune's own rule keeps one per trial)...
+    assert report["staged"] < TRIALS // 2, report
+    # ...while each trial's folder in the results folder keeps its result log.
+    for rec in records.values():
+        assert (exp_dir / rec.dir / "result.json").stat().st_size > 0, rec.dir
     # Its snapshots, and raynas's copy that a resume starts from, list only the trials not
     # yet released.
     for folder in (exp_dir, exp_dir / BACKUP_DIR):
