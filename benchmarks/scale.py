@@ -4,13 +4,15 @@ driver's memory over time.
 The trainable reports one epoch and returns, so the figure is raynas's and Ray Tune's
 per-trial cost (actor reuse, result handling, the journal, experiment snapshots). The
 command runs as a subprocess; this script samples the driver's resident memory (RSS, from
-/proc) and the number of finished trials (from the journal,
+/proc), its CPU seconds, and the number of finished trials (from the journal,
 ``trials.json``) every ``--interval`` seconds.
 
 Reported: trials per second over the whole run (command to exit) and in the steady state
 (from 10% to 100% of the trials finished), the driver's peak RSS, and its growth after
 warm-up: the RSS at 25% of the trials against the peak, and the slope of a line fitted to
-the samples after 25% (MiB per 1,000 trials). Flat memory means a slope near 0.
+the samples after 25% (MiB per 1,000 trials). Flat memory means a slope near 0. And the
+driver's CPU milliseconds per trial early (20-45% of the trials) and late (70-95%): a driver
+whose work per trial does not grow with the trials already run keeps them equal.
 
 Examples:
     python benchmarks/scale.py                      # 2,000 trials
@@ -91,6 +93,35 @@ def rss_mib(pid: int) -> float | None:
         return None
 
 
+def cpu_s(pid: int) -> float | None:
+    """CPU seconds (user + system) a process has used so far (Linux /proc; psutil elsewhere)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    except FileNotFoundError:
+        if not os.path.isdir("/proc"):
+            import psutil
+
+            try:
+                times = psutil.Process(pid).cpu_times()
+                return times.user + times.system
+            except psutil.Error:
+                return None
+        return None
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def _cpu_ms_per_trial(samples: list, start: float, end: float, trials: int) -> float | None:
+    """The driver's CPU milliseconds per trial finished between two fractions of the trials."""
+    a = next((s for s in samples if s[2] >= start * trials and s[3] is not None), None)
+    b = next((s for s in reversed(samples) if s[2] <= end * trials and s[3] is not None), None)
+    if a is None or b is None or b[2] <= a[2]:
+        return None
+    return 1000 * (b[3] - a[3]) / (b[2] - a[2])
+
+
 def _slope(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of y on x."""
     n = len(points)
@@ -118,7 +149,7 @@ def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, ti
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=dict(os.environ, RAY_TMPDIR=rt))
-        samples = []  # (seconds, rss MiB, finished trials)
+        samples = []  # (seconds, rss MiB, finished trials, driver CPU s)
         while proc.poll() is None:
             now = time.perf_counter() - t0
             if now > timeout:
@@ -127,7 +158,8 @@ def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, ti
             rss = rss_mib(proc.pid)
             if rss is None:
                 break
-            samples.append((round(now, 2), round(rss, 1), _finished(journal)))
+            cpu = cpu_s(proc.pid)
+            samples.append((round(now, 2), round(rss, 1), _finished(journal), None if cpu is None else round(cpu, 2)))
             time.sleep(interval)
         out, err = proc.communicate()
         wall = time.perf_counter() - t0
@@ -137,16 +169,16 @@ def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, ti
     samples = [s for s in samples if s[2] >= 0] or samples
 
     def when(fraction: float) -> float | None:
-        return next((t for t, _, d in samples if d >= fraction * trials), None)
+        return next((t for t, _, d, _ in samples if d >= fraction * trials), None)
 
     t10, t25 = when(0.10), when(0.25)
     steady = None
     if t10 is not None and samples:
-        last_t, _, last_d = samples[-1]
-        d10 = next(d for t, _, d in samples if t == t10)
+        last_t, _, last_d, _ = samples[-1]
+        d10 = next(d for t, _, d, _ in samples if t == t10)
         steady = (last_d - d10) / (last_t - t10) if last_t > t10 and last_d > d10 else None
-    peak = max((r for _, r, _ in samples), default=float("nan"))
-    after = [(d, r) for t, r, d in samples if t25 is not None and t >= t25]
+    peak = max((r for _, r, _, _ in samples), default=float("nan"))
+    after = [(d, r) for t, r, d, _ in samples if t25 is not None and t >= t25]
     rss25 = after[0][1] if after else float("nan")
     return {
         "trials": trials,
@@ -161,6 +193,12 @@ def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, ti
         "rss_at_25pct_mib": rss25,
         "growth_after_25pct_mib": peak - rss25 if after else None,
         "slope_mib_per_1000_trials": _slope(after) * 1000 if len(after) > 1 else None,
+        # The driver's own CPU per trial early and late in the run (20-45% and 70-95% of the
+        # trials: clear of start-up and of Ray's shutdown): equal if the driver's work per
+        # trial does not grow with the trials run; less noisy than the rate, which the trial
+        # workers also set.
+        "driver_cpu_ms_per_trial_early": _cpu_ms_per_trial(samples, 0.20, 0.45, trials),
+        "driver_cpu_ms_per_trial_late": _cpu_ms_per_trial(samples, 0.70, 0.95, trials),
         "samples": samples,
     }
 
@@ -197,6 +235,8 @@ def main(argv=None) -> int:
         ["driver RSS at 25% MiB", f(report["rss_at_25pct_mib"])],
         ["growth after 25% MiB", f(report["growth_after_25pct_mib"])],
         ["slope after 25% MiB/1000 trials", f(report["slope_mib_per_1000_trials"])],
+        ["driver CPU ms per trial, 20%-45% of trials", f(report["driver_cpu_ms_per_trial_early"], ".2f")],
+        ["driver CPU ms per trial, 70%-95% of trials", f(report["driver_cpu_ms_per_trial_late"], ".2f")],
     ])
     # The memory curve, at tenths of the trials.
     print()

@@ -16,9 +16,12 @@ def test_scale_smoke(ray_env):
     assert report["wall_s"] > 0 and report["trials_per_s"] > 0
     assert report["peak_rss_mib"] > 0
     samples = report["samples"]
-    assert samples and all(len(s) == 3 for s in samples)
-    # Seconds rise; finished trials never go down.
+    assert samples and all(len(s) == 4 for s in samples)
+    # Seconds rise; finished trials and the driver's CPU seconds never go down.
     assert [s[0] for s in samples] == sorted(s[0] for s in samples)
     assert [s[2] for s in samples] == sorted(s[2] for s in samples)
-    for key in ("steady_trials_per_s", "rss_at_25pct_mib", "growth_after_25pct_mib", "slope_mib_per_1000_trials"):
+    cpu = [s[3] for s in samples if s[3] is not None]
+    assert cpu and cpu == sorted(cpu) and cpu[-1] > 0
+    for key in ("steady_trials_per_s", "rss_at_25pct_mib", "growth_after_25pct_mib", "slope_mib_per_1000_trials",
+                "driver_cpu_ms_per_trial_early", "driver_cpu_ms_per_trial_late"):
         assert key in report
