@@ -678,10 +678,20 @@ def _release_finished(controller, finished: list) -> int:
         and trial not in controller._trial_to_actor
         and trial not in controller._trials_to_cache  # changed since: the next snapshot has it
     }
+    kept = [t for t in controller._trials if t not in gone]
+    if not kept and gone:
+        # The controller keeps at least one trial: Tune's resume takes the staging folder of
+        # the first trial in the snapshot and, from a snapshot without any, fails and starts
+        # the whole search again (seen: a grid search interrupted between one trial's end and
+        # the next one's creation ran its first point twice and stopped short). The last
+        # finished trial stays until another trial is there.
+        last = next(t for t in reversed(controller._trials) if t in gone)
+        gone.discard(last)
+        kept = [last]
     if not gone:
         return 0
     # In place: callbacks and schedulers hold the list itself (Tune passes it to them).
-    controller._trials[:] = [t for t in controller._trials if t not in gone]
+    controller._trials[:] = kept
     for trial in gone:
         controller._stopped_trials.discard(trial)
         controller._failed_trials.discard(trial)

@@ -30,6 +30,7 @@ _WATCH = textwrap.dedent("""
     alive = []          # trials that left the controller and are still in memory, at the end
     encoder_keys = []   # Ray's log-once keys from Tune's JSON encoder, at the end
     staged = []         # trial folders in Tune's staging folder, at the end
+    empty = []          # steps after the first trial that left the controller without any
 
     step = TuneController.step
     def watched(self):
@@ -37,6 +38,8 @@ _WATCH = textwrap.dedent("""
         for trial in self._trials:
             seen.setdefault(trial.trial_id, weakref.ref(trial))
         held_finished.append(sum(1 for t in self._trials if t.status in ("TERMINATED", "ERROR")))
+        if seen and not self._trials:
+            empty.append(len(seen))
     TuneController.step = watched
 
     end = TuneController.end_experiment_callbacks
@@ -54,15 +57,16 @@ _WATCH = textwrap.dedent("""
     run(spec_from_dict(json.loads(sys.argv[1])), RunOptions(storage_path=sys.argv[2], progress=False, num_cpus=2))
     print(json.dumps({"seen": len(seen), "max_held_finished": max(held_finished),
                       "last_held_finished": held_finished[-1], "alive": alive,
-                      "encoder_keys": len(encoder_keys), "staged": len(staged)}))
+                      "encoder_keys": len(encoder_keys), "staged": len(staged), "empty": empty}))
 """)
 
 
-def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_env):
+@pytest.mark.parametrize("concurrent", [1, 2])
+def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_env, concurrent):
     raw = {
         "name": "released", "trainable": "tests.integration.toy_trainable:train",
         "space": {"x": {"float": [0, 1]}, "y": {"float": [0, 1]}},
-        "search": {"searcher": "random", "num_trials": TRIALS, "seed": 0, "max_concurrent": 2},
+        "search": {"searcher": "random", "num_trials": TRIALS, "seed": 0, "max_concurrent": concurrent},
         "objective": {"metric": "score", "mode": "max"}, "max_epochs": 2,
         "resources": {"cpus_per_trial": 1, "gpus_per_trial": 0},
     }
@@ -87,6 +91,10 @@ def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_
     # ...while each trial's folder in the results folder keeps its result log.
     for rec in records.values():
         assert (exp_dir / rec.dir / "result.json").stat().st_size > 0, rec.dir
+    # The controller never went without a trial (Tune cannot resume from a snapshot that
+    # lists none: it starts the search again), even between one trial's end and the next
+    # trial's creation, or after the last trial.
+    assert report["empty"] == [], report
     # Its snapshots, and raynas's copy that a resume starts from, list only the trials not
     # yet released.
     for folder in (exp_dir, exp_dir / BACKUP_DIR):
