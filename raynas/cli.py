@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from raynas import __version__
-from raynas.errors import ConfigError
+from raynas.errors import ConfigError, ResumeError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -157,6 +157,9 @@ def _resume(args) -> int:
     except KeyboardInterrupt:
         print(f"\nraynas: interrupted; continue with: raynas resume {args.dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except ResumeError as err:
+        print(f"raynas: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
     return _finish(exp_dir)
 
 

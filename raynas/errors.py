@@ -13,6 +13,10 @@ class RaynasError(Exception):
     """Base class of every error raynas raises on purpose."""
 
 
+class ResumeError(RaynasError):
+    """An experiment folder whose saved state Ray Tune could not restore: nothing was run."""
+
+
 class ConfigError(RaynasError):
     """An experiment file (or Python spec) breaks a rule.
 

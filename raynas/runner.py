@@ -24,7 +24,7 @@ import yaml
 from raynas import __version__
 from raynas._imports import WORKER_PATH_ENV, is_reference, module_file
 from raynas.config import ExperimentSpec, spec_from_dict
-from raynas.errors import ConfigError
+from raynas.errors import ConfigError, ResumeError
 from raynas.experiment import (
     META_FILE,
     SPEC_FILE,
@@ -173,7 +173,11 @@ def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options
     dataset = preflight(spec)
     update_meta(exp_dir, status="running", resumed=time.time())
     opts.name = exp_dir.name
-    return _execute(spec, opts, exp_dir, dataset, restore=True)
+    try:
+        return _execute(spec, opts, exp_dir, dataset, restore=True)
+    except ResumeError:
+        update_meta(exp_dir, status=meta.get("status", "interrupted"))
+        raise
 
 
 def preflight(spec: ExperimentSpec):
@@ -545,6 +549,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
         tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
         try:
             with (
+                restore_failure_raised(),
                 trainable_lookups_cached(),
                 trial_actors_on_prestarted_workers(),
                 starting_actors_kept_as_spares(),
@@ -567,6 +572,49 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
             _local_ray = None
             ray.shutdown()
     return exp_dir
+
+
+class _RestoreFailed(BaseException):
+    """Carries a failed restore of Tune's state past Tune's own handler (see
+    :func:`restore_failure_raised`); not an ``Exception``, which Tune catches."""
+
+
+@contextlib.contextmanager
+def restore_failure_raised():
+    """A resume whose saved state Tune cannot restore fails with :class:`ResumeError`.
+
+    Tune's controller catches any error of its restore, logs it and starts the whole search
+    again in the same folder, under a trial budget it no longer knows (seen: one trial, the
+    search's first point again, beside the trials already run). raynas stops instead, before
+    any trial starts. Undone when the block ends.
+    """
+    try:
+        from ray.tune.execution.tune_controller import TuneController
+    except ImportError:
+        yield
+        return
+    original = getattr(TuneController, "resume", None)
+    if original is None:
+        yield
+        return
+
+    def resume(self, *args, **kwargs):
+        try:
+            return original(self, *args, **kwargs)
+        except Exception as err:
+            raise _RestoreFailed() from err
+
+    TuneController.resume = resume
+    try:
+        yield
+    except _RestoreFailed as failed:
+        err = failed.__cause__
+        raise ResumeError(
+            f"Ray Tune could not restore the experiment's saved state ({type(err).__name__}: {err}); "
+            "no trial was run. The results so far are intact: rank them with raynas analyze"
+        ) from err
+    finally:
+        TuneController.resume = original
 
 
 @contextlib.contextmanager

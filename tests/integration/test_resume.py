@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -221,3 +222,45 @@ def test_ctrl_c_stops_gracefully_and_resume_finishes(tmp_path, ray_env):
     assert len(live) == 3 and all(r.status.value == "completed" for r in live)
     for r in live:
         assert [json.loads(line)["epoch"] for line in open(exp_dir / r.dir / "result.json")] == list(range(1, 7))
+
+
+def test_a_state_tune_cannot_restore_fails_the_resume_and_runs_nothing(tmp_path, ray_env):
+    """Tune's own restore, on an error, starts the search again in the same folder; raynas
+    stops with the reason instead (exit 1), before any trial, and leaves the results alone."""
+    toy = Path(__file__).with_name("toy_trainable.py")
+    (tmp_path / "toy_trainable.py").write_text(toy.read_text())
+    exp = write_yaml(
+        tmp_path / "broken.yaml",
+        {
+            "name": "broken", "trainable": "toy_trainable:train", "metrics": ["score"],
+            "space": {"x": {"float": [0, 1]}, "y": {"float": [0, 1]}},
+            "search": {"searcher": "random", "num_trials": 2, "seed": 0, "max_concurrent": 1},
+            "objective": {"metric": "score", "mode": "max"}, "max_epochs": 2,
+        },
+    )
+    env = dict(os.environ, **ray_env, TOY_SLEEP="0.01")
+    first = raynas("run", exp, "--storage-path", tmp_path / "res", "--quiet", env=env)
+    assert first.returncode == 0, first.stderr[-2000:]
+    exp_dir = tmp_path / "res" / "broken"
+    # A saved state Tune's restore fails on: an experiment state that lists no trial (Tune
+    # takes its staging folder from the first one listed).
+    for folder in (exp_dir, exp_dir / BACKUP_DIR):
+        for state in folder.glob("experiment_state-*.json"):
+            state.write_text(json.dumps({"trial_data": [], "runner_data": {}, "stats": {}}))
+    (exp_dir / "raynas.json").write_text(
+        json.dumps({**json.loads((exp_dir / "raynas.json").read_text()), "status": "interrupted"})
+    )
+    before = {p.relative_to(exp_dir): p.read_bytes() for p in exp_dir.rglob("*") if p.is_file() and p.name != "raynas.json"}
+
+    resumed = raynas("resume", exp_dir, "--quiet", env=env)
+    assert resumed.returncode == 1, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    assert "Ray Tune could not restore the experiment's saved state" in resumed.stderr
+    assert "no trial was run" in resumed.stderr
+    journal = read_journal(exp_dir)
+    assert len(journal) == 2 and all(r.status.value == "completed" for r in journal.values())
+    after = {p.relative_to(exp_dir): p.read_bytes() for p in exp_dir.rglob("*") if p.is_file() and p.name != "raynas.json"}
+    # The trials' folders and the journal are as they were (Tune may rewrite its own state files).
+    assert {k: v for k, v in after.items() if k.parts[0].startswith("trial_") or k.name == "trials.json"} == {
+        k: v for k, v in before.items() if k.parts[0].startswith("trial_") or k.name == "trials.json"
+    }
+    assert json.loads((exp_dir / "raynas.json").read_text())["status"] == "interrupted"
