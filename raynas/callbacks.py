@@ -110,11 +110,12 @@ class Journal(Callback):
         # experiment's syncer (see durable.remove_staging_dirs).
         self._staged: list[str] = []
         self._syncer: Any = None
+        self._done: int | None = None  # finished trials, for the progress view (None: not counted yet)
 
     def __getstate__(self):
         # Pickled into Tune's tuner.pkl: keep the settings, drop the live state.
         state = dict(self.__dict__)
-        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_encoded", "_changed", "_last_order", "_staged", "_syncer"):
+        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_encoded", "_changed", "_last_order", "_staged", "_syncer", "_done"):
             state.pop(key, None)
         return state
 
@@ -227,7 +228,7 @@ class Journal(Callback):
     # -- Tune hooks
     def setup(self, **info: Any) -> None:
         self.records = read_journal(self.exp_dir)
-        self._encoded, self._changed, self._last_order = {}, set(), None
+        self._encoded, self._changed, self._last_order, self._done = {}, set(), None, None
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._trials = trials
@@ -334,6 +335,8 @@ class Journal(Callback):
     def _finish(self, trial, status: Status, error: str | None = None) -> None:
         forget_metric_statistics(trial, getattr(self, "objectives", (self.metric,)))
         rec = self._record(trial)
+        if self._done is not None and not rec.status.finished:
+            self._done += 1
         rec.status = status
         rec.ended = time.time()
         if error:
@@ -345,7 +348,9 @@ class Journal(Callback):
             self._syncer = self._syncer or getattr(trial.storage, "syncer", None)
         self._write(finished=True)
         if self.view is not None:
-            self.view.event(rec, self.records.values())
+            if self._done is None:  # counted once, then kept (a count per event was quadratic)
+                self._done = sum(1 for r in self.records.values() if r.status.finished)
+            self.view.event(rec, self.records.values(), done=self._done)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
         self._finish(trial, self._ended_status(self._record(trial), trial))

@@ -160,12 +160,14 @@ class ProgressView:
         out.flush()
         self._drawn_lines = len(lines)
 
-    def event(self, rec: TrialRecord, records: Iterable[TrialRecord]) -> None:
-        """A trial finished: one line in logs; a redraw on a terminal."""
+    def event(self, rec: TrialRecord, records: Iterable[TrialRecord], done: int | None = None) -> None:
+        """A trial finished: one line in logs; a redraw on a terminal. ``done``: the finished
+        trials, if the caller keeps count (else counted in ``records``)."""
         if self._is_tty():
             self.update(records, force=True)
             return
-        done = sum(1 for r in records if r.status.finished)
+        if done is None:
+            done = sum(1 for r in records if r.status.finished)
         what = {
             Status.COMPLETED: f"completed {rec.epochs} epochs",
             Status.STOPPED: f"stopped early after {rec.epochs} epoch{'s' if rec.epochs != 1 else ''}",

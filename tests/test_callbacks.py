@@ -148,3 +148,24 @@ def test_start_orders_go_on_from_the_journal_read_back(tmp_path):
     journal.on_trial_start(0, new, new[0])  # started again after a pause: keeps its number
     assert {tid: journal.records[tid].order for tid in "abcd"} == {"a": 1, "b": 2, "c": 3, "d": 4}
     assert read_journal(tmp_path)["d"].order == 4
+
+
+def test_the_log_counts_finished_trials_across_a_resume(tmp_path):
+    import io
+
+    from raynas.progress import ProgressView
+
+    lay_out(tmp_path, {"a": rows([0.5, 0.6]), "b": rows([0.7]), "c": rows([0.4])}, journal_epochs=1)
+    records = read_journal(tmp_path)
+    records["a"].status = Status.COMPLETED  # finished before the driver stopped
+    write_journal(tmp_path, records)
+    out = io.StringIO()
+    view = ProgressView("exp", "val_acc", "max", 3, MAX_EPOCHS, stream=out, interactive=False)
+    journal = Journal(str(tmp_path), "val_acc", "max", MAX_EPOCHS, view=view)
+    journal.setup()
+    b, c = restored("b", Trial.RUNNING), restored("c", Trial.RUNNING)
+    journal.on_step_begin(0, [b, c])
+    for trial in (b, c, c):  # c's end told twice: counted once
+        trial.set_status(Trial.TERMINATED)
+        journal.on_trial_complete(1, [b, c], trial)
+    assert [line.split(" trial")[0] for line in out.getvalue().splitlines()] == ["[2/3]", "[3/3]", "[3/3]"]
