@@ -72,45 +72,47 @@ def _finished(journal: str) -> int:
     return sum(1 for r in records if isinstance(r, dict) and r.get("status") in done)
 
 
-def rss_mib(pid: int) -> float | None:
-    """Resident memory of a process in MiB (Linux /proc; psutil elsewhere), None once it is gone."""
+def _read_proc(pid: int, name: str, parse, portable) -> float | None:
+    """``parse`` of the text of ``/proc/<pid>/<name>`` on Linux, ``portable`` of the
+    ``psutil.Process`` elsewhere; None once the process is gone."""
     try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-        return None
+        with open(f"/proc/{pid}/{name}", encoding="ascii") as f:
+            return parse(f.read())
     except FileNotFoundError:
-        if not os.path.isdir("/proc"):
-            import psutil
+        if os.path.isdir("/proc"):
+            return None  # the process is gone
+        import psutil
 
-            try:
-                return psutil.Process(pid).memory_info().rss / 2**20
-            except psutil.Error:
-                return None
+        try:
+            return portable(psutil.Process(pid))
+        except psutil.Error:
+            return None
+    except (OSError, ValueError, IndexError):
         return None
-    except OSError:
-        return None
+
+
+def rss_mib(pid: int) -> float | None:
+    """Resident memory of a process in MiB, None once it is gone."""
+
+    def parse(text: str) -> float | None:
+        line = next((line for line in text.splitlines() if line.startswith("VmRSS:")), None)
+        return int(line.split()[1]) / 1024 if line else None
+
+    return _read_proc(pid, "status", parse, lambda p: p.memory_info().rss / 2**20)
 
 
 def cpu_s(pid: int) -> float | None:
-    """CPU seconds (user + system) a process has used so far (Linux /proc; psutil elsewhere)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    except FileNotFoundError:
-        if not os.path.isdir("/proc"):
-            import psutil
+    """CPU seconds (user + system) a process has used so far, None once it is gone."""
 
-            try:
-                times = psutil.Process(pid).cpu_times()
-                return times.user + times.system
-            except psutil.Error:
-                return None
-        return None
-    except (OSError, ValueError, IndexError):
-        return None
+    def parse(text: str) -> float:
+        fields = text.rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def portable(process) -> float:
+        times = process.cpu_times()
+        return times.user + times.system
+
+    return _read_proc(pid, "stat", parse, portable)
 
 
 def _cpu_ms_per_trial(samples: list, start: float, end: float, trials: int) -> float | None:
