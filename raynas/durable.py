@@ -527,3 +527,35 @@ def remove_staging_dirs(paths: list[str], syncer: Any) -> list[str]:
         except OSError:  # not empty (a logger wrote there), or gone
             pass
     return []
+
+
+def remove_downloaded_raynas_files(storage: Any) -> list[str]:
+    """Removes raynas's own files from the copy Tune's resume made in its staging folder;
+    returns the paths removed.
+
+    To restore, Tune copies every ``.json`` and ``.pkl`` file at the top of the results folder
+    into its driver staging folder, and every later snapshot copies that folder back into the
+    results folder: the journal (``trials.json``) and ``raynas.json`` as they were at the
+    resume went back over what raynas wrote since, at each snapshot, until raynas wrote them
+    again (a reader, or a second crash, in between found the journal of the resume's moment,
+    and a resume from it took trials finished since for lost). raynas writes both straight
+    into the results folder; Tune's copies go. Nothing is removed where the staging folder is
+    the results folder itself, or for a Tune whose storage lacks these paths.
+    """
+    from raynas.experiment import JOURNAL_FILE, META_FILE
+
+    staging = getattr(storage, "experiment_driver_staging_path", None)
+    results = getattr(storage, "experiment_fs_path", None)
+    if not isinstance(staging, str) or not isinstance(results, str):
+        return []
+    if os.path.realpath(staging) == os.path.realpath(results):
+        return []
+    removed = []
+    for name in (JOURNAL_FILE, META_FILE):
+        path = os.path.join(staging, name)
+        try:
+            os.remove(path)
+        except FileNotFoundError:
+            continue
+        removed.append(path)
+    return removed

@@ -587,6 +587,10 @@ def restore_failure_raised():
     again in the same folder, under a trial budget it no longer knows (seen: one trial, the
     search's first point again, beside the trials already run). raynas stops instead, before
     any trial starts. Undone when the block ends.
+
+    After a restore, the copies of raynas's own files that Tune made for it in its staging
+    folder are removed, so its snapshots do not put them back over the live ones
+    (:func:`raynas.durable.remove_downloaded_raynas_files`).
     """
     try:
         from ray.tune.execution.tune_controller import TuneController
@@ -600,9 +604,13 @@ def restore_failure_raised():
 
     def resume(self, *args, **kwargs):
         try:
-            return original(self, *args, **kwargs)
+            result = original(self, *args, **kwargs)
         except Exception as err:
             raise _RestoreFailed() from err
+        from raynas.durable import remove_downloaded_raynas_files
+
+        remove_downloaded_raynas_files(getattr(self, "_storage", None))
+        return result
 
     TuneController.resume = resume
     try:

@@ -5,6 +5,7 @@ schedulers' bookkeeping touches (nothing here pauses or stops a trial).
 """
 
 import os
+from pathlib import Path
 
 import pytest
 from ray.tune.experiment import Trial
@@ -367,3 +368,46 @@ def test_a_state_file_cut_short_by_a_crash_is_replaced_from_the_backup(tmp_path)
     for name in names:
         assert (exp / name).read_bytes() == b"complete " + name.encode()
     assert not (exp / "callback-states-newer.pkl").exists()
+
+
+def test_tunes_staging_copy_keeps_no_raynas_file_after_a_resume(tmp_path, shared_ray):
+    """Tune's resume copies the results folder's top-level JSON files into its staging folder,
+    and every snapshot copies that folder back: without the removal the journal went back to
+    what it said at the resume."""
+    import json
+
+    from ray.train._internal.storage import StorageContext
+    from ray.tune.execution.experiment_state import _ExperimentCheckpointManager
+
+    results = tmp_path / "res" / "exp"
+    results.mkdir(parents=True)
+    for name in ("trials.json", "raynas.json", "experiment_state-x.json"):
+        (results / name).write_text(json.dumps({"at": "resume"}))
+    storage = StorageContext(storage_path=str(tmp_path / "res"), experiment_dir_name="exp")
+    manager = _ExperimentCheckpointManager(storage=storage, checkpoint_period="auto")
+
+    def snapshot_after_raynas_wrote():
+        for name in ("trials.json", "raynas.json"):
+            (results / name).write_text(json.dumps({"at": "later"}))
+        manager.sync_up_experiment_state(save_fn=lambda: None, force=True, wait=True)
+        storage.syncer.wait()
+        return {name: json.loads((results / name).read_text())["at"] for name in ("trials.json", "raynas.json")}
+
+    manager.sync_down_experiment_state()  # what Tune's resume does
+    assert snapshot_after_raynas_wrote() == {"trials.json": "resume", "raynas.json": "resume"}  # Tune's rule
+    manager.sync_down_experiment_state()
+    removed = durable.remove_downloaded_raynas_files(storage)
+    assert sorted(os.path.basename(p) for p in removed) == ["raynas.json", "trials.json"]
+    assert snapshot_after_raynas_wrote() == {"trials.json": "later", "raynas.json": "later"}
+    assert (Path(storage.experiment_driver_staging_path) / "experiment_state-x.json").exists()  # Tune's own stay
+
+
+def test_no_raynas_file_is_removed_where_tune_stages_in_the_results_folder(tmp_path):
+    class Storage:
+        experiment_driver_staging_path = str(tmp_path)
+        experiment_fs_path = str(tmp_path)
+
+    (tmp_path / "trials.json").write_text("{}")
+    assert durable.remove_downloaded_raynas_files(Storage()) == []
+    assert (tmp_path / "trials.json").exists()
+    assert durable.remove_downloaded_raynas_files(object()) == []  # another Tune's storage
