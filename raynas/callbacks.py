@@ -28,11 +28,11 @@ from raynas.experiment import (
     ORIGIN_KEY,
     RESULT_FILE,
     STATUS_KEY,
+    JournalWriter,
     Status,
     TrialRecord,
     read_journal,
     read_result_rows,
-    write_journal,
     write_json_atomic,
 )
 from raynas.progress import ProgressView
@@ -102,9 +102,13 @@ class Journal(Callback):
         self._to_prune: set[str] = set()
         self._logs: dict[str, IO[str]] = {}
         # The journal's text, per trial: a write re-encodes only the records changed since
-        # the last one (a full rewrite per trial event made long searches quadratic).
-        self._encoded: dict[str, str] = {}
+        # the last one (a full rewrite per trial event made long searches quadratic), and
+        # copies the lines of retired trials from the file (see retire()).
+        self._writer = JournalWriter(self.exp_dir)
         self._changed: set[str] = set()
+        self._retiring: set[str] = set()  # trials to retire at the next write
+        self._retired_done = 0  # finished trials retired: their records are in the file only
+        self._retired_order = 0  # the highest start order among them
         self._last_order: int | None = None  # the highest start order given (None: not counted yet)
         # Finished trials' folders in Tune's staging folder, removed at a snapshot, and the
         # experiment's syncer (see durable.remove_staging_dirs).
@@ -115,7 +119,7 @@ class Journal(Callback):
     def __getstate__(self):
         # Pickled into Tune's tuner.pkl: keep the settings, drop the live state.
         state = dict(self.__dict__)
-        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_encoded", "_changed", "_last_order", "_staged", "_syncer", "_done"):
+        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_writer", "_changed", "_retiring", "_retired_done", "_retired_order", "_last_order", "_staged", "_syncer", "_done"):
             state.pop(key, None)
         return state
 
@@ -142,7 +146,7 @@ class Journal(Callback):
         """The next start order: one more than any trial's so far (counted once, then kept:
         a maximum over every record at each start made long searches quadratic)."""
         if self._last_order is None:
-            self._last_order = max((r.order or 0 for r in self.records.values()), default=0)
+            self._last_order = max([self._retired_order, *(r.order or 0 for r in self.records.values())])
         self._last_order += 1
         return self._last_order
 
@@ -165,10 +169,26 @@ class Journal(Callback):
             # writes it when the snapshot is taken.
             self._dirty = True
             return
-        self._encoded = write_journal(self.exp_dir, self.records, self._encoded, self._changed)
+        retire = [tid for tid in self._retiring if tid in self.records and _settled_status(self.records[tid])]
+        self._writer.write(self.records, self._changed, retire)
+        for trial_id in retire:
+            rec = self.records.pop(trial_id)
+            self._retired_done += rec.status.finished
+            self._retired_order = max(self._retired_order, rec.order or 0)
+            if self.view is not None:
+                self.view.retire(rec)
+        self._retiring.clear()
         self._changed = set()
         self._last_write = now
         self._dirty = False
+
+    def retire(self, trial_ids) -> None:
+        """Lets go of finished trials' records once they are written: called for the trials
+        Tune's controller lets go of (:func:`raynas.runner.finished_trials_released`), which
+        report nothing more. At the next write their lines join the part of the journal that
+        is copied from the file, and only the progress view's counts and best trials keep
+        anything of them, so the driver's memory does not grow with every trial run."""
+        self._retiring.update(trial_ids)
 
     def _refresh(self, force: bool = False) -> None:
         if self.view is not None:
@@ -228,7 +248,11 @@ class Journal(Callback):
     # -- Tune hooks
     def setup(self, **info: Any) -> None:
         self.records = read_journal(self.exp_dir)
-        self._encoded, self._changed, self._last_order, self._done = {}, set(), None, None
+        self._writer = JournalWriter(self.exp_dir)
+        self._changed, self._retiring, self._last_order, self._done = set(), set(), None, None
+        self._retired_done = self._retired_order = 0
+        if self.view is not None:
+            self.view.forget_retired()
 
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         self._trials = trials
@@ -240,6 +264,8 @@ class Journal(Callback):
                 if rec.trial_id not in known and not rec.status.finished and rec.status is not Status.LOST:
                     rec.status = Status.LOST
                     rec.error = "started before the driver stopped, but missing from the state it was resumed from"
+                if rec.trial_id not in known and _settled_status(rec):
+                    self._retiring.add(rec.trial_id)  # released before the driver stopped, or lost
             for trial in trials:
                 rec = self._record(trial)
                 status = _TUNE_STATUS.get(trial.status)
@@ -297,7 +323,9 @@ class Journal(Callback):
             # PBT: the trial now trains another trial's architecture and weights, with
             # perturbed hyperparameters.
             source = result[EXPLOITED_KEY]
-            parent = next((r.trial_id for r in self.records.values() if r.dir == source), source)
+            parent = next((r.trial_id for r in self.records.values() if r.dir == source), None)
+            if parent is None:  # a retired trial: its folder is named after it
+                parent = source[len("trial_"):] if source.startswith("trial_") else source
             rec.origin.setdefault("exploits", []).append({"epoch": result.get("epoch"), "from": parent})
         rec.last = {k: result[k] for k in _KEEP if k in result}
         epoch = result.get("epoch")
@@ -349,7 +377,7 @@ class Journal(Callback):
         self._write(finished=True)
         if self.view is not None:
             if self._done is None:  # counted once, then kept (a count per event was quadratic)
-                self._done = sum(1 for r in self.records.values() if r.status.finished)
+                self._done = self._retired_done + sum(1 for r in self.records.values() if r.status.finished)
             self.view.event(rec, self.records.values(), done=self._done)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:
@@ -442,6 +470,11 @@ def forget_metric_statistics(trial, keep) -> None:
         windows.pop(key, None)
     if dropped and callable(getattr(meta, "invalidate_cache", None)):
         meta.invalidate_cache()  # its JSON for the next snapshot is cached
+
+
+def _settled_status(rec: TrialRecord) -> bool:
+    """A status the trial's record keeps for good (finished, or lost at a crash)."""
+    return rec.status.finished or rec.status is Status.LOST
 
 
 def _jsonable(value: Any) -> Any:

@@ -16,6 +16,7 @@ state change; ``raynas analyze`` reads it together with each trial's ``result.js
 from __future__ import annotations
 
 import json
+import logging
 import os
 import time
 from dataclasses import dataclass, field
@@ -136,42 +137,124 @@ def update_meta(path: str | os.PathLike, **changes: Any) -> dict:
 
 
 def read_journal(path: str | os.PathLike) -> dict[str, TrialRecord]:
+    """Every trial's record, in start order (trials never started last, in file order)."""
     raw = read_json(os.path.join(path, JOURNAL_FILE), {}) or {}
-    return {tid: TrialRecord.from_json(rec) for tid, rec in raw.get("trials", {}).items()}
+    records = [TrialRecord.from_json(rec) for rec in raw.get("trials", {}).values()]
+    records.sort(key=lambda r: (r.order is None, r.order or 0))
+    return {rec.trial_id: rec for rec in records}
 
 
-def write_journal(
-    path: str | os.PathLike,
-    records: dict[str, TrialRecord],
-    encoded: dict[str, str] | None = None,
-    changed: set[str] | None = None,
-) -> dict[str, str]:
-    """Writes the journal atomically, one trial per line.
+def write_journal(path: str | os.PathLike, records: dict[str, TrialRecord]) -> None:
+    """Writes the journal atomically, one trial per line (see :class:`JournalWriter`)."""
+    JournalWriter(path).write(records)
+
+
+class JournalWriter:
+    """Writes ``trials.json`` atomically, one trial per line, keeping in memory only the text
+    of the trials it may still have to change.
+
+    A trial that will not change again (finished, and let go by Tune's controller) is
+    *retired*: its line moves into the first part of the file, which each later write copies
+    byte for byte from the file it wrote before, so that the driver's memory and its work per
+    write do not grow with every trial ever run (a long search keeps thousands of records it
+    will never change). The file stays one JSON object; readers sort by start order.
 
     Args:
         path: The experiment folder.
-        records: Every trial's record.
-        encoded: Each trial's JSON text from the previous write (the return value); records
-            not in ``changed`` are taken from it instead of being encoded again.
-        changed: Trial ids whose records changed since ``encoded`` was made.
-
-    Returns:
-        The JSON text of each trial, to pass back as ``encoded`` next time.
     """
-    encoded = dict(encoded or {})
-    changed = set(records) if changed is None else changed
-    parts = []
-    for trial_id, rec in records.items():
-        text = encoded.get(trial_id)
-        if text is None or trial_id in changed:
-            text = encoded[trial_id] = json.dumps(rec.to_json(), default=_json_default)
-        parts.append(f"{json.dumps(trial_id)}: {text}")
-    for trial_id in set(encoded) - set(records):
-        del encoded[trial_id]
-    head = json.dumps({"version": FORMAT_VERSION, "updated": time.time()})[:-1]
-    body = ",\n".join(parts)
-    write_text_atomic(os.path.join(path, JOURNAL_FILE), f'{head}, "trials": {{\n{body}\n}}}}\n')
-    return encoded
+
+    def __init__(self, path: str | os.PathLike):
+        self.file = os.path.join(path, JOURNAL_FILE)
+        self.encoded: dict[str, str] = {}  # each kept trial's line, as last written
+        self._retired: tuple[int, int] = (0, 0)  # byte range of the retired trials' lines
+        self._written: tuple | None = None  # (inode, size, mtime) of the file as last written
+
+    def write(self, records: dict[str, TrialRecord], changed: set[str] | None = None, retire=()) -> None:
+        """Writes every record, and the retired trials' lines from the previous file.
+
+        Args:
+            records: The records kept in memory (retired ones are not among them).
+            changed: Trial ids whose records changed since the last write (``None``: all);
+                the others' text is reused.
+            retire: Ids in ``records`` to retire with this write: the caller drops their
+                records after it, and later writes copy their lines from the file.
+        """
+        changed = set(records) if changed is None else changed
+        retire = [tid for tid in retire if tid in records]
+        retiring = set(retire)
+        for trial_id, rec in records.items():
+            if trial_id in changed or trial_id not in self.encoded:
+                text = json.dumps(rec.to_json(), default=_json_default)
+                self.encoded[trial_id] = f"{json.dumps(trial_id)}: {text}"
+        for trial_id in set(self.encoded) - set(records):
+            del self.encoded[trial_id]
+        old = self._retired_text()
+        new = ",\n".join(self.encoded.pop(tid) for tid in retire).encode()
+        kept = ",\n".join(self.encoded[tid] for tid in records if tid not in retiring).encode()
+        head = json.dumps({"version": FORMAT_VERSION, "updated": time.time()})[:-1].encode() + b', "trials": {\n'
+        tmp = f"{self.file}.tmp-{os.getpid()}"
+        with open(tmp, "wb") as f:
+            f.write(head)
+            size = self._copy_retired(old, f)
+            if size and new:
+                f.write(b",\n")
+                size += 2
+            f.write(new)
+            size += len(new)
+            if size and kept:
+                f.write(b",\n")
+            f.write(kept + b"\n}}\n")
+        os.replace(tmp, self.file)
+        self._retired = (len(head), len(head) + size)
+        self._written = _file_stamp(self.file)
+
+    def _retired_text(self):
+        """Where the retired trials' lines are: a byte range of the file as written last, or,
+        if the file was changed by someone else since, their text read back from it."""
+        start, end = self._retired
+        if end == start:
+            return b""
+        if _file_stamp(self.file) == self._written:
+            return (start, end)
+        # Rewritten by another hand: keep what it says of the trials this writer let go.
+        try:
+            raw = (read_json(self.file, {}) or {}).get("trials", {})
+        except (OSError, ValueError) as e:
+            raw = {}
+            logging.getLogger("raynas").warning("could not read %s back (%s)", self.file, e)
+        if not raw:
+            logging.getLogger("raynas").warning(
+                "%s was removed or emptied during the run: the finished trials written to it before are no "
+                "longer listed there (their folders keep their results)", self.file)
+        return ",\n".join(
+            f"{json.dumps(tid)}: {json.dumps(rec, default=_json_default)}"
+            for tid, rec in raw.items()
+            if tid not in self.encoded
+        ).encode()
+
+    def _copy_retired(self, old, out) -> int:
+        if isinstance(old, bytes):
+            out.write(old)
+            return len(old)
+        start, end = old
+        with open(self.file, "rb") as src:
+            src.seek(start)
+            left = end - start
+            while left:
+                chunk = src.read(min(left, 1 << 20))
+                if not chunk:
+                    raise OSError(f"{self.file} ended {left} bytes early while copying its retired trials")
+                out.write(chunk)
+                left -= len(chunk)
+        return end - start
+
+
+def _file_stamp(path: str) -> tuple | None:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def read_result_rows(trial_dir: str | os.PathLike) -> list[dict]:

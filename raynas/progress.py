@@ -88,13 +88,31 @@ class ProgressView:
         self.began = time.time()
         self._last_draw = 0.0
         self._drawn_lines = 0
+        self.forget_retired()
 
     def __getstate__(self):
-        # Pickled with Tune's run config (for resume): drop the live stream.
+        # Pickled with Tune's run config (for resume): drop the live stream and the counts
+        # (the journal is read back and its trials retired again).
         state = dict(self.__dict__)
         state["stream"] = None
         state["_drawn_lines"] = 0
+        state["_retired_counts"] = {s: 0 for s in Status}
+        state["_retired_top"] = []
         return state
+
+    def forget_retired(self) -> None:
+        """Forgets every retired trial (see :meth:`retire`)."""
+        self._retired_counts = {s: 0 for s in Status}
+        self._retired_top: list[TrialRecord] = []
+
+    def retire(self, rec: TrialRecord) -> None:
+        """Counts a trial the caller no longer passes in its records (it will not change
+        again), keeping it only if it is among the best few."""
+        self._retired_counts[rec.status] += 1
+        if rec.best is not None and rec.status is not Status.LOST:
+            self._retired_top.append(rec)
+            self._retired_top.sort(key=rank_key(self.mode))
+            del self._retired_top[max(self.top, 1):]
 
     def _out(self) -> IO[str]:
         return self.stream or sys.stdout
@@ -106,12 +124,16 @@ class ProgressView:
         return bool(getattr(out, "isatty", lambda: False)()) and os.environ.get("TERM") != "dumb"
 
     def lines(self, records: Iterable[TrialRecord]) -> list[str]:
+        """The table: ``records`` and the retired trials."""
         records = list(records)
-        counts = {s: 0 for s in Status}
+        counts = dict(self._retired_counts)
         for rec in records:
             counts[rec.status] += 1
         finished = sum(counts[s] for s in Status if s.finished)
-        ranked = sorted((r for r in records if r.best is not None and r.status is not Status.LOST), key=rank_key(self.mode))
+        ranked = sorted(
+            [*(r for r in records if r.best is not None and r.status is not Status.LOST), *self._retired_top],
+            key=rank_key(self.mode),
+        )
         best = ranked[0] if ranked else None
         head = [
             f"{self.name}",

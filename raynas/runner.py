@@ -686,9 +686,10 @@ def finished_trials_released():
     keep Tune's rule. Undone when the block ends; nothing is patched for a Tune whose
     controller lacks any attribute used.
 
-    After a release, the log-once keys Tune's encoder left in Ray for the trials go too
-    (:func:`_forget_encoded_objects`), and the C heap's free pages go back to the system
-    (:class:`_HeapTrim`).
+    After a release, the journal lets go of the trials' records too (they stay in its file,
+    :meth:`raynas.callbacks.Journal.retire`), the log-once keys Tune's encoder left in Ray for
+    the trials go (:func:`_forget_encoded_objects`), and the C heap's free pages go back to
+    the system (:class:`_HeapTrim`).
     """
     try:
         from ray.tune.execution.tune_controller import TuneController
@@ -748,6 +749,7 @@ def _release_finished(controller, finished: list) -> int:
         return 0
     # In place: callbacks and schedulers hold the list itself (Tune passes it to them).
     controller._trials[:] = kept
+    journal.retire(trial.trial_id for trial in gone)
     for trial in gone:
         controller._stopped_trials.discard(trial)
         controller._failed_trials.discard(trial)

@@ -169,3 +169,102 @@ def test_the_log_counts_finished_trials_across_a_resume(tmp_path):
         trial.set_status(Trial.TERMINATED)
         journal.on_trial_complete(1, [b, c], trial)
     assert [line.split(" trial")[0] for line in out.getvalue().splitlines()] == ["[2/3]", "[3/3]", "[3/3]"]
+
+
+def _finished(tid, order, best):
+    return TrialRecord(trial_id=tid, order=order, status=Status.COMPLETED, config={"x": order},
+                       dir=f"trial_{tid}", epochs=1, best=best)
+
+
+def test_retired_trials_are_kept_in_the_file_only(tmp_path):
+    from raynas.experiment import JournalWriter
+
+    records = {t: _finished(t, n, 0.1 * n) for n, t in enumerate("abc", 1)}
+    records["d"] = TrialRecord(trial_id="d", order=4, status=Status.RUNNING, dir="trial_d")
+    writer = JournalWriter(tmp_path)
+    writer.write(records, retire=["a", "b"])
+    for tid in ("a", "b"):
+        del records[tid]
+    assert set(writer.encoded) == {"c", "d"}
+    # Later writes copy the retired lines from the file; changed and new records are encoded.
+    records["d"].status, records["d"].epochs = Status.COMPLETED, 1
+    records["e"] = TrialRecord(trial_id="e", order=5, status=Status.RUNNING)
+    writer.write(records, changed={"d", "e"}, retire=["c"])
+    del records["c"]
+    writer.write(records, changed=set())
+    back = read_journal(tmp_path)
+    assert list(back) == ["a", "b", "c", "d", "e"]  # in start order, whatever the file's order
+    assert [back[t].best for t in "abc"] == [0.1, 0.2, 0.1 * 3] and back["a"].config == {"x": 1}
+    assert back["d"].status is Status.COMPLETED and back["e"].status is Status.RUNNING
+    assert set(writer.encoded) == {"d", "e"}
+    json.loads((tmp_path / "trials.json").read_text())  # one JSON object
+
+
+def test_retired_trials_survive_another_hand_rewriting_the_file(tmp_path, caplog):
+    from raynas.experiment import JournalWriter
+
+    records = {t: _finished(t, n, 0.5) for n, t in enumerate("ab", 1)}
+    writer = JournalWriter(tmp_path)
+    writer.write(records, retire=["a"])
+    del records["a"]
+    # Rewritten (same content, another layout): the byte range of "a" is no longer valid.
+    raw = json.loads((tmp_path / "trials.json").read_text())
+    (tmp_path / "trials.json").write_text(json.dumps(raw, indent=2))
+    records["b"].epochs = 2
+    writer.write(records, changed={"b"})
+    back = read_journal(tmp_path)
+    assert back["a"].best == 0.5 and back["a"].config == {"x": 1} and back["b"].epochs == 2
+    # Removed: what it listed of retired trials is gone, and the log says so.
+    (tmp_path / "trials.json").unlink()
+    writer.write(records, changed=set())
+    assert list(read_journal(tmp_path)) == ["b"]
+    assert "removed or emptied" in caplog.text
+
+
+def _run_trials(journal, ids, trials):
+    for tid in ids:
+        trial = restored(tid, Trial.RUNNING)
+        trials.append(trial)
+        journal.on_trial_start(0, trials, trial)
+        acc = 0.9 if tid == "b" else 0.5
+        journal.on_trial_result(0, trials, trial, {"epoch": 1, "val_acc": acc})
+        trial.set_status(Trial.TERMINATED)
+        journal.on_trial_complete(0, trials, trial)
+
+
+def test_the_journal_lets_go_of_retired_trials_and_the_view_still_counts_them(tmp_path):
+    import io
+
+    from raynas.progress import ProgressView
+
+    out = io.StringIO()
+    view = ProgressView("exp", "val_acc", "max", 8, 1, stream=out, interactive=False, top=2)
+    journal = Journal(str(tmp_path), "val_acc", "max", 1, view=view)
+    journal.setup()
+    trials = []
+    journal.on_step_begin(0, trials)
+    _run_trials(journal, "abcde", trials)
+    journal.retire(["a", "b", "c"])  # as the runner does for trials Tune's controller let go
+    assert set(journal.records) == set("abcde")  # until the next write
+    _run_trials(journal, "f", trials)
+    assert set(journal.records) == set("def")
+    assert journal.records["f"].order == 6
+    assert [line.split(" trial")[0] for line in out.getvalue().splitlines()] == [f"[{n}/8]" for n in range(1, 7)]
+    head, _, *rows = view.lines(journal.records.values())
+    assert "6/8 done" in head and "best val_acc 0.9000 (#2)" in head
+    assert rows[0].split()[1] == "b"  # the best trial, retired, still listed
+    assert set(read_journal(tmp_path)) == set("abcdef")
+
+    # A resume reads every record back, and lets go at once of those Tune's state lacks.
+    view = ProgressView("exp", "val_acc", "max", 8, 1, stream=io.StringIO(), interactive=False)
+    journal = Journal(str(tmp_path), "val_acc", "max", 1, view=view)
+    journal.setup()
+    kept = restored("f", Trial.TERMINATED)
+    journal.on_step_begin(0, [kept])
+    assert set(journal.records) == {"f"}
+    trials = [kept]
+    _run_trials(journal, "g", trials)
+    assert journal.records["g"].order == 7
+    assert "7/8 done" in view.lines(journal.records.values())[0]
+    back = read_journal(tmp_path)
+    assert list(back) == list("abcdefg") and back["b"].best == 0.9

@@ -31,6 +31,7 @@ _WATCH = textwrap.dedent("""
     encoder_keys = []   # Ray's log-once keys from Tune's JSON encoder, at the end
     staged = []         # trial folders in Tune's staging folder, at the end
     empty = []          # steps after the first trial that left the controller without any
+    journal_held = []   # records raynas's journal still held in memory, at the end
 
     step = TuneController.step
     def watched(self):
@@ -51,13 +52,16 @@ _WATCH = textwrap.dedent("""
         encoder_keys.extend(k for k in debug._logged if k.startswith("tune_func_encode:"))
         staging = self._storage.experiment_driver_staging_path
         staged.extend(name for name in os.listdir(staging) if name.startswith("trial_"))
+        from raynas.callbacks import Journal
+        journal_held.extend(len(cb.records) for cb in self._callbacks._callbacks if isinstance(cb, Journal))
         return end(self)
     TuneController.end_experiment_callbacks = ended
 
     run(spec_from_dict(json.loads(sys.argv[1])), RunOptions(storage_path=sys.argv[2], progress=False, num_cpus=2))
     print(json.dumps({"seen": len(seen), "max_held_finished": max(held_finished),
                       "last_held_finished": held_finished[-1], "alive": alive,
-                      "encoder_keys": len(encoder_keys), "staged": len(staged), "empty": empty}))
+                      "encoder_keys": len(encoder_keys), "staged": len(staged), "empty": empty,
+                      "journal_held": journal_held}))
 """)
 
 
@@ -89,6 +93,9 @@ def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_
     # holds no folder of a finished trial for long (Tune's own rule keeps one per trial)...
     assert report["staged"] < TRIALS // 2, report
     # ...while each trial's folder in the results folder keeps its result log.
+    # raynas's journal let go of them too: it keeps their records in its file only.
+    [held] = report["journal_held"]
+    assert held <= report["last_held_finished"] + 2 < TRIALS, report
     for rec in records.values():
         assert (exp_dir / rec.dir / "result.json").stat().st_size > 0, rec.dir
     # The controller never went without a trial (Tune cannot resume from a snapshot that
