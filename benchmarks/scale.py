@@ -12,7 +12,10 @@ Reported: trials per second over the whole run (command to exit) and in the stea
 warm-up: the RSS at 25% of the trials against the peak, and the slope of a line fitted to
 the samples after 25% (MiB per 1,000 trials). Flat memory means a slope near 0. And the
 driver's CPU milliseconds per trial early (20-45% of the trials) and late (70-95%): a driver
-whose work per trial does not grow with the trials already run keeps them equal.
+whose work per trial does not grow with the trials already run keeps them equal. Its median
+RSS over the same two windows gives the memory growth per 1,000 trials clear of start-up and
+of the end of the run (Tune's end and the CLI's table of the best trials, which reads every
+trial's results, make the peak); the fitted slope counts those last samples too.
 
 Examples:
     python benchmarks/scale.py                      # 2,000 trials
@@ -124,6 +127,15 @@ def _cpu_ms_per_trial(samples: list, start: float, end: float, trials: int) -> f
     return 1000 * (b[3] - a[3]) / (b[2] - a[2])
 
 
+def _rss_median(samples: list, start: float, end: float, trials: int) -> float | None:
+    """The driver's median RSS while between two fractions of the trials were finished."""
+    window = sorted(s[1] for s in samples if start * trials <= s[2] <= end * trials)
+    if not window:
+        return None
+    mid = len(window) // 2
+    return window[mid] if len(window) % 2 else (window[mid - 1] + window[mid]) / 2
+
+
 def _slope(points: list[tuple[float, float]]) -> float:
     """Least-squares slope of y on x."""
     n = len(points)
@@ -182,6 +194,7 @@ def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, ti
     peak = max((r for _, r, _, _ in samples), default=float("nan"))
     after = [(d, r) for t, r, d, _ in samples if t25 is not None and t >= t25]
     rss25 = after[0][1] if after else float("nan")
+    rss_early, rss_late = _rss_median(samples, 0.20, 0.45, trials), _rss_median(samples, 0.70, 0.95, trials)
     return {
         "trials": trials,
         "finished": done,
@@ -201,6 +214,13 @@ def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, ti
         # workers also set.
         "driver_cpu_ms_per_trial_early": _cpu_ms_per_trial(samples, 0.20, 0.45, trials),
         "driver_cpu_ms_per_trial_late": _cpu_ms_per_trial(samples, 0.70, 0.95, trials),
+        # The driver's median RSS over the same windows, and its growth between them per
+        # 1,000 trials (the windows' middles are half the trials apart).
+        "rss_mib_early": rss_early,
+        "rss_mib_late": rss_late,
+        "rss_growth_mib_per_1000_trials": (
+            (rss_late - rss_early) / (0.5 * trials / 1000) if rss_early is not None and rss_late is not None else None
+        ),
         "samples": samples,
     }
 
@@ -239,6 +259,9 @@ def main(argv=None) -> int:
         ["slope after 25% MiB/1000 trials", f(report["slope_mib_per_1000_trials"])],
         ["driver CPU ms per trial, 20%-45% of trials", f(report["driver_cpu_ms_per_trial_early"], ".2f")],
         ["driver CPU ms per trial, 70%-95% of trials", f(report["driver_cpu_ms_per_trial_late"], ".2f")],
+        ["driver RSS MiB (median), 20%-45% of trials", f(report["rss_mib_early"])],
+        ["driver RSS MiB (median), 70%-95% of trials", f(report["rss_mib_late"])],
+        ["RSS growth between them, MiB/1000 trials", f(report["rss_growth_mib_per_1000_trials"], ".2f")],
     ])
     # The memory curve, at tenths of the trials.
     print()

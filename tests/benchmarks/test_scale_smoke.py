@@ -23,5 +23,7 @@ def test_scale_smoke(ray_env):
     cpu = [s[3] for s in samples if s[3] is not None]
     assert cpu and cpu == sorted(cpu) and cpu[-1] > 0
     for key in ("steady_trials_per_s", "rss_at_25pct_mib", "growth_after_25pct_mib", "slope_mib_per_1000_trials",
-                "driver_cpu_ms_per_trial_early", "driver_cpu_ms_per_trial_late"):
+                "driver_cpu_ms_per_trial_early", "driver_cpu_ms_per_trial_late", "rss_growth_mib_per_1000_trials"):
         assert key in report
+    for key in ("rss_mib_early", "rss_mib_late"):  # None when no sample fell in the window
+        assert report[key] is None or 0 < report[key] <= report["peak_rss_mib"], key
