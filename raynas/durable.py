@@ -557,5 +557,8 @@ def remove_downloaded_raynas_files(storage: Any) -> list[str]:
             os.remove(path)
         except FileNotFoundError:
             continue
+        except OSError as err:  # the resume goes on; the journal is written again soon
+            log.warning("could not remove Tune's copy %s: %s", path, err)
+            continue
         removed.append(path)
     return removed
