@@ -107,19 +107,19 @@ class Journal(Callback):
         self._writer = JournalWriter(self.exp_dir)
         self._changed: set[str] = set()
         self._retiring: set[str] = set()  # trials to retire at the next write
-        self._retired_done = 0  # finished trials retired: their records are in the file only
-        self._retired_order = 0  # the highest start order among them
-        self._last_order: int | None = None  # the highest start order given (None: not counted yet)
+        # Counted in setup() from every record read back, then kept (a count over every
+        # record at each event made long searches quadratic, and retired records are gone).
+        self._last_order = 0  # the highest start order given
+        self._done = 0  # finished trials, for the progress view
         # Finished trials' folders in Tune's staging folder, removed at a snapshot, and the
         # experiment's syncer (see durable.remove_staging_dirs).
         self._staged: list[str] = []
         self._syncer: Any = None
-        self._done: int | None = None  # finished trials, for the progress view (None: not counted yet)
 
     def __getstate__(self):
         # Pickled into Tune's tuner.pkl: keep the settings, drop the live state.
         state = dict(self.__dict__)
-        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_writer", "_changed", "_retiring", "_retired_done", "_retired_order", "_last_order", "_staged", "_syncer", "_done"):
+        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_writer", "_changed", "_retiring", "_last_order", "_staged", "_syncer", "_done"):
             state.pop(key, None)
         return state
 
@@ -143,10 +143,7 @@ class Journal(Callback):
         return rec
 
     def _next_order(self) -> int:
-        """The next start order: one more than any trial's so far (counted once, then kept:
-        a maximum over every record at each start made long searches quadratic)."""
-        if self._last_order is None:
-            self._last_order = max([self._retired_order, *(r.order or 0 for r in self.records.values())])
+        """The next start order: one more than any trial's so far."""
         self._last_order += 1
         return self._last_order
 
@@ -173,8 +170,6 @@ class Journal(Callback):
         self._writer.write(self.records, self._changed, retire)
         for trial_id in retire:
             rec = self.records.pop(trial_id)
-            self._retired_done += rec.status.finished
-            self._retired_order = max(self._retired_order, rec.order or 0)
             if self.view is not None:
                 self.view.retire(rec)
         self._retiring.clear()
@@ -249,8 +244,9 @@ class Journal(Callback):
     def setup(self, **info: Any) -> None:
         self.records = read_journal(self.exp_dir)
         self._writer = JournalWriter(self.exp_dir)
-        self._changed, self._retiring, self._last_order, self._done = set(), set(), None, None
-        self._retired_done = self._retired_order = 0
+        self._changed, self._retiring = set(), set()
+        self._last_order = max((r.order or 0 for r in self.records.values()), default=0)
+        self._done = sum(1 for r in self.records.values() if r.status.finished)
         if self.view is not None:
             self.view.forget_retired()
 
@@ -279,6 +275,7 @@ class Journal(Callback):
                     self._catch_up(rec)
                     rec.status = Status.ERROR if trial.status == "ERROR" else self._ended_status(rec, trial)
                     rec.ended = rec.ended or time.time()
+                    self._done += 1
             self._write()
 
     def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
@@ -363,7 +360,7 @@ class Journal(Callback):
     def _finish(self, trial, status: Status, error: str | None = None) -> None:
         forget_metric_statistics(trial, getattr(self, "objectives", (self.metric,)))
         rec = self._record(trial)
-        if self._done is not None and not rec.status.finished:
+        if not rec.status.finished:
             self._done += 1
         rec.status = status
         rec.ended = time.time()
@@ -376,8 +373,6 @@ class Journal(Callback):
             self._syncer = self._syncer or getattr(trial.storage, "syncer", None)
         self._write(finished=True)
         if self.view is not None:
-            if self._done is None:  # counted once, then kept (a count per event was quadratic)
-                self._done = self._retired_done + sum(1 for r in self.records.values() if r.status.finished)
             self.view.event(rec, self.records.values(), done=self._done)
 
     def on_trial_complete(self, iteration: int, trials: list, trial, **info: Any) -> None:

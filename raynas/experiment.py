@@ -184,8 +184,7 @@ class JournalWriter:
         retiring = set(retire)
         for trial_id, rec in records.items():
             if trial_id in changed or trial_id not in self.encoded:
-                text = json.dumps(rec.to_json(), default=_json_default)
-                self.encoded[trial_id] = f"{json.dumps(trial_id)}: {text}"
+                self.encoded[trial_id] = _journal_line(trial_id, rec.to_json())
         for trial_id in set(self.encoded) - set(records):
             del self.encoded[trial_id]
         old = self._retired_text()
@@ -226,11 +225,7 @@ class JournalWriter:
             logging.getLogger("raynas").warning(
                 "%s was removed or emptied during the run: the finished trials written to it before are no "
                 "longer listed there (their folders keep their results)", self.file)
-        return ",\n".join(
-            f"{json.dumps(tid)}: {json.dumps(rec, default=_json_default)}"
-            for tid, rec in raw.items()
-            if tid not in self.encoded
-        ).encode()
+        return ",\n".join(_journal_line(tid, rec) for tid, rec in raw.items() if tid not in self.encoded).encode()
 
     def _copy_retired(self, old, out) -> int:
         if isinstance(old, bytes):
@@ -247,6 +242,11 @@ class JournalWriter:
                 out.write(chunk)
                 left -= len(chunk)
         return end - start
+
+
+def _journal_line(trial_id: str, record: dict) -> str:
+    """One trial's line in ``trials.json``, without the separator."""
+    return f"{json.dumps(trial_id)}: {json.dumps(record, default=_json_default)}"
 
 
 def _file_stamp(path: str) -> tuple | None:

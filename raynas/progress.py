@@ -54,6 +54,11 @@ def rank_key(metric_mode: str):
     return key
 
 
+def _no_retired() -> dict:
+    """A view's state of retired trials when it has none: counts by status, the best few."""
+    return {"_retired_counts": {s: 0 for s in Status}, "_retired_top": []}
+
+
 class ProgressView:
     """Renders the journal's records as a small table.
 
@@ -96,14 +101,12 @@ class ProgressView:
         state = dict(self.__dict__)
         state["stream"] = None
         state["_drawn_lines"] = 0
-        state["_retired_counts"] = {s: 0 for s in Status}
-        state["_retired_top"] = []
+        state.update(_no_retired())
         return state
 
     def forget_retired(self) -> None:
         """Forgets every retired trial (see :meth:`retire`)."""
-        self._retired_counts = {s: 0 for s in Status}
-        self._retired_top: list[TrialRecord] = []
+        self.__dict__.update(_no_retired())
 
     def retire(self, rec: TrialRecord) -> None:
         """Counts a trial the caller no longer passes in its records (it will not change
