@@ -8,6 +8,10 @@ system, no early stopping, 2 trials in parallel) is trained by
 * ``limit-parallel``: the same loop in two processes at once, each training half of the
   architectures, timed from the first one's start of training to the last one's end: the
   limit as this (shared) machine really delivers it with two trials side by side;
+* ``limit-cold``: ``limit-parallel`` in two fresh processes, timed from their spawn to the
+  last one's end, so it includes what any system that trains in new processes pays in each of
+  them: Python's start, ``import torch`` and the first optimizer step (which imports
+  ``torch._dynamo``); the data comes ready from a ``.npz`` file (no scikit-learn import);
 * ``raynas``: ``raynas.run`` on an experiment file (results folder, journal, checkpoints);
 * ``tune-reuse`` and ``tune-default``: Ray Tune with a Lightning ``Trainer`` inside a
   function trainable that reports through Ray's ``TuneReportCheckpointCallback``, as Ray's
@@ -42,7 +46,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine, median, ray_tmpdir, run_child, table  # noqa: E402
 
-SYSTEMS = ("limit", "limit-parallel", "raynas", "tune-reuse", "tune-default")
+SYSTEMS = ("limit", "limit-parallel", "limit-cold", "raynas", "tune-reuse", "tune-default")
 PARALLEL = 2
 TARGETS = {"mlp": 1.5, "cnn": 1.1}
 
@@ -83,13 +87,25 @@ BATCH, LR = 64, 1e-3
 
 # -- limit: a plain PyTorch loop -------------------------------------------------------------
 
-def run_limit_parallel(workload: str, trials: int, epochs: int) -> dict:
-    """Two plain loops at once, each training every other architecture."""
+def run_limit_parallel(workload: str, trials: int, epochs: int, data_file: str | None = None) -> dict:
+    """Two plain loops at once, each training every other architecture.
+
+    With ``data_file`` (``limit-cold``) the two processes start cold: they import torch and
+    take their first optimizer step inside the timed span, which runs from their spawn.
+    """
     import subprocess
 
+    if data_file:
+        import numpy as np
+
+        data = _data()
+        np.savez(data_file, x_train=data.x_train, y_train=data.y_train, x_val=data.x_val, y_val=data.y_val,
+                 input_shape=np.asarray(data.input_shape), num_classes=np.asarray(data.num_classes))
+    spawned = time.time()
     procs = [
         subprocess.Popen([sys.executable, __file__, "--child", "limit", "--workload", workload, "--trials", str(trials),
-                          "--epochs", str(epochs), "--shard", f"{k}/{PARALLEL}"], stdout=subprocess.PIPE, text=True)
+                          "--epochs", str(epochs), "--shard", f"{k}/{PARALLEL}",
+                          *(["--data-file", data_file] if data_file else [])], stdout=subprocess.PIPE, text=True)
         for k in range(PARALLEL)
     ]
     outs = []
@@ -98,11 +114,12 @@ def run_limit_parallel(workload: str, trials: int, epochs: int) -> dict:
         if proc.returncode != 0:
             raise RuntimeError(f"a limit shard exited {proc.returncode}")
         outs.append(json.loads(out.strip().splitlines()[-1]))
-    wall = max(o["end"] for o in outs) - min(o["start"] for o in outs)
-    return {"wall_s": wall, "epochs": sum(o["epochs"] for o in outs)}
+    start = spawned if data_file else min(o["start"] for o in outs)
+    return {"wall_s": max(o["end"] for o in outs) - start, "epochs": sum(o["epochs"] for o in outs)}
 
 
-def run_limit(family: str, archs: list[dict], epochs: int, shard: str | None = None) -> dict:
+def run_limit(family: str, archs: list[dict], epochs: int, shard: str | None = None,
+              data_file: str | None = None) -> dict:
     import torch
     import torch.nn.functional as F
 
@@ -112,20 +129,29 @@ def run_limit(family: str, archs: list[dict], epochs: int, shard: str | None = N
     if shard:
         k, n = map(int, shard.split("/"))
         archs = archs[k::n]
-    data = _data()
-    xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
-    xv, yv = torch.as_tensor(data.x_val), torch.as_tensor(data.y_val)
-    # Warm-up: the first optimizer step imports torch._dynamo (seconds); the limit is compute.
-    warm = build_model(family, archs[0], tuple(data.input_shape), int(data.num_classes))
-    warm_opt = torch.optim.Adam(warm.parameters(), lr=LR)
-    F.cross_entropy(warm(xt[:BATCH]), yt[:BATCH]).backward()
-    warm_opt.step()
+    if data_file:  # limit-cold: the arrays as the parent wrote them
+        import numpy as np
+
+        arrays = np.load(data_file)
+        xt, yt = torch.as_tensor(arrays["x_train"]), torch.as_tensor(arrays["y_train"])
+        xv, yv = torch.as_tensor(arrays["x_val"]), torch.as_tensor(arrays["y_val"])
+        input_shape, num_classes = tuple(int(d) for d in arrays["input_shape"]), int(arrays["num_classes"])
+    else:
+        data = _data()
+        xt, yt = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+        xv, yv = torch.as_tensor(data.x_val), torch.as_tensor(data.y_val)
+        input_shape, num_classes = tuple(data.input_shape), int(data.num_classes)
+        # Warm-up: the first optimizer step imports torch._dynamo (seconds); the limit is compute.
+        warm = build_model(family, archs[0], input_shape, num_classes)
+        warm_opt = torch.optim.Adam(warm.parameters(), lr=LR)
+        F.cross_entropy(warm(xt[:BATCH]), yt[:BATCH]).backward()
+        warm_opt.step()
     start = time.time()
     began = time.perf_counter()
     epoch_times = []
     for i, arch in enumerate(archs):
         torch.manual_seed(i)
-        net = build_model(family, arch, tuple(data.input_shape), int(data.num_classes))
+        net = build_model(family, arch, input_shape, num_classes)
         opt = torch.optim.Adam(net.parameters(), lr=LR)
         for _ in range(epochs):
             t0 = time.perf_counter()
@@ -281,9 +307,11 @@ def child(args) -> None:
     family, archs = architectures(args.workload, args.trials)
     with tempfile.TemporaryDirectory(prefix="raynas-overhead-") as tmp:
         if args.child == "limit":
-            out = run_limit(family, archs, args.epochs, args.shard)
+            out = run_limit(family, archs, args.epochs, args.shard, args.data_file)
         elif args.child == "limit-parallel":
             out = run_limit_parallel(args.workload, args.trials, args.epochs)
+        elif args.child == "limit-cold":
+            out = run_limit_parallel(args.workload, args.trials, args.epochs, os.path.join(tmp, "data.npz"))
         elif args.child == "raynas":
             out = run_raynas(family, archs, args.epochs, tmp, args.profile)
         else:
@@ -320,6 +348,9 @@ def measure(workload: str, systems: list[str], repeat: int, trials: int, epochs:
         if "limit-parallel" in runs and system != "limit":
             entry["ratio_to_parallel"] = [w / lp["wall_s"] for w, lp in zip(walls, runs["limit-parallel"])]
             entry["median_ratio_to_parallel"] = median(entry["ratio_to_parallel"])
+        if "limit-cold" in runs and system not in ("limit", "limit-parallel"):
+            entry["ratio_to_cold"] = [w / lc["wall_s"] for w, lc in zip(walls, runs["limit-cold"])]
+            entry["median_ratio_to_cold"] = median(entry["ratio_to_cold"])
         result["systems"][system] = entry
     return result
 
@@ -337,6 +368,7 @@ def main(argv=None) -> int:
     p.add_argument("--child", choices=SYSTEMS, help=argparse.SUPPRESS)
     p.add_argument("--profile", help=argparse.SUPPRESS)
     p.add_argument("--shard", help=argparse.SUPPRESS)
+    p.add_argument("--data-file", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.child:
         args.workload = "mlp" if args.workload == "both" else args.workload
@@ -372,8 +404,10 @@ def main(argv=None) -> int:
         for system, e in res["systems"].items():
             rows.append([system, f"{e['median_s']:.2f}", f"{e['median_ratio']:.2f}x" if "median_ratio" in e else "-",
                          f"{e['median_ratio_to_parallel']:.2f}x" if "median_ratio_to_parallel" in e else "-",
+                         f"{e['median_ratio_to_cold']:.2f}x" if "median_ratio_to_cold" in e else "-",
                          f"{e['ray_init_s']:.1f}" if "ray_init_s" in e else "-", e["epochs"][0]])
-        table(["system", "wall s", "ratio to limit", "to limit-parallel", "ray.init s (apart)", "epochs"], rows)
+        table(["system", "wall s", "ratio to limit", "to limit-parallel", "to limit-cold", "ray.init s (apart)",
+               "epochs"], rows)
     return 0
 
 

@@ -12,7 +12,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 def test_overhead_smoke(ray_env):
     report = run_benchmark(
-        "overhead.py", "--workload", "mlp", "--systems", "limit,limit-parallel,raynas",
+        "overhead.py", "--workload", "mlp", "--systems", "limit,limit-parallel,limit-cold,raynas",
         "--trials", "2", "--epochs", "1", ray_tmp=ray_env["RAY_TMPDIR"],
     )
     assert report["benchmark"] == "overhead"
@@ -20,7 +20,7 @@ def test_overhead_smoke(ray_env):
     mlp = report["workloads"]["mlp"]
     assert (mlp["trials"], mlp["epochs_per_trial"], mlp["epochs_total"], mlp["parallel"]) == (2, 1, 2, 2)
     assert mlp["target_ratio"] == 1.5
-    assert set(mlp["systems"]) == {"limit", "limit-parallel", "raynas"}
+    assert set(mlp["systems"]) == {"limit", "limit-parallel", "limit-cold", "raynas"}
     for name, system in mlp["systems"].items():
         assert len(system["wall_s"]) == 1 and system["wall_s"][0] > 0, name
         assert system["median_s"] == system["wall_s"][0]
@@ -31,3 +31,7 @@ def test_overhead_smoke(ray_env):
     assert mlp["systems"]["limit"]["epoch_s"] > 0
     assert mlp["systems"]["raynas"]["ray_init_s"] > 0
     assert mlp["systems"]["raynas"]["median_ratio_to_parallel"] > 0
+    # The cold floor is measured from the processes' spawn, so it includes their imports.
+    assert mlp["systems"]["limit-cold"]["median_ratio_to_cold"] == 1.0
+    assert mlp["systems"]["raynas"]["median_ratio_to_cold"] > 0
+    assert "ratio_to_cold" not in mlp["systems"]["limit-parallel"]
