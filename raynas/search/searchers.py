@@ -225,6 +225,38 @@ class OptunaSearcher(SpaceSearcher):
             self.study = optuna.create_study(directions=directions, sampler=sampler)
         return self.study
 
+    # -- persistence: the study as plain data. Optuna's samplers are not picklable (5.1's GA
+    # samplers hold a thread lock), so the trials, the study's system attributes and the
+    # samplers' random states are saved, and a fresh study is rebuilt from them on restore.
+    def get_state(self) -> Dict:
+        state = super().get_state()
+        study = state.pop("study")
+        if study is not None:
+            state["study_data"] = {
+                "trials": study.get_trials(deepcopy=True),
+                "system_attrs": study._storage.get_study_system_attrs(study._study_id),
+                "random_states": _random_states(study.sampler),
+            }
+        return state
+
+    def set_state(self, state: Dict) -> None:
+        state = dict(state)
+        saved = state.pop("study_data", None)
+        super().set_state({**state, "study": None})
+        if saved is None:
+            return
+        study = self._ensure_study()
+        for key, value in saved["system_attrs"].items():
+            study._storage.set_study_system_attr(study._study_id, key, value)
+        old_ids = {t.number: t._trial_id for t in saved["trials"]}
+        study.add_trials(saved["trials"])
+        # Storage ids follow the order trials were added; map raynas's trials onto them.
+        new_ids = {t.number: t._trial_id for t in study.get_trials(deepcopy=False)}
+        if new_ids != old_ids:
+            by_old = {old_ids[n]: new_ids[n] for n in old_ids}
+            self.optuna_ids = {k: (by_old[sid], n) for k, (sid, n) in self.optuna_ids.items()}
+        _set_random_states(study.sampler, saved["random_states"])
+
     def _trial(self, trial_id: str):
         import optuna
 
@@ -297,6 +329,41 @@ class OptunaSearcher(SpaceSearcher):
             study.tell(number, values)
         else:
             study.tell(number, best)
+
+
+def _random_objects(obj: Any, path: str = "", seen: set | None = None):
+    """``(path, generator)`` for each numpy random generator inside an Optuna sampler."""
+    import numpy as np
+
+    seen = set() if seen is None else seen
+    for name, value in vars(obj).items():
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, (np.random.RandomState, np.random.Generator)):
+            yield path + name, value
+        elif type(value).__module__.startswith("optuna") and hasattr(value, "__dict__"):
+            yield from _random_objects(value, f"{path}{name}.", seen)
+
+
+def _random_states(sampler) -> dict:
+    import numpy as np
+
+    return {
+        path: rng.get_state() if isinstance(rng, np.random.RandomState) else rng.bit_generator.state
+        for path, rng in _random_objects(sampler)
+    }
+
+
+def _set_random_states(sampler, states: dict) -> None:
+    import numpy as np
+
+    for path, rng in _random_objects(sampler):
+        if path in states:
+            if isinstance(rng, np.random.RandomState):
+                rng.set_state(states[path])
+            else:
+                rng.bit_generator.state = states[path]
 
 
 def _finite(value: Any) -> float | None:
