@@ -21,12 +21,17 @@ def write_yaml(path, data) -> Path:
     return path
 
 
+#: The console script pip installs beside python: what users type.
+CONSOLE_SCRIPT = Path(sys.executable).with_name("raynas")
+
+
 def raynas(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
-    """Runs the installed CLI (``python -m raynas``) and captures its output."""
+    """Runs the installed ``raynas`` console script and captures its output."""
+    assert CONSOLE_SCRIPT.exists(), "pip install should put the `raynas` command beside python"
     full_env = dict(os.environ)
     full_env.update(env or {})
     return subprocess.run(
-        [sys.executable, "-m", "raynas", *map(str, args)],
+        [str(CONSOLE_SCRIPT), *map(str, args)],
         capture_output=True,
         text=True,
         env=full_env,

@@ -1,5 +1,6 @@
 """Every example experiment runs (small budgets), and --dashboard serves Ray's dashboard."""
 
+import json
 import os
 import subprocess
 import sys
@@ -9,40 +10,53 @@ import urllib.request
 import pytest
 import ray
 
-import raynas
-from raynas.experiment import read_journal
-
-from tests.helpers import EXPERIMENTS, QUICKSTART
+from tests.helpers import EXPERIMENTS, QUICKSTART, SHARED, raynas
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 
-@pytest.mark.parametrize(
-    "name, overrides",
-    [
-        ("cnn_digits", []),
-        ("resnet_digits", []),
-        ("mbconv_digits", []),
-        ("evolution_digits", ["search.population_size=2", "search.sample_size=2"]),
-        ("pbt_digits", ["max_epochs=4", "search.max_concurrent=3"]),
-        ("pareto_digits", []),
-    ],
-)
-def test_example_experiment_runs(shared_ray, tmp_path, name, overrides):
-    folder = raynas.run(
-        str(EXPERIMENTS / f"{name}.yaml"),
-        overrides=["search.num_trials=3", "max_epochs=2"] + overrides,
-        storage_path=str(tmp_path),
-        progress=False,
-    )
-    journal = read_journal(folder)
-    assert len(journal) == 3
+# Small budgets per file; every file in experiments/ must have an entry (checked below).
+SMALL = {
+    "quickstart": ["search.num_trials=3", "max_epochs=2"],
+    "cnn_digits": ["search.num_trials=3", "max_epochs=2"],
+    "resnet_digits": ["search.num_trials=3", "max_epochs=2"],
+    "mbconv_digits": ["search.num_trials=3", "max_epochs=2"],
+    "evolution_digits": ["search.num_trials=3", "max_epochs=2", "search.population_size=2", "search.sample_size=2"],
+    "pbt_digits": ["search.num_trials=3", "max_epochs=4", "search.max_concurrent=3"],
+    "pareto_digits": ["search.num_trials=4", "max_epochs=2"],
+    "lcbench": ["search.num_trials=4", "max_epochs=3", "trainable.params.speedup=1000"],
+    "lookup_tiny": ["search.num_trials=4"],
+}
+FILES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
+
+
+def test_every_experiment_file_has_a_small_budget():
+    assert sorted(SMALL) == FILES
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_experiment_file_runs_through_the_console_script(tmp_path, ray_env, name):
+    """As a user runs it: `raynas run FILE` in a fresh process (its own Ray), then `raynas analyze`."""
+    if name == "lcbench" and not (SHARED / "data" / "yahpo" / "lcbench").is_dir():
+        pytest.skip(f"the YAHPO LCBench data is not in {SHARED / 'data' / 'yahpo'}")
+    overrides = [arg for value in SMALL[name] for arg in ("--set", value)]
+    proc = raynas("run", EXPERIMENTS / f"{name}.yaml", "--storage-path", tmp_path, "--quiet", *overrides, env=ray_env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    folder = tmp_path / name
+    board = raynas("analyze", folder, "--format", "json")
+    assert board.returncode == 0, board.stderr
+    trials = json.loads(board.stdout)
+    expected = int(next(v for v in SMALL[name] if v.startswith("search.num_trials=")).split("=")[1])
+    assert len(trials) == expected
     # A budget may reject an architecture before it trains; nothing fails.
-    assert all(r.status.value in ("completed", "stopped", "rejected") for r in journal.values()), [
-        (r.status.value, r.error) for r in journal.values()
-    ]
-    best = raynas.load_results(folder).best()
-    assert best.best > 0.3 and best.flops > 0  # 10 classes: chance is 0.1
+    assert all(t["status"] in ("completed", "stopped", "rejected") for t in trials), [(t["status"], t["error"]) for t in trials]
+    assert trials[0]["best"] > 0.3  # 10 classes on digits: chance is 0.1
+    if trials[0]["flops"] is not None:
+        assert trials[0]["flops"] > 0
+    if name == "pareto_digits":
+        front = raynas("analyze", folder, "--pareto", "--format", "json")
+        assert front.returncode == 0, front.stderr
+        assert json.loads(front.stdout)["front"]
 
 
 def test_dashboard_is_served_while_the_search_runs(tmp_path, ray_env):
