@@ -48,6 +48,8 @@ _EXPORTS = {
     # errors
     "ConfigError": "raynas.errors",
     "ArchError": "raynas.errors",
+    "ResumeError": "raynas.errors",
+    "SearchFailedError": "raynas.errors",
 }
 
 __all__ = sorted(_EXPORTS) + ["__version__"]

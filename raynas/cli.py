@@ -1,6 +1,6 @@
 """``raynas run | resume | validate | analyze``.
 
-Exit codes: 0 success, 1 an unexpected error, 2 bad input (nothing started, nothing
+Exit codes: 0 success, 1 an error (also: a search in which no trial scored the objective), 2 bad input (nothing started, nothing
 changed), 130 interrupted (resume it with ``raynas resume DIR``).
 """
 
@@ -11,7 +11,7 @@ import sys
 from typing import Sequence
 
 from raynas import __version__
-from raynas.errors import ConfigError, ResumeError
+from raynas.errors import ConfigError, ResumeError, SearchFailedError
 
 EXIT_OK, EXIT_ERROR, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -69,6 +69,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as err:
         print(f"raynas: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except SearchFailedError as err:
+        print(f"raynas: error: the search failed: {err}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print("\nraynas: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -170,9 +173,15 @@ def _budgets(constraints) -> str:
 
 def _validate(args) -> int:
     from raynas.config import load_spec
+    from raynas.runner import preflight
 
     spec = load_spec(args.file, args.overrides)
+    notes: list[str] = []
+    dataset = preflight(spec, notes)  # loads the data and builds sampled architectures
     data = spec.data.source if spec.data else "none"
+    if dataset is not None:
+        shape = "x".join(map(str, dataset.input_shape))
+        data += f" ({len(dataset.x_train):,} train, {len(dataset.x_val):,} val, input {shape}, {dataset.num_classes} classes)"
     what = f"trainable {spec.trainable}" if spec.trainable else f"model {spec.model}"
     sched = spec.scheduler.name + "".join(f" {k}={v}" for k, v in spec.scheduler.options.items())
     print(f"{args.file}: ok")
@@ -184,6 +193,8 @@ def _validate(args) -> int:
     objectives = ", ".join(f"{m.value} {name}" for name, m in zip(spec.objective.metrics, spec.objective.modes))
     print(f"  objective:  {objectives}" + ("" if not spec.constraints else f"   constraints: {_budgets(spec.constraints)}"))
     print(f"  resources:  {spec.resources.cpus_per_trial:g} CPU, {spec.resources.gpus_per_trial:g} GPU per trial")
+    for note in notes:
+        print(f"raynas: warning: {note}", file=sys.stderr)
     return EXIT_OK
 
 

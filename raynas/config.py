@@ -28,7 +28,7 @@ from raynas._imports import is_reference, load_reference
 from raynas.errors import ConfigError, describe
 from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS, Param, Strategy
 from raynas.spaces import Space
-from raynas.spaces.parse import did_you_mean
+from raynas.errors import did_you_mean
 from raynas.trainables.hparams import LR_SCHEDULES, OPTIMIZERS, TrainParams
 
 #: Metrics the built-in trainable reports every epoch.

@@ -6,7 +6,8 @@ an :class:`ArchError` (or a non-finite loss) fails one trial and the search goes
 
 from __future__ import annotations
 
-from typing import Any
+import difflib
+from typing import Any, Iterable
 
 
 class RaynasError(Exception):
@@ -15,6 +16,11 @@ class RaynasError(Exception):
 
 class ResumeError(RaynasError):
     """An experiment folder whose saved state Ray Tune could not restore: nothing was run."""
+
+
+class SearchFailedError(RaynasError):
+    """A search that ended without any trial scoring the objective (every trial failed, errored
+    or was rejected, or none reported the objective metric); the message summarises why."""
 
 
 class ConfigError(RaynasError):
@@ -60,18 +66,37 @@ class ArchError(RaynasError):
     Args:
         path: Key path inside the arch dict, e.g. ``arch.stages.3``.
         message: What does not fit and why, with the numbers.
+        misfit: The dict is well formed but does not fit this data (too many downsamplings
+            for the image size); False for a dict the family does not accept (an unknown
+            key, a wrong type), which no data would fix.
     """
 
-    def __init__(self, path: str, message: str):
+    def __init__(self, path: str, message: str, misfit: bool = False):
         self.path = path
         self.message = message
+        self.misfit = misfit
         super().__init__(f"{path}: {message}" if path else message)
 
     def __reduce__(self):
-        return (ArchError, (self.path, self.message))
+        return (ArchError, (self.path, self.message, self.misfit))
 
 
 def describe(value: Any) -> str:
     """Short, readable rendering of a user value for error messages."""
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+def did_you_mean(word: Any, options: Iterable[Any]) -> str:
+    """`` (did you mean 'x'?)`` for the closest option, or ``""`` (case-insensitive).
+
+    A shortened key (``grace`` for ``grace_period``) is matched by prefix first; difflib's
+    similarity alone prefers an unrelated word of the same length.
+    """
+    lowered = str(word).lower()
+    names = {str(o).lower(): str(o) for o in options}
+    prefixed = [n for low, n in names.items() if len(lowered) >= 3 and (low.startswith(lowered) or lowered.startswith(low))]
+    if len(prefixed) == 1:
+        return f" (did you mean {prefixed[0]!r}?)"
+    close = difflib.get_close_matches(lowered, list(names), n=1, cutoff=0.6)
+    return f" (did you mean {names[close[0]]!r}?)" if close else ""

@@ -24,7 +24,7 @@ import yaml
 from raynas import __version__
 from raynas._imports import WORKER_PATH_ENV, is_reference, module_file
 from raynas.config import ExperimentSpec, spec_from_dict
-from raynas.errors import ConfigError, ResumeError
+from raynas.errors import ConfigError, ResumeError, SearchFailedError
 from raynas.experiment import (
     META_FILE,
     SPEC_FILE,
@@ -117,6 +117,7 @@ def run(
         spec = load_spec(spec, overrides)
     opts = _options(opts, options)
     exp_dir = experiment_dir(spec, opts)
+    dataset = preflight(spec)  # the file's own errors first
     if exp_dir.exists():
         raise ConfigError(
             "",
@@ -124,8 +125,6 @@ def run(
             "or choose another --name or --storage-path",
             spec.source_file,
         )
-    dataset = preflight(spec)
-
     exp_dir.mkdir(parents=True)
     with open(exp_dir / SPEC_FILE, "w", encoding="utf-8") as f:
         f.write(f"# raynas {__version__}: the effective experiment (after --set overrides)\n")
@@ -180,18 +179,34 @@ def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options
         raise
 
 
-def preflight(spec: ExperimentSpec):
-    """Checks that need the data, before Ray starts: loads it, and refuses a budget no
-    architecture of the space can meet. Returns the dataset (None without ``data``).
+def preflight(spec: ExperimentSpec, notes: list[str] | None = None):
+    """Checks that need the data, before Ray starts: loads it, builds a few sampled
+    architectures of a built-in family against it, and refuses a budget no architecture of
+    the space can meet. Returns the dataset (None without ``data``).
+
+    Args:
+        notes: Receives warnings (sampled architectures that do not fit the data); without
+            it they are logged.
 
     Raises:
-        ConfigError: The data cannot be read, or the budget is impossible.
+        ConfigError: The data cannot be read, a sampled architecture is not accepted by its
+            family, or the budget is impossible.
     """
     dataset = _load_data(spec)
-    if spec.constraints and dataset is not None:
-        from raynas.trainables.budget import check_budget
+    if dataset is not None and spec.model:
+        from raynas.trainables.archcheck import check_architectures
 
-        check_budget(spec, tuple(dataset.input_shape), int(dataset.num_classes))
+        shape, classes = tuple(dataset.input_shape), int(dataset.num_classes)
+        found = check_architectures(spec, shape, classes)
+        if notes is None:
+            for note in found:
+                log.warning("raynas: warning: %s", note)
+        else:
+            notes.extend(found)
+        if spec.constraints:
+            from raynas.trainables.budget import check_budget
+
+            check_budget(spec, shape, classes)
     return dataset
 
 
@@ -293,14 +308,32 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
         if preload:
             system["preload_python_modules"] = preload
     if not opts.verbose:
-        for name in ("ray.tune", "ray.train", "ray.air", "ray.data"):
-            logging.getLogger(name).setLevel(logging.ERROR)
+        _quiet_ray_logs()
     inherited = dict(os.environ)  # what the processes of a local Ray start with
     context = ray.init(**kwargs)
     _local_ray = (_ray_session(), inherited) if local else None
     if opts.dashboard:
         print(dashboard_note(getattr(context, "dashboard_url", None)), file=opts.stream or sys.stdout, flush=True)
     return True
+
+
+class _NoTrialTracebacks(logging.Filter):
+    """Drops Tune's traceback of each failed trial: the journal keeps the error, the trial's
+    error.txt the traceback, and a search in which every trial failed ends with a summary."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Trial task failed")
+
+
+def _quiet_ray_logs() -> None:
+    """Ray's and Tune's logs stay out of the trial table unless ``--verbose``."""
+    for name in ("ray.tune", "ray.train", "ray.air", "ray.data",
+                 # Token authentication's notice; --dashboard prints how to sign in instead.
+                 "ray._private.authentication.authentication_token_setup"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    controller = logging.getLogger("ray.tune.execution.tune_controller")
+    if not any(isinstance(f, _NoTrialTracebacks) for f in controller.filters):
+        controller.addFilter(_NoTrialTracebacks())
 
 
 def worker_preload_modules(spec: ExperimentSpec) -> list[str]:
@@ -565,8 +598,15 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
         except KeyboardInterrupt:
             update_meta(exp_dir, status="interrupted")
             raise
-        status = "finished" if _all_done(exp_dir, spec) else "interrupted"
+        records = _records(exp_dir)
+        status = "finished" if _all_done(records, spec) else "interrupted"
         update_meta(exp_dir, status=status, finished=time.time())
+        if status == "finished" and not any(r.best is not None for r in records):
+            from raynas.analysis import load_results
+
+            summary = load_results(exp_dir).failure_summary()
+            if summary:
+                raise SearchFailedError(f"{summary}\nResults: {exp_dir}")
     finally:
         if started:
             _local_ray = None
@@ -810,10 +850,13 @@ def _forget_encoded_objects() -> None:
             logged.discard(key)
 
 
-def _all_done(exp_dir: Path, spec: ExperimentSpec) -> bool:
+def _records(exp_dir: Path) -> list:
     from raynas.experiment import Status, read_journal
 
-    records = [r for r in read_journal(exp_dir).values() if r.status is not Status.LOST]
+    return [r for r in read_journal(exp_dir).values() if r.status is not Status.LOST]
+
+
+def _all_done(records: list, spec: ExperimentSpec) -> bool:
     return len(records) >= spec.num_trials and all(r.status.finished for r in records)
 
 

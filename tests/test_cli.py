@@ -37,6 +37,14 @@ def test_validate_prints_size_and_settings(capsys):
         ({"objective": {"metric": "accuracy"}}, "objective.metric: the trainable never reports 'accuracy'"),
         ({"data": {"source": "csv", "path": "missing.csv", "target": "y"}}, "data.path"),
         ({"modle": "mlp"}, "modle: unknown key (did you mean 'model'?)"),
+        # A misspelt domain keyword would be a fixed nested dict, and every trial would fail.
+        ({"space": {"arch": {"width": {"choise": [32, 64]}}}},
+         "space.arch.width.choise: 'choise' is not a domain keyword (did you mean 'choice'?)"),
+        # An arch key the family does not know: sampled architectures are built before Ray starts.
+        ({"space": {"arch": {"widht": {"choice": [32, 64]}}}},
+         "space.arch.widht: unknown key; allowed keys: depth, width, layers, activation, dropout, batch_norm (did you mean 'width'?)"),
+        ({"model": "cnn", "space": {"arch": {"stages": {"repeat": {"min": 4, "max": 4}, "block": {"channels": 8, "stride": 2}}}}},
+         "space.arch: none of 8 sampled architectures of model 'cnn' fits the data (input 1x8x8, 10 classes)"),
     ],
 )
 def test_bad_input_exits_2_before_ray_and_changes_nothing(tmp_path, ray_env, change, where):
@@ -55,6 +63,28 @@ def test_bad_input_exits_2_before_ray_and_changes_nothing(tmp_path, ray_env, cha
         assert lines[0].startswith(f"raynas: error: {exp}: ") and where in lines[0], lines[0]
     assert folder_state(tmp_path / "res") == before
     assert not any(Path(ray_env["RAY_TMPDIR"]).iterdir()), "Ray must not start on bad input"
+
+
+def test_validate_loads_the_data_and_warns_of_architectures_that_do_not_fit(tmp_path, ray_env):
+    """An all-numeric CSV (sklearn's wine) loads; a space of which some architectures cannot
+    fit 8x8 digits passes with a warning (those trials fail alone)."""
+    from sklearn.datasets import load_wine
+
+    load_wine(as_frame=True).frame.to_csv(tmp_path / "wine.csv", index=False)
+    wine = write_yaml(tmp_path / "wine.yaml", {
+        "name": "wine", "data": {"source": "csv", "path": "wine.csv", "target": "target"},
+        "space": {"arch": {"depth": {"int": [1, 3]}}}})
+    proc = raynas("validate", wine, env=ray_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "data: csv (142 train, 36 val, input 13, 3 classes)" in proc.stdout
+    deep = write_yaml(tmp_path / "deep.yaml", {
+        "name": "deep", "model": "cnn",
+        "space": {"arch": {"stages": {"repeat": {"min": 1, "max": 5}, "block": {"channels": 8, "stride": 2}}}}})
+    proc = raynas("validate", deep, env=ray_env)
+    assert proc.returncode == 0, proc.stderr
+    assert "sampled architectures do not fit the input 1x8x8" in proc.stderr
+    assert "stride-2 downsampling needs a spatial size >= 2" in proc.stderr
+    assert not any(Path(ray_env["RAY_TMPDIR"]).iterdir())
 
 
 def test_set_overrides_are_validated_like_the_file(ray_env):

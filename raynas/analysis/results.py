@@ -3,6 +3,7 @@ works while a run goes on)."""
 
 from __future__ import annotations
 
+from collections import Counter
 import json
 import math
 import numbers
@@ -23,7 +24,7 @@ from raynas.experiment import (
     read_results,
 )
 from raynas.errors import ConfigError, describe
-from raynas.spaces.parse import did_you_mean
+from raynas.errors import did_you_mean
 
 # As raynas.analysis.pareto.MODES; not imported from there, to keep numpy out of a plain analyze.
 _MODES = ("max", "min")
@@ -281,6 +282,26 @@ class ExperimentResults:
     def best(self) -> TrialResult | None:
         board = self.leaderboard(top=1)
         return board[0] if board and board[0].best is not None else None
+
+    def failure_summary(self) -> str | None:
+        """Why no trial scored the objective, or None when one did.
+
+        For a search whose trials all failed, errored or were rejected, or never reported the
+        objective metric: the count of each status, then each distinct error with its count.
+        """
+        trials = [t for t in self.trials if t.status is not Status.LOST]
+        if not trials or any(t.best is not None for t in trials):
+            return None
+        counts = Counter(t.status.value for t in trials)
+        lines = [f"no trial scored the objective {self.metric!r}: " + ", ".join(f"{n} {s}" for s, n in counts.most_common())]
+        errors = Counter(t.error.strip().splitlines()[-1] for t in trials if t.error and t.error.strip())
+        lines += [f"  {n} x {text}" for text, n in errors.most_common(5)]
+        if len(errors) > 5:
+            lines.append(f"  ... and {len(errors) - 5} other errors (raynas analyze --format json lists each trial's)")
+        if not errors:
+            reported = ", ".join(self.reported_metrics()) or "nothing"
+            lines.append(f"  trials ended without reporting {self.metric!r}; they reported: {reported}")
+        return "\n".join(lines)
 
     def reported_metrics(self) -> list[str]:
         """Names of the numeric metrics any trial reported in any epoch, sorted."""

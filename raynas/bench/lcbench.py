@@ -177,7 +177,7 @@ def validate_params(
     """
     from raynas.bench.replay import check_speed, need_mapping
     from raynas.config import unknown_keys
-    from raynas.spaces.parse import did_you_mean
+    from raynas.errors import did_you_mean
 
     params = need_mapping(params, "")
     unknown_keys(params, ["task", "speedup", "sleep", "data_path"], "")

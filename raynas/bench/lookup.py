@@ -277,7 +277,7 @@ def validate_params(
             seen |= set(flat_config(space.sample(seed=seed)))
         for path in _PLACEHOLDER.findall(out["key"]):
             if path not in seen:
-                from raynas.spaces.parse import did_you_mean
+                from raynas.errors import did_you_mean
 
                 raise ConfigError("key", f"the template names {{{path}}}, which is no key of the space"
                                   f"{did_you_mean(path, sorted(seen))}; keys: {', '.join(sorted(seen))}")

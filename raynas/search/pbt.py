@@ -104,7 +104,7 @@ def pbt_mutations(space: Space, keys: list[str] | None = None, scheduler: str = 
     for i, key in enumerate(keys):
         where = f"scheduler.hyperparams.{i}"
         if key not in domains:
-            from raynas.spaces.parse import did_you_mean
+            from raynas.errors import did_you_mean
 
             raise ConfigError(where, f"space.train has no {key!r}{did_you_mean(key, domains)}")
         node = domains[key]

@@ -21,7 +21,7 @@ import difflib
 import math
 from typing import Any
 
-from raynas.errors import ConfigError, describe
+from raynas.errors import ConfigError, describe, did_you_mean
 from raynas.spaces.domains import (
     _DOMAIN_KEYS,
     Choice,
@@ -41,22 +41,6 @@ _ALLOWED = {
     "value": {"value", "when"},
     "repeat": {"repeat", "block", "when"},
 }
-
-
-def did_you_mean(word: str, options) -> str:
-    """`` (did you mean 'x'?)`` for the closest option, or ``""``.
-
-    A shortened key (``grace`` for ``grace_period``) is matched by prefix first; difflib's
-    similarity alone prefers an unrelated word of the same length.
-    """
-    word = str(word)
-    names = [str(o) for o in options]
-    lowered = word.lower()
-    prefixed = [n for n in names if len(lowered) >= 3 and (n.lower().startswith(lowered) or lowered.startswith(n.lower()))]
-    if len(prefixed) == 1:
-        return f" (did you mean {prefixed[0]!r}?)"
-    close = difflib.get_close_matches(word, names, n=1, cutoff=0.6)
-    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 def parse_space(raw: Any, path: str = "space") -> Node:
@@ -85,6 +69,7 @@ def parse_space(raw: Any, path: str = "space") -> Node:
             )
         if domain_keys:
             return _parse_domain(domain_keys[0], raw, path)
+        _refuse_misspelt_domain(raw, path)
         if "when" in raw or "block" in raw:
             key = "when" if "when" in raw else "block"
             raise ConfigError(
@@ -103,6 +88,22 @@ def parse_space(raw: Any, path: str = "space") -> Node:
             return Fixed([it.value for it in items])  # type: ignore[attr-defined]
         return List(items)
     return Fixed(raw)
+
+
+def _refuse_misspelt_domain(raw: dict, path: str) -> None:
+    """A mapping without a domain keyword whose key is a near miss of one (``{choise: [...]}``,
+    ``{flaot: [0, 1], log: true}``) is a typo, not a fixed nested dict: it would search nothing."""
+    keywords = (*_DOMAIN_KEYS, "step", "log", "when", "block")
+    near = [k for k in raw if isinstance(k, str) and k not in keywords
+            and difflib.get_close_matches(k.lower(), _DOMAIN_KEYS, n=1, cutoff=0.75)]
+    if near and (len(raw) == 1 or any(k in raw for k in keywords)):
+        key = near[0]
+        raise ConfigError(
+            f"{path}.{key}",
+            f"{key!r} is not a domain keyword{did_you_mean(key, _DOMAIN_KEYS)}; a domain is one of "
+            f"{', '.join(_DOMAIN_KEYS)}. If {key!r} really is a key of a fixed nested mapping, write "
+            f"it as {{value: {{{key}: ...}}}}",
+        )
 
 
 def _parse_dict(raw: dict, path: str) -> Node:

@@ -28,7 +28,6 @@ Example:
 from __future__ import annotations
 
 import csv
-import difflib
 import gzip
 import hashlib
 import importlib.util
@@ -48,7 +47,7 @@ from typing import Any
 import numpy as np
 
 from raynas._imports import is_reference, load_reference
-from raynas.errors import ConfigError, describe
+from raynas.errors import ConfigError, describe, did_you_mean
 
 __all__ = ["Dataset", "load_dataset", "check_data_args", "register_source", "source_names"]
 
@@ -229,10 +228,6 @@ def source_names() -> list[str]:
     return sorted(_SOURCES)
 
 
-def _did_you_mean(name: str, known: Sequence[str]) -> str:
-    lowered = {k.lower(): k for k in known}
-    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(lowered[c]) for c in close)}?" if close else ""
 
 
 def _resolve(path: str | os.PathLike, base_dir: str | os.PathLike | None) -> str:
@@ -307,7 +302,7 @@ def check_data_args(
         raise ConfigError(
             "data.source",
             f"unknown data source {source!r}; known sources: {', '.join(known)}"
-            f"{_did_you_mean(source, known)} (or name your own as 'package.module:function')",
+            f"{did_you_mean(source, known)} (or name your own as 'package.module:function')",
         )
     if params is not None and not isinstance(params, Mapping):
         raise ConfigError("data.params", f"must be a mapping, got {describe(params)}")
@@ -389,7 +384,7 @@ def _missing_column(target: str, columns: Sequence[str], path: str) -> str:
     shown = ", ".join(map(str, columns[:30])) + (", ..." if len(columns) > 30 else "")
     return (
         f"column {target!r} is not in {path}; columns: {shown}"
-        f"{_did_you_mean(target, [str(c) for c in columns])}"
+        f"{did_you_mean(target, [str(c) for c in columns])}"
     )
 
 
@@ -972,8 +967,10 @@ def _load_csv(path: str, target: str, download: bool, params: dict) -> _Pool:
                 "csv %s: column %r has %d distinct values, one-hot encoded into as many features; "
                 "drop it if it is an identifier", path, column, distinct,
             )
-    onehot = pd.get_dummies(categorical, columns=list(categorical.columns), dtype=np.float32)
-    x = np.concatenate([numeric.to_numpy(np.float32), onehot.to_numpy(np.float32)], axis=1)
+    parts = [numeric.to_numpy(np.float32)]
+    if categorical.shape[1]:  # pandas 3's get_dummies fails on no columns
+        parts.append(pd.get_dummies(categorical, columns=list(categorical.columns), dtype=np.float32).to_numpy(np.float32))
+    x = np.concatenate(parts, axis=1)
     bad = ~np.isfinite(x[:, : numeric.shape[1]]).all(axis=0)
     if bad.any():
         raise ValueError(f"csv {path}: infinite values in {', '.join(numeric.columns[bad])}")

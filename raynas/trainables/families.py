@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import difflib
 import itertools
 import math
 import numbers
@@ -36,7 +35,7 @@ import torch
 from torch import nn
 
 from raynas._imports import is_reference, load_reference
-from raynas.errors import ArchError, describe
+from raynas.errors import ArchError, describe, did_you_mean
 
 __all__ = [
     "Family",
@@ -59,10 +58,6 @@ __all__ = [
 Family = Callable[[dict, tuple, int], nn.Module]
 """The family interface: ``build(arch, input_shape, num_classes) -> nn.Module``."""
 
-def _did_you_mean(name: str, known: Sequence[str]) -> str:
-    lowered = {k.lower(): k for k in known}
-    close = difflib.get_close_matches(str(name).lower(), list(lowered), n=3, cutoff=0.6)
-    return f"; did you mean {' or '.join(repr(lowered[c]) for c in close)}?" if close else ""
 
 
 # The registry lives in raynas.trainables.registry (no torch import there, so the driver and
@@ -127,7 +122,7 @@ def build_model(
         raise
     except Exception as err:
         raise ArchError(
-            "arch", f"family {label!r} cannot be built for input {input_shape}: {err}"
+            "arch", f"family {label!r} cannot be built for input {input_shape}: {err}", misfit=True
         ) from err
     return model
 
@@ -301,7 +296,7 @@ class _Reader:
                 raise ArchError(
                     f"{path}.{key}",
                     f"unknown key; allowed keys: {', '.join(allowed)}"
-                    f"{_did_you_mean(str(key), allowed)}",
+                    f"{did_you_mean(str(key), allowed)}",
                 )
         self.value = value
         self.path = path
@@ -335,7 +330,7 @@ class _Reader:
             raise ArchError(
                 f"{self.path}.{key}",
                 f"must be one of {', '.join(map(str, options))}, got {describe(value)}"
-                f"{_did_you_mean(str(value), [str(o) for o in options])}",
+                f"{did_you_mean(str(value), [str(o) for o in options])}",
             )
         return options[list(options).index(value)]  # the canonical value, not e.g. numpy.int64
 
@@ -387,6 +382,7 @@ class _Spatial:
                 f"stride-2 downsampling needs a spatial size >= 2, but the input {self.input} is "
                 f"already {self.h}x{self.w} after {n} downsampling{'s' if n != 1 else ''}; "
                 "use fewer stride/pool stages",
+                misfit=True,
             )
         self.downsamplings += 1
 

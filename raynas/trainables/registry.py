@@ -15,13 +15,12 @@ registered in the driver's process works on workers that never ran the registrat
 
 from __future__ import annotations
 
-import difflib
 import os
 from importlib import metadata
 from typing import Any, Callable
 
 from raynas._imports import is_reference, load_reference
-from raynas.errors import describe
+from raynas.errors import describe, did_you_mean
 
 ENTRY_POINT_GROUP = "raynas.families"
 
@@ -95,10 +94,8 @@ def resolve_family(name_or_ref: str | Callable) -> str | Callable:
     ref = BUILTIN.get(name_or_ref) or _plugins().get(name_or_ref)
     if ref is None:
         known = family_names()
-        close = difflib.get_close_matches(str(name_or_ref), known, n=1, cutoff=0.6)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UnknownFamilyError(
-            f"unknown model family {name_or_ref!r}{hint}; known: {', '.join(known)}, "
+            f"unknown model family {name_or_ref!r}{did_you_mean(name_or_ref, known)}; known: {', '.join(known)}, "
             "or name your own as package.module:function"
         )
     return ref

@@ -127,3 +127,43 @@ def test_user_family_data_source_and_trainable_next_to_the_yaml(tmp_path, ray_en
     assert sorted(r.config["arch"]["hidden"] for r in journal.values()) == [4, 16]
     assert all(r.status.value == "completed" and r.best > 0.6 for r in journal.values())  # chance: 1/3
     assert calls.read_text().count("call") == 1
+
+
+BROKEN = """
+from ray import tune
+
+
+def raises(config):
+    raise ValueError("the data loader is broken")
+
+
+def silent(config):
+    for epoch in range(1, 3):
+        tune.report({"score": 0.5, "epoch": epoch})
+"""
+
+
+@pytest.mark.parametrize(
+    "function, expected",
+    [
+        ("raises", ["no trial scored the objective 'val_acc': 3 error", "3 x ValueError: the data loader is broken"]),
+        ("silent", ["no trial scored the objective 'val_acc': 3 completed",
+                    "trials ended without reporting 'val_acc'; they reported: epoch, score"]),
+    ],
+)
+def test_a_search_in_which_no_trial_scored_exits_1_with_a_summary(tmp_path, ray_env, function, expected):
+    """Every trial errored, or none reported the objective: exit 1 and say why in a few lines,
+    as Ray Tune's own tune.run raises (not exit 0 with a table of failures)."""
+    (tmp_path / "broken.py").write_text(BROKEN)
+    exp = write_yaml(tmp_path / "broken.yaml", {
+        "name": "broken", "trainable": f"broken:{function}",
+        "space": {"x": {"choice": [1, 2, 3]}},
+        "search": {"searcher": "grid", "max_concurrent": 1},
+        "objective": {"metric": "val_acc", "mode": "max"}, "max_epochs": 2,
+    })
+    proc = raynas("run", exp, "--storage-path", tmp_path / "res", "--quiet", env=ray_env)
+    assert proc.returncode == 1, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for line in expected:
+        assert line in proc.stderr, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(proc.stderr.strip().splitlines()) <= 8, proc.stderr

@@ -512,3 +512,16 @@ def test_docstring_examples_run():
     finally:
         data_mod._SOURCES.pop("blobs", None)  # registered by register_source's example
     assert result.failed == 0 and result.attempted > 5
+
+
+@pytest.mark.parametrize("loader", ["load_wine", "load_breast_cancer"])
+def test_csv_with_only_numeric_features(tmp_path, loader):
+    """pandas 3's get_dummies fails on an empty column list; no text column must still load."""
+    import sklearn.datasets
+
+    frame = getattr(sklearn.datasets, loader)(as_frame=True).frame
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    data = load_dataset("csv", path=str(tmp_path / "data.csv"), target="target", val_fraction=0.2, seed=0)
+    assert data.input_shape == (frame.shape[1] - 1,)
+    assert data.num_classes == frame["target"].nunique()
+    assert abs(float(data.x_train.mean())) < 0.1  # standardised
