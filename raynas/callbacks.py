@@ -22,6 +22,7 @@ from ray.tune.progress_reporter import TrialProgressCallback
 
 from raynas import durable
 from raynas.experiment import (
+    better,
     ERROR_KEY,
     EXPLOITED_KEY,
     FAILED_STATUSES,
@@ -101,6 +102,8 @@ class Journal(Callback):
         self._staging: str | None = None  # Tune's staging folder for its experiment state
         self._to_prune: set[str] = set()
         self._logs: dict[str, IO[str]] = {}
+        # The last training_iteration each open log holds (see on_trial_result).
+        self._iterations: dict[str, int] = {}
         # The journal's text, per trial: a write re-encodes only the records changed since
         # the last one (a full rewrite per trial event made long searches quadratic), and
         # copies the lines of retired trials from the file (see retire()).
@@ -119,7 +122,7 @@ class Journal(Callback):
     def __getstate__(self):
         # Pickled into Tune's tuner.pkl: keep the settings, drop the live state.
         state = dict(self.__dict__)
-        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_writer", "_changed", "_retiring", "_last_order", "_staged", "_syncer", "_done"):
+        for key in ("records", "_dirty", "_last_write", "_reconciled", "_trials", "_staging", "_to_prune", "_logs", "_iterations", "_writer", "_changed", "_retiring", "_last_order", "_staged", "_syncer", "_done"):
             state.pop(key, None)
         return state
 
@@ -194,11 +197,17 @@ class Journal(Callback):
         if log is None:
             trial_dir = os.path.join(self.exp_dir, rec.dir)
             os.makedirs(trial_dir, exist_ok=True)
-            log = self._logs[rec.trial_id] = open(os.path.join(trial_dir, RESULT_FILE), "a", encoding="utf-8")
+            path = os.path.join(trial_dir, RESULT_FILE)
+            if os.path.exists(path):  # a resumed trial: its log goes on where it ended
+                rows = read_result_rows(trial_dir)
+                if rows and isinstance(rows[-1].get("training_iteration"), int):
+                    self._iterations[rec.trial_id] = rows[-1]["training_iteration"]
+            log = self._logs[rec.trial_id] = open(path, "a", encoding="utf-8")
         return log
 
     def _close_log(self, trial_id: str) -> None:
         log = self._logs.pop(trial_id, None)
+        self._iterations.pop(trial_id, None)
         if log is not None:
             log.close()
 
@@ -301,7 +310,16 @@ class Journal(Callback):
     def on_trial_result(self, iteration: int, trials: list, trial, result: dict, **info: Any) -> None:
         rec = self._record(trial)
         log = self._log(rec)
-        log.write(json.dumps({k: v for k, v in result.items() if k not in _DROP}, default=_jsonable) + "\n")
+        row = {k: v for k, v in result.items() if k not in _DROP}
+        # Tune restarts a resumed trial's training_iteration from the snapshot's checkpoint,
+        # while the built-in engines go on from a newer one: the log counts on, so readers
+        # that follow training_iteration (ExperimentAnalysis) never see it go back.
+        iteration, last = row.get("training_iteration"), self._iterations.get(rec.trial_id)
+        if isinstance(iteration, int):
+            if last is not None and iteration <= last:
+                row["training_iteration"] = iteration = last + 1
+            self._iterations[rec.trial_id] = iteration
+        log.write(json.dumps(row, default=_jsonable) + "\n")
         log.flush()
         # PBT changes a trial's config as it trains; the journal keeps the one it trains now.
         config = {k: v for k, v in dict(trial.config).items() if k != ORIGIN_KEY}
@@ -334,7 +352,7 @@ class Journal(Callback):
             self._to_prune.add(rec.trial_id)
         value = result.get(self.metric)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
-            if rec.best is None or (value > rec.best if self.mode == "max" else value < rec.best):
+            if rec.best is None or better(value, rec.best, self.mode):
                 rec.best, rec.best_epoch = float(value), rec.epochs or None
                 if checkpoint:
                     rec.best_checkpoint = checkpoint

@@ -127,7 +127,7 @@ def _finish(exp_dir) -> int:
 
     results = load_results(exp_dir)
     print()
-    print(table(results, top=5))
+    print(table(results, top=5, width=_terminal_width()))
     print(f"\nResults: {exp_dir}\nRank them: raynas analyze {exp_dir}")
     if read_meta(exp_dir).get("status") != "finished":
         print(f"raynas: the search stopped before its end; continue it with: raynas resume {exp_dir}", file=sys.stderr)
@@ -152,8 +152,12 @@ def _run(args) -> int:
 
 
 def _resume(args) -> int:
+    from raynas.experiment import is_experiment_dir, read_meta
     from raynas.runner import resume
 
+    if is_experiment_dir(args.dir) and read_meta(args.dir).get("status") == "finished":
+        print(f"raynas: {args.dir} finished already; nothing to resume. Rank it with: raynas analyze {args.dir}")
+        return EXIT_OK
     _check_dashboard(args)
     try:
         exp_dir = resume(args.dir, _options(args))
@@ -167,8 +171,7 @@ def _resume(args) -> int:
 
 
 def _budgets(constraints) -> str:
-    named = (("params", constraints.max_params), ("flops", constraints.max_flops), ("latency_ms", constraints.max_latency_ms))
-    return ", ".join(f"{name} <= {limit:,}" for name, limit in named if limit is not None)
+    return ", ".join(f"{name} <= {limit:,}" for name, limit in constraints.limits().items() if limit is not None)
 
 
 def _validate(args) -> int:
@@ -215,9 +218,19 @@ def _analyze(args) -> int:
         for flag in ("objectives", "reference"):
             if getattr(args, flag) is not None:
                 raise ConfigError(f"--{flag}", "applies to a Pareto front only; add --pareto")
-        out = {"table": render.table, "csv": render.csv, "json": render.json_list}[args.format](results, args.top)
+        if args.format == "table":
+            out = render.table(results, args.top, width=_terminal_width())
+        else:
+            out = {"csv": render.csv, "json": render.json_list}[args.format](results, args.top)
     print(out if out.endswith("\n") else out + "\n", end="")
     return EXIT_OK
+
+
+def _terminal_width() -> int | None:
+    """The terminal's width when printing to one; None (no limit) into a pipe or file."""
+    import shutil
+
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
 
 
 def _pareto(args, results) -> str:

@@ -147,7 +147,8 @@ def run(
 
 def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options) -> Path:
     """Continues an interrupted experiment: unfinished trials go on from their checkpoints,
-    finished ones are kept, and the search stops at the configured number of trials.
+    finished ones are kept, and the search stops at the configured number of trials. An
+    experiment that finished already is left as it is (Ray is not started).
 
     Raises:
         ConfigError: ``exp_dir`` is not a raynas experiment folder, or its spec no longer
@@ -163,6 +164,9 @@ def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options
             "delete the folder and run the experiment again"
         )
     meta = read_meta(exp_dir)
+    if meta.get("status") == "finished":
+        log.warning("raynas: %s finished already; nothing to resume (rank it with raynas analyze %s)", exp_dir, exp_dir)
+        return exp_dir
     from raynas.durable import restore_state_backup
 
     restore_state_backup(str(exp_dir))
@@ -897,7 +901,7 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
     metric, mode = spec.objective.metric, spec.objective.mode.value
     view = None
     if opts.progress:
-        view = ProgressView(spec.name, metric, mode, spec.num_trials, spec.max_epochs, stream=opts.stream)
+        view = ProgressView(exp_dir.name, metric, mode, spec.num_trials, spec.max_epochs, stream=opts.stream)
     journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics))
     searcher = SEARCHERS[spec.search.searcher].build(spec)
     scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))

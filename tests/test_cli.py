@@ -142,3 +142,52 @@ def test_analyze_reads_a_folder_without_ray(tmp_path):
     assert [b["order"] for b in board] == [1, 2, 3, 4]
     table = raynas("analyze", exp, "--top", "2").stdout
     assert "ranked by best val_loss (min)" in table and " a " in table and " c " not in table
+
+
+def _stages_folder(tmp_path):
+    """A hand-written folder of trials with a repeated block, an origin and a stop point."""
+    from raynas.experiment import Status, TrialRecord, update_meta, write_journal
+
+    exp = tmp_path / "stages"
+    exp.mkdir()
+    update_meta(exp, name="stages")
+    (exp / "experiment.yaml").write_text("objective: {metric: val_acc, mode: max}\nmax_epochs: 2\n")
+    records = {}
+    for order in range(1, 4):
+        tid = f"t{order}"
+        (exp / f"trial_{tid}").mkdir()
+        (exp / f"trial_{tid}" / "result.json").write_text(json.dumps({"epoch": 1, "val_acc": 0.1 * order}) + "\n")
+        stages = [{"channels": 16 * order, "kernel": 3, "pool": True}] * order
+        config = {"arch": {"stages": stages, "activation": "relu" if order % 2 else "gelu",
+                           "head_width": 64 * order, "dropout": 0.1 * order},
+                  "train": {"lr": 0.001 * order, "batch_size": 32 * order, "weight_decay": 1e-5 * order}}
+        records[tid] = TrialRecord(tid, order=order, status=Status.STOPPED, config=config, dir=f"trial_{tid}", epochs=1,
+                                   origin={"searcher": "evolution", "how": "mutation", "parent": "t1"})
+    write_journal(exp, records)
+    return exp
+
+
+def test_analyze_shows_repeated_blocks_and_fits_the_terminal(tmp_path):
+    from raynas.analysis import load_results
+    from raynas.analysis.render import table
+
+    results = load_results(_stages_folder(tmp_path))
+    wide = table(results)
+    header = wide.splitlines()[1].split()
+    assert "stages" in header  # a repeated block folds into one column, its blocks shown
+    assert "48/3/T 48/3/T 48/3/T" in wide
+    narrow = table(results, width=80)
+    assert all(len(line) <= 80 for line in narrow.splitlines()[1:]), narrow
+    assert "params" not in narrow  # no trial has a cost: the column goes first
+    assert "stages" in narrow.splitlines()[1] and "not shown for the terminal's width, see --format csv or json" in narrow
+    assert len(narrow.splitlines()[1].split()) < len(table(results, width=1000).splitlines()[1].split())
+
+
+def test_analyze_csv_writes_nested_values_as_json(tmp_path):
+    import csv
+    import io
+
+    proc = raynas("analyze", _stages_folder(tmp_path), "--format", "csv")
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(io.StringIO(proc.stdout)))
+    assert json.loads(rows[0]["origin"]) == {"searcher": "evolution", "how": "mutation", "parent": "t1"}

@@ -5,36 +5,66 @@ from __future__ import annotations
 from typing import Any
 
 from raynas.analysis.results import ExperimentResults, ParetoResult, TrialResult, dumps
+from raynas.experiment import BUDGETS
 from raynas.progress import fmt_metric
 from raynas.spaces import flatten
 
 
-def varying_keys(trials: list[TrialResult], limit: int = 6) -> list[str]:
-    """Flat config keys whose value differs between trials (the ones worth a column)."""
-    flats = [flatten(t.config) for t in trials]
+def varying_keys(trials: list[TrialResult], limit: int | None = 6) -> list[str]:
+    """Config keys whose value differs between trials (the ones worth a column).
+
+    A repeated block's keys (``arch.stages.3.kernel``) fold into the list's own key
+    (``arch.stages``), shown by :func:`_cell` as its blocks or its length.
+    """
     keys: list[str] = []
-    for flat in flats:
-        for k in flat:
-            if k not in keys:
-                keys.append(k)
-    varying = [k for k in keys if len({repr(f.get(k)) for f in flats}) > 1]
-    # Long repeated-block keys (arch.stages.3.kernel) are summarised by their list length.
-    short = [k for k in varying if not any(part.isdigit() for part in k.split("."))]
-    return short[:limit]
+    for t in trials:
+        for k in flatten(t.config):
+            parts = k.split(".")
+            cut = next((i for i, part in enumerate(parts) if part.isdigit()), len(parts))
+            key = ".".join(parts[:cut])
+            if key not in keys:
+                keys.append(key)
+    varying = [k for k in keys if len({repr(config_value(t.config, k)) for t in trials}) > 1]
+    return varying[:limit]
 
 
-def table(results: ExperimentResults, top: int | None = None) -> str:
+def config_value(config: dict, key: str) -> Any:
+    """The value at a dotted key of a nested config, or None."""
+    value: Any = config
+    for part in key.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _fit(header: list[str], rows: list[list[str]], fixed: int, width: int | None) -> tuple[list[str], list[list[str]], list[str]]:
+    """Fits a table into ``width`` characters: drops the cost columns no trial has ("-" in
+    every row), then the columns after the first ``fixed`` from the right (the searcher,
+    then config keys); returns the header, the rows and the names of the columns dropped."""
+    if width is None:
+        return header, rows, []
+    keep = [i for i, h in enumerate(header) if not (h in BUDGETS and all(r[i] == "-" for r in rows))]
+    fixed -= sum(1 for i in range(fixed) if i not in keep)
+    header, rows = [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
+    n = len(header)
+    while n > fixed and sum(max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(n)) + 2 * (n - 1) > width:
+        n -= 1
+    return header[:n], [r[:n] for r in rows], header[n:]
+
+
+def table(results: ExperimentResults, top: int | None = None, width: int | None = None) -> str:
+    """The leaderboard as a text table; ``width`` (a terminal's) drops config columns that
+    do not fit, and says which."""
     board = results.leaderboard(top)
     if not board:
         return f"{results.name}: no trials yet"
-    cols = varying_keys(board)
-    header = ["rank", "#", "trial", "status", "epochs", f"best {results.metric}", "params", "flops", "latency_ms", "searcher"] + [
-        k.split(".", 1)[-1] for k in cols
-    ]
+    cols = varying_keys(board, limit=None if width else 6)
+    fixed = ["rank", "#", "trial", "status", "epochs", f"best {results.metric}", "params", "flops", "latency_ms"]
+    header = fixed + [k.split(".", 1)[-1] for k in cols] + ["searcher"]
     orders = {t.trial_id: t.order for t in results.trials}
     rows = []
     for t in board:
-        flat = flatten(t.config)
         rows.append(
             [
                 str(t.rank),
@@ -46,16 +76,20 @@ def table(results: ExperimentResults, top: int | None = None) -> str:
                 fmt_metric(t.params) if t.params is not None else "-",
                 _si(t.flops),
                 f"{t.latency_ms:.3f}" if isinstance(t.latency_ms, (int, float)) else "-",
-                origin_text(t.origin, orders),
             ]
-            + [_cell(flat.get(k)) for k in cols]
+            + [_cell(config_value(t.config, k)) for k in cols]
+            + [origin_text(t.origin, orders)]
         )
+    header, rows, dropped = _fit(header, rows, len(fixed), width)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    numeric = {0, 1, 4, 5, 6, 7, 8}
+    numeric = {i for i, h in enumerate(header) if h in ("rank", "#", "epochs", f"best {results.metric}", "params", "flops", "latency_ms")}
     fmt_row = lambda r: "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     total = len(results.leaderboard())
     title = f"{results.name}: {total} trial{'s' if total != 1 else ''}, ranked by best {results.metric} ({results.mode})"
-    lines = [title, fmt_row(header)] + [fmt_row(r) for r in rows]
+    lines = [title, fmt_row(header).rstrip()] + [fmt_row(r).rstrip() for r in rows]
+    if dropped:
+        note = f"  (not shown for the terminal's width, see --format csv or json: {', '.join(dropped)})"
+        lines.append(note if len(note) <= width else note[: width - 4] + "...)")
     failed = [t for t in board if t.error and t.status.value in ("failed", "rejected", "error")]
     for t in failed[:5]:
         lines.append(f"  #{t.order} {t.trial_id} {t.status.value}: {t.error}")
@@ -84,7 +118,11 @@ def origin_text(origin: dict, orders: dict) -> str:
 
 
 def csv(results: ExperimentResults, top: int | None = None) -> str:
-    return results.to_frame(top).to_csv(index=False)
+    import json
+
+    frame = results.to_frame(top)
+    # Nested values (origin, stopped_at) as JSON, which any CSV reader can parse back.
+    return frame.map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v).to_csv(index=False)
 
 
 def json_list(results: ExperimentResults, top: int | None = None) -> str:
@@ -106,8 +144,16 @@ def _cell(value: Any) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, list):
-        return f"[{len(value)}]"
+        # A repeated block: its blocks when short (3 stages: "16/3/T 32/5/F 64/3/T"), else its length.
+        text = " ".join("/".join(_short(v) for v in item.values()) if isinstance(item, dict) else _short(item) for item in value)
+        return text if len(text) <= 32 else f"[{len(value)}]"
     return str(value)
+
+
+def _short(value: Any) -> str:
+    if isinstance(value, bool):
+        return "T" if value else "F"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def pareto_table(results: ExperimentResults, front: ParetoResult, top: int | None = None) -> str:
@@ -121,11 +167,10 @@ def pareto_table(results: ExperimentResults, front: ParetoResult, top: int | Non
     header = ["rank", "#", "trial", "status", "epoch"] + front.metrics + [k.split(".", 1)[-1] for k in cols]
     rows = []
     for f in shown:
-        flat = flatten(f.trial.config)
         rows.append(
             [str(f.rank), str(f.trial.order or "-"), f.trial.trial_id, f.trial.status.value, str(f.epoch or "-")]
             + [_objective_cell(m, f.objectives[m]) for m in front.metrics]
-            + [_cell(flat.get(k)) for k in cols]
+            + [_cell(config_value(f.trial.config, k)) for k in cols]
         )
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     numeric = set(range(len(front.metrics) + 5)) - {2, 3}

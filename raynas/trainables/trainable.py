@@ -22,9 +22,10 @@ import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
+from collections.abc import Mapping
 from typing import Any, Callable
 
-from raynas.experiment import ERROR_KEY, EXPLOITED_KEY, ORIGIN_KEY, STATUS_KEY
+from raynas.experiment import BUDGETS, ERROR_KEY, EXPLOITED_KEY, ORIGIN_KEY, STATUS_KEY
 
 CHECKPOINT_FILE = "state.pt"
 EPOCH_KEY = "raynas_epoch"  # epochs completed when a checkpoint was taken (both engines)
@@ -72,8 +73,9 @@ class TrialJob:
 
 
 @dataclass
-class TrialContext:
-    """Passed to a user trainable that accepts a second argument.
+class TrialContext(Mapping):
+    """Passed to a user trainable that accepts a second argument; read it as an object
+    (``context.max_epochs``) or as a read-only mapping (``context["max_epochs"]``, ``dict(context)``).
 
     Attributes:
         max_epochs: Epochs the experiment asks for.
@@ -93,6 +95,17 @@ class TrialContext:
     seed: int = 0
     params: dict = field(default_factory=dict)
     checkpoint_every: int = 1
+
+    def __getitem__(self, key: str) -> Any:
+        if key not in self.__dataclass_fields__:
+            raise KeyError(key)
+        return getattr(self, key)
+
+    def __iter__(self):
+        return iter(self.__dataclass_fields__)
+
+    def __len__(self) -> int:
+        return len(self.__dataclass_fields__)
 
 
 def trial_seed(config: dict, seed: int) -> int:
@@ -183,12 +196,9 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
         over = Constraints(**job.constraints).violations(stats)
         if over:
             # Measured and refused before any training: it costs no epochs.
-            limits = {"params": "max_params", "flops": "max_flops", "latency_ms": "max_latency_ms"}
-            why = "; ".join(
-                f"{m} {stats[m]:,.4g} > {limits[m]} {job.constraints[limits[m]]:,}" for m in over
-            )
+            why = "; ".join(f"{m} {stats[m]:,.4g} > max_{m} {job.constraints[f'max_{m}']:,}" for m in over)
             return tune.report({STATUS_KEY: "rejected", ERROR_KEY: f"over budget: {why}", **stats,
-                                "raynas_violation": [over.get(m, 0.0) for m in limits]})
+                                "raynas_violation": [over.get(m, 0.0) for m in BUDGETS]})
     tensors = _device_tensors(data, device)
     if job.engine == "lightning":
         return _train_with_lightning(net, hp, tensors, job, device, stats)

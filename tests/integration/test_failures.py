@@ -123,6 +123,7 @@ def test_user_family_data_source_and_trainable_next_to_the_yaml(tmp_path, ray_en
     proc = raynas("run", exp, "--storage-path", tmp_path / "res", "--name", "mine", env=env, cwd=run_dir)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not (tmp_path / "res" / "user").exists()  # --name wins over the file's name
+    assert "mine · 2/2 done" in proc.stdout and "user ·" not in proc.stdout  # in the live view too
     journal = read_journal(tmp_path / "res" / "mine")
     assert sorted(r.config["arch"]["hidden"] for r in journal.values()) == [4, 16]
     assert all(r.status.value == "completed" and r.best > 0.6 for r in journal.values())  # chance: 1/3
@@ -137,8 +138,8 @@ def raises(config):
     raise ValueError("the data loader is broken")
 
 
-def silent(config):
-    for epoch in range(1, 3):
+def silent(config, context):
+    for epoch in range(1, context["max_epochs"] + 1):  # the context reads as a mapping too
         tune.report({"score": 0.5, "epoch": epoch})
 """
 

@@ -13,7 +13,7 @@ import pytest
 from raynas.durable import BACKUP_DIR
 from raynas.experiment import read_journal
 
-from tests.helpers import raynas, write_yaml
+from tests.helpers import CONSOLE_SCRIPT, raynas, write_yaml
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -81,7 +81,7 @@ def test_sigkill_then_resume_finishes_every_trial_once(tmp_path, ray_env):
     exp_dir = res / "crash"
     env = dict(os.environ, **ray_env, PYTHONUNBUFFERED="1")
     driver = subprocess.Popen(
-        [sys.executable, "-m", "raynas", "run", str(exp), "--storage-path", str(res)],
+        [str(CONSOLE_SCRIPT), "run", str(exp), "--storage-path", str(res)],
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         env=env,
@@ -136,6 +136,18 @@ def test_sigkill_then_resume_finishes_every_trial_once(tmp_path, ray_env):
     assert len(board) == NUM_TRIALS and {b["trial_id"] for b in board} == set(live)
     meta = json.loads((exp_dir / "raynas.json").read_text())
     assert meta["status"] == "finished"
+    # Tune restarts a resumed trial's training_iteration from the snapshot's checkpoint; the
+    # log counts on, so readers that follow it never see it go back.
+    for r in live.values():
+        rows = [json.loads(line) for line in open(exp_dir / r.dir / "result.json") if line.strip()]
+        assert [row["training_iteration"] for row in rows] == list(range(1, EPOCHS + 1)), r.trial_id
+    # Resuming a finished experiment says so, changes nothing and starts no Ray.
+    sessions = sorted(Path(ray_env["RAY_TMPDIR"]).rglob("session_2*"))
+    state = {p: p.stat().st_mtime_ns for p in exp_dir.rglob("*")}
+    again = raynas("resume", exp_dir, env=ray_env)
+    assert again.returncode == 0 and "finished already; nothing to resume" in again.stdout, again.stdout + again.stderr
+    assert sorted(Path(ray_env["RAY_TMPDIR"]).rglob("session_2*")) == sessions
+    assert {p: p.stat().st_mtime_ns for p in exp_dir.rglob("*")} == state
 
 
 def test_resume_refuses_a_folder_that_is_not_an_experiment(tmp_path, ray_env):
