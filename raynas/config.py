@@ -25,16 +25,14 @@ from typing import Any, Iterable, Mapping, Sequence
 import yaml
 
 from raynas._imports import is_reference, load_reference
-from raynas.errors import ConfigError, describe
+from raynas.errors import ConfigError, describe, did_you_mean
+from raynas.experiment import BUDGETS
 from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS, Param, Strategy
 from raynas.spaces import Space
-from raynas.errors import did_you_mean
 from raynas.trainables.hparams import LR_SCHEDULES, OPTIMIZERS, TrainParams
 
 #: Metrics the built-in trainable reports every epoch.
 BUILTIN_METRICS = ("val_acc", "val_loss", "train_loss", "params", "flops", "latency_ms", "epoch")
-
-DEFAULT_STORAGE = "raynas_results"
 
 
 class Mode(str, enum.Enum):
@@ -121,10 +119,6 @@ class Objective:
     def mode_of(self, metric: str) -> Mode:
         return self.modes[self.metrics.index(metric)]
 
-    def better(self, a: float, b: float) -> bool:
-        """True when ``a`` is strictly better than ``b`` on the first metric."""
-        return a > b if self.mode is Mode.MAX else a < b
-
 
 @dataclass
 class Constraints:
@@ -139,12 +133,16 @@ class Constraints:
     max_latency_ms: float | None = None
 
     def __bool__(self) -> bool:
-        return any(v is not None for v in (self.max_params, self.max_flops, self.max_latency_ms))
+        return any(v is not None for v in self.limits().values())
+
+    def limits(self) -> dict[str, float | None]:
+        """``{metric: limit}`` for each budget metric (``experiment.BUDGETS``), None for no limit."""
+        return {metric: getattr(self, f"max_{metric}") for metric in BUDGETS}
 
     def violations(self, stats: dict) -> dict[str, float]:
         """``{metric: relative excess}`` for every budget ``stats`` exceeds (empty: feasible)."""
         out = {}
-        for metric, limit in (("params", self.max_params), ("flops", self.max_flops), ("latency_ms", self.max_latency_ms)):
+        for metric, limit in self.limits().items():
             if limit is not None and stats.get(metric) is not None and stats[metric] > limit:
                 out[metric] = stats[metric] / limit - 1.0
         return out
@@ -204,13 +202,6 @@ class ExperimentSpec:
     @property
     def scheduler_mode(self) -> "Mode":
         return self.objective.mode_of(self.scheduler_metric)
-
-    @property
-    def reported_metrics(self) -> tuple[str, ...] | None:
-        """Metrics the trainable is known to report (None: a user trainable that did not say)."""
-        if self.trainable is None:
-            return BUILTIN_METRICS
-        return self.metrics
 
     def to_raw(self) -> dict:
         """The file's content after overrides (what ``raynas resume`` re-validates)."""
@@ -671,8 +662,6 @@ def _constraints(raw: Any, trainable: str | None) -> Constraints:
     return constraints
 
 
-# Metrics fixed by the architecture: they do not improve with training.
-_STATIC_METRICS = ("params", "flops", "latency_ms")
 
 
 def _check_strategies(search: SearchSpec, scheduler: SchedulerSpec, objective: Objective, trainer, space: Space, trainable) -> None:
@@ -708,7 +697,7 @@ def _check_strategies(search: SearchSpec, scheduler: SchedulerSpec, objective: O
             f"must be one of the objective metrics ({', '.join(objective.metrics)}), got {metric!r}"
             + did_you_mean(metric, objective.metrics),
         )
-    if metric in _STATIC_METRICS:
+    if metric in BUDGETS:
         raise ConfigError(
             "scheduler.metric",
             f"{metric} is fixed by the architecture and does not change during training, so {scheduler.name} "

@@ -15,6 +15,7 @@ state change; ``raynas analyze`` reads it together with each trial's ``result.js
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -22,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, Iterator
+from typing import IO, Any, Iterator
 
 # Keys raynas adds to what trials report and to suggested configs.
 STATUS_KEY = "raynas_status"  # "failed" or "rejected": the trial ended without a usable score
@@ -30,6 +31,21 @@ ERROR_KEY = "raynas_error"  # why
 FAILED_STATUSES = ("failed", "rejected")
 ORIGIN_KEY = "_raynas"  # in a suggested config: {searcher, how, parent}; removed before training
 EXPLOITED_KEY = "raynas_exploited"  # in a result: the trial folder whose weights (and arch) it took
+
+#: Metrics a budget (``constraints``) limits, in the order a rejected trial reports its excess
+#: (``raynas_violation``); fixed by the architecture, they do not improve with training.
+BUDGETS = ("params", "flops", "latency_ms")
+
+
+def better(a: float, b: float, mode: str) -> bool:
+    """Whether ``a`` is strictly better than ``b`` for ``mode`` (``"max"`` or ``"min"``)."""
+    return a > b if mode == "max" else a < b
+
+
+def loss_sign(mode: str) -> float:
+    """The factor that turns a value of ``mode`` into one to minimise: -1 for max, 1 for min."""
+    return -1.0 if mode == "max" else 1.0
+
 
 META_FILE = "raynas.json"
 SPEC_FILE = "experiment.yaml"
@@ -90,13 +106,25 @@ class TrialRecord:
         return cls(**{k: v for k, v in raw.items() if k in known})
 
 
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Writes ``text`` through a temporary file and ``os.replace`` (never a half-written file)."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
+    """A file opened for writing that replaces ``path`` only once the block ends without an
+    error (a temporary file beside it, then ``os.replace``): readers never see half of it."""
     path = os.fspath(path)
     tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w", encoding="utf-8") as f:
+    try:
+        with open(tmp, mode, encoding=None if "b" in mode else "utf-8") as f:
+            yield f
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Writes ``text`` atomically (see :func:`atomic_file`)."""
+    with atomic_file(path) as f:
         f.write(text)
-    os.replace(tmp, path)
 
 
 def write_json_atomic(path: str | os.PathLike, data: Any) -> None:
@@ -191,8 +219,7 @@ class JournalWriter:
         new = ",\n".join(self.encoded.pop(tid) for tid in retire).encode()
         kept = ",\n".join(self.encoded[tid] for tid in records if tid not in retiring).encode()
         head = json.dumps({"version": FORMAT_VERSION, "updated": time.time()})[:-1].encode() + b', "trials": {\n'
-        tmp = f"{self.file}.tmp-{os.getpid()}"
-        with open(tmp, "wb") as f:
+        with atomic_file(self.file, "wb") as f:
             f.write(head)
             size = self._copy_retired(old, f)
             if size and new:
@@ -203,7 +230,6 @@ class JournalWriter:
             if size and kept:
                 f.write(b",\n")
             f.write(kept + b"\n}}\n")
-        os.replace(tmp, self.file)
         self._retired = (len(head), len(head) + size)
         self._written = _file_stamp(self.file)
 
@@ -296,7 +322,3 @@ def checkpoint_dirs(trial_dir: str | os.PathLike) -> list[Path]:
     return sorted(found, key=lambda p: int(p.name[len(CHECKPOINT_PREFIX):] or 0))
 
 
-def iter_trial_dirs(path: str | os.PathLike) -> Iterator[Path]:
-    for child in sorted(Path(path).iterdir()):
-        if child.is_dir() and (child / RESULT_FILE).exists():
-            yield child

@@ -13,7 +13,7 @@ import sys
 import time
 from typing import IO, Iterable
 
-from raynas.experiment import Status, TrialRecord
+from raynas.experiment import Status, TrialRecord, loss_sign
 
 _SHORT = {
     Status.PENDING: "pending",
@@ -49,7 +49,7 @@ def rank_key(metric_mode: str):
     def key(rec: TrialRecord):
         if rec.best is None:
             return (1, 0.0)
-        return (0, -rec.best if metric_mode == "max" else rec.best)
+        return (0, loss_sign(metric_mode) * rec.best)
 
     return key
 

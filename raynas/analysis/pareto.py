@@ -19,6 +19,8 @@ from typing import Sequence
 
 import numpy as np
 
+from raynas.experiment import loss_sign
+
 __all__ = ["pareto_front", "hypervolume", "to_minimisation", "MODES"]
 
 MODES = ("max", "min")
@@ -49,7 +51,7 @@ def to_minimisation(points: np.ndarray, modes: Sequence[str]) -> np.ndarray:
     if not np.all(np.isfinite(arr)):
         # Dominance is undefined with NaN; callers leave such points out first.
         raise ValueError("points must be finite (leave out points with NaN or infinite values)")
-    signs = np.array([-1.0 if m == "max" else 1.0 for m in modes])
+    signs = np.array([loss_sign(m) for m in modes])
     return arr * signs
 
 

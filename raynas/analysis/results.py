@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import yaml
 
 from raynas.experiment import (
+    loss_sign,
     SPEC_FILE,
     Status,
     TrialRecord,
@@ -23,8 +24,7 @@ from raynas.experiment import (
     read_meta,
     read_results,
 )
-from raynas.errors import ConfigError, describe
-from raynas.errors import did_you_mean
+from raynas.errors import ConfigError, describe, did_you_mean
 
 # As raynas.analysis.pareto.MODES; not imported from there, to keep numpy out of a plain analyze.
 _MODES = ("max", "min")
@@ -138,8 +138,7 @@ class TrialResult:
         scored = [row for row in self.curve if _finite(row.get(metrics[0]))]
         if not scored:
             return None
-        pick = max if modes[0] == "max" else min
-        row = pick(scored, key=lambda r: r[metrics[0]])  # the first of equal values: earliest
+        row = min(scored, key=lambda r: loss_sign(modes[0]) * r[metrics[0]])  # the first of equal values: earliest
         values = {m: row.get(m) for m in metrics}
         if not all(_finite(v) for v in values.values()):
             return None
@@ -270,7 +269,7 @@ class ExperimentResults:
         Trials that never reported the objective (failed, errored, not started) come last.
         """
         trials = [t for t in self.trials if include_lost or t.status is not Status.LOST]
-        sign = -1.0 if self.mode == "max" else 1.0
+        sign = loss_sign(self.mode)
         ranked = sorted(
             trials,
             key=lambda t: (t.best is None, sign * t.best if t.best is not None else 0.0, t.order or math.inf),
@@ -395,7 +394,7 @@ class ExperimentResults:
         if ref_raw is None:
             ref_norm = np.full(len(metrics), REFERENCE_MARGIN)
             ref_loss = low + ref_norm * span
-            signs = np.array([-1.0 if m == "max" else 1.0 for m in modes])
+            signs = np.array([loss_sign(m) for m in modes])
             ref_raw = [float(v) for v in ref_loss * signs]
             ref_given = False
         else:
@@ -544,8 +543,7 @@ def _trial(exp_dir: Path, rec: TrialRecord, metric: str, mode: str, rungs: list[
     values = [(row.get(metric), row.get("epoch")) for row in curve_scored]
     values = [(v, e) for v, e in values if _finite(v)]
     if values:
-        pick = max if mode == "max" else min
-        best, best_epoch = pick(values, key=lambda ve: ve[0])
+        best, best_epoch = min(values, key=lambda ve: loss_sign(mode) * ve[0])
     last = dict(curve[-1]) if curve else dict(rec.last)
     epochs = max([int(row["epoch"]) for row in curve_scored] or [rec.epochs])
     stopped_at = None

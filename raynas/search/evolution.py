@@ -23,6 +23,7 @@ import json
 import math
 from typing import Any
 
+from raynas.experiment import better, loss_sign
 from raynas.search.searchers import SpaceSearcher
 from raynas.spaces import Space
 from raynas.spaces.mutation import sites
@@ -144,7 +145,7 @@ class EvolutionSearcher(SpaceSearcher):
             contestants = self.rng.sample(scored, min(self.sample_size, len(scored)))
         winner = contestants[0]
         for member in contestants[1:]:
-            if member[2] < winner[2] if self._mode == "min" else member[2] > winner[2]:
+            if better(member[2], winner[2], self._mode):
                 winner = member
         return winner[0], winner[1]
 
@@ -171,7 +172,7 @@ class EvolutionSearcher(SpaceSearcher):
             del self.population[0]  # aging: the oldest leaves, not the worst
 
     def _worst(self) -> float:
-        return math.inf if self._mode == "min" else -math.inf
+        return loss_sign(self._mode) * math.inf
 
     # -- for reports
     def population_summary(self) -> list[tuple[str, float]]:

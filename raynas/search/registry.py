@@ -162,11 +162,3 @@ SCHEDULERS: dict[str, Strategy] = {
         "(scikit-learn) fitted to the population's progress",
     ),
 }
-
-
-def searcher_names() -> list[str]:
-    return list(SEARCHERS)
-
-
-def scheduler_names() -> list[str]:
-    return list(SCHEDULERS)

@@ -10,24 +10,15 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
-import os
 import pickle
 import random
 from typing import Any, Dict, Optional
 
 from ray.tune.search import Searcher
 
-from raynas.experiment import FAILED_STATUSES, ORIGIN_KEY, STATUS_KEY
+from raynas.experiment import BUDGETS, atomic_file, FAILED_STATUSES, ORIGIN_KEY, STATUS_KEY, better, loss_sign
 from raynas.spaces import Space
 
-
-
-def atomic_pickle(obj: Any, path: str) -> None:
-    """Pickles ``obj`` to ``path`` through a temporary file and ``os.replace``."""
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "wb") as f:
-        pickle.dump(obj, f)
-    os.replace(tmp, path)
 
 
 class SpaceSearcher(Searcher):
@@ -93,7 +84,7 @@ class SpaceSearcher(Searcher):
         if value is None:
             return
         best = self.best.get(trial_id)
-        if best is None or (value > best if self._mode == "max" else value < best):
+        if best is None or better(value, best, self._mode):
             self.best[trial_id] = value
 
     # -- for subclasses
@@ -111,7 +102,8 @@ class SpaceSearcher(Searcher):
         self.__dict__.update(state)
 
     def save(self, checkpoint_path: str) -> None:
-        atomic_pickle({"state": self.get_state(), "space": self.space.to_dict()}, checkpoint_path)
+        with atomic_file(checkpoint_path, "wb") as f:
+            pickle.dump({"state": self.get_state(), "space": self.space.to_dict()}, f)
 
     def restore(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "rb") as f:
@@ -146,10 +138,6 @@ class GridSearcher(SpaceSearcher):
         self.position += 1
         self.last_origin = {"how": f"grid point {self.position}"}
         return config
-
-
-# Budgets in the order the trainable reports their excess (``raynas_violation``).
-_BUDGETS = ("params", "flops", "latency_ms")
 
 
 class OptunaSearcher(SpaceSearcher):
@@ -306,13 +294,13 @@ class OptunaSearcher(SpaceSearcher):
         if self.constraints:
             # Every trial gets its constraint values (0 when within budget), so that the
             # samplers see a constrained study and rank the infeasible ones last.
-            violation = (result or {}).get("raynas_violation") or [0.0] * len(_BUDGETS)
-            for name, value in zip(_BUDGETS, violation):
+            violation = (result or {}).get("raynas_violation") or [0.0] * len(BUDGETS)
+            for name, value in zip(BUDGETS, violation):
                 trial.set_constraint(name, float(value))
         if failed and result is not None and result.get(STATUS_KEY) == "rejected" and self.constraints:
             # Infeasible: the sampler ranks it by its violation, below every feasible trial;
             # its values only need to be finite.
-            study.tell(number, [-1e30 if m == "max" else 1e30 for m in modes])
+            study.tell(number, [loss_sign(m) * 1e30 for m in modes])
             return
         if failed or best is None:
             study.tell(number, state=State.FAIL)

@@ -39,7 +39,6 @@ import pickle
 import shutil
 import struct
 import tarfile
-import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +47,7 @@ import numpy as np
 
 from raynas._imports import is_reference, load_reference
 from raynas.errors import ConfigError, describe, did_you_mean
+from raynas.experiment import atomic_file
 
 __all__ = ["Dataset", "load_dataset", "check_data_args", "register_source", "source_names"]
 
@@ -685,27 +685,24 @@ def _md5(path: str) -> str:
 
 
 def _download(urls: Sequence[str], dest: str, md5: str | None) -> None:
-    """Fetches the first URL that works into ``dest`` atomically (temp file, then os.replace)."""
+    """Fetches the first URL that works into ``dest`` atomically, checked against ``md5``."""
     import urllib.request  # here: it costs start-up time and only downloads need it
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     errors = []
     for url in urls:
-        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), prefix=f".{os.path.basename(dest)}.",
-                                   suffix=".part")
         try:
             logger.info("downloading %s to %s", url, dest)
             request = urllib.request.Request(url, headers={"User-Agent": "raynas"})
-            with os.fdopen(fd, "wb") as out, urllib.request.urlopen(request, timeout=60) as resp:
-                shutil.copyfileobj(resp, out, 1 << 20)
-            if md5 is not None and (got := _md5(tmp)) != md5:
-                raise ValueError(f"checksum mismatch: md5 {got}, expected {md5}")
-            os.replace(tmp, dest)
+            with atomic_file(dest, "wb") as out, urllib.request.urlopen(request, timeout=60) as resp:
+                digest = hashlib.md5()
+                for chunk in iter(lambda: resp.read(1 << 20), b""):
+                    digest.update(chunk)
+                    out.write(chunk)
+                if md5 is not None and digest.hexdigest() != md5:  # raised inside: dest is untouched
+                    raise ValueError(f"checksum mismatch: md5 {digest.hexdigest()}, expected {md5}")
             return
         except (OSError, ValueError) as err:
             errors.append(f"{url}: {err}")
-        finally:
-            if os.path.exists(tmp):
-                os.remove(tmp)
     raise OSError(f"could not download {os.path.basename(dest)}: " + "; ".join(errors))
 
 
@@ -852,10 +849,8 @@ def _extract_cifar(archive: str, path: str) -> None:
                     and parts[1] not in (".", ".."):
                 dest = os.path.join(path, _CIFAR_DIR, parts[1])
                 os.makedirs(os.path.dirname(dest), exist_ok=True)
-                fd, tmp = tempfile.mkstemp(dir=os.path.dirname(dest), suffix=".part")
-                with os.fdopen(fd, "wb") as out, tar.extractfile(member) as src:
+                with atomic_file(dest, "wb") as out, tar.extractfile(member) as src:
                     shutil.copyfileobj(src, out, 1 << 20)
-                os.replace(tmp, dest)
 
 
 def _read_cifar_batch(file: str) -> tuple[np.ndarray, np.ndarray]:
