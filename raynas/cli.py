@@ -123,13 +123,13 @@ def _finish(exp_dir) -> int:
     returns) exits 130 with the command that continues it."""
     from raynas.analysis import load_results
     from raynas.analysis.render import table
-    from raynas.experiment import read_meta
+    from raynas.experiment import RunStatus, run_status
 
     results = load_results(exp_dir)
     print()
     print(table(results, top=5, width=_terminal_width()))
     print(f"\nResults: {exp_dir}\nRank them: raynas analyze {exp_dir}")
-    if read_meta(exp_dir).get("status") != "finished":
+    if run_status(exp_dir) is not RunStatus.FINISHED:
         print(f"raynas: the search stopped before its end; continue it with: raynas resume {exp_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
@@ -152,10 +152,10 @@ def _run(args) -> int:
 
 
 def _resume(args) -> int:
-    from raynas.experiment import is_experiment_dir, read_meta
+    from raynas.experiment import RunStatus, run_status
     from raynas.runner import resume
 
-    if is_experiment_dir(args.dir) and read_meta(args.dir).get("status") == "finished":
+    if run_status(args.dir) is RunStatus.FINISHED:
         print(f"raynas: {args.dir} finished already; nothing to resume. Rank it with: raynas analyze {args.dir}")
         return EXIT_OK
     _check_dashboard(args)

@@ -72,6 +72,20 @@ class Status(str, Enum):
         return self in (Status.COMPLETED, Status.STOPPED, Status.FAILED, Status.REJECTED, Status.ERROR)
 
 
+class RunStatus(str, Enum):
+    """What ``raynas.json`` says of the search as a whole."""
+
+    RUNNING = "running"
+    FINISHED = "finished"  # every trial it was to run has ended
+    INTERRUPTED = "interrupted"  # stopped before its end (Ctrl-C, a stop rule, a crash): resume it
+
+
+def run_status(path: str | os.PathLike) -> RunStatus | None:
+    """The status ``raynas.json`` records (None: no folder, or no status yet)."""
+    value = read_meta(path).get("status")
+    return RunStatus(value) if value in RunStatus._value2member_map_ else None
+
+
 @dataclass
 class TrialRecord:
     """One trial as the journal keeps it."""

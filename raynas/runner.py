@@ -28,6 +28,8 @@ from raynas.errors import ConfigError, ResumeError, SearchFailedError
 from raynas.experiment import (
     META_FILE,
     SPEC_FILE,
+    RunStatus,
+    run_status,
     is_experiment_dir,
     read_meta,
     update_meta,
@@ -139,7 +141,7 @@ def run(
         overrides=list(overrides),
         num_trials=spec.num_trials,
         created=time.time(),
-        status="running",
+        status=RunStatus.RUNNING.value,
         host=platform.node(),
     )
     return _execute(spec, opts, exp_dir, dataset, restore=False)
@@ -164,7 +166,7 @@ def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options
             "delete the folder and run the experiment again"
         )
     meta = read_meta(exp_dir)
-    if meta.get("status") == "finished":
+    if run_status(exp_dir) is RunStatus.FINISHED:
         log.warning("raynas: %s finished already; nothing to resume (rank it with raynas analyze %s)", exp_dir, exp_dir)
         return exp_dir
     from raynas.durable import restore_state_backup
@@ -174,12 +176,12 @@ def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options
         raw = yaml.safe_load(f)
     spec = spec_from_dict(raw, file=str(exp_dir / SPEC_FILE), base_dir=meta.get("base_dir"))
     dataset = preflight(spec)
-    update_meta(exp_dir, status="running", resumed=time.time())
+    update_meta(exp_dir, status=RunStatus.RUNNING.value, resumed=time.time())
     opts.name = exp_dir.name
     try:
         return _execute(spec, opts, exp_dir, dataset, restore=True)
     except ResumeError:
-        update_meta(exp_dir, status=meta.get("status", "interrupted"))
+        update_meta(exp_dir, status=meta.get("status", RunStatus.INTERRUPTED.value))
         raise
 
 
@@ -600,12 +602,12 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
             if "without setting `trial_dir_name`" not in str(err):
                 raise
         except KeyboardInterrupt:
-            update_meta(exp_dir, status="interrupted")
+            update_meta(exp_dir, status=RunStatus.INTERRUPTED.value)
             raise
         records = _records(exp_dir)
-        status = "finished" if _all_done(records, spec) else "interrupted"
-        update_meta(exp_dir, status=status, finished=time.time())
-        if status == "finished" and not any(r.best is not None for r in records):
+        status = RunStatus.FINISHED if _all_done(records, spec) else RunStatus.INTERRUPTED
+        update_meta(exp_dir, status=status.value, finished=time.time())
+        if status is RunStatus.FINISHED and not any(r.best is not None for r in records):
             from raynas.analysis import load_results
 
             summary = load_results(exp_dir).failure_summary()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from raynas.analysis.results import ExperimentResults, ParetoResult, TrialResult, dumps
-from raynas.experiment import BUDGETS
+from raynas.experiment import BUDGETS, Status
 from raynas.progress import fmt_metric
 from raynas.spaces import flatten
 
@@ -90,7 +90,7 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
     if dropped:
         note = f"  (not shown for the terminal's width, see --format csv or json: {', '.join(dropped)})"
         lines.append(note if len(note) <= width else note[: width - 4] + "...)")
-    failed = [t for t in board if t.error and t.status.value in ("failed", "rejected", "error")]
+    failed = [t for t in board if t.error and t.status in (Status.FAILED, Status.REJECTED, Status.ERROR)]
     for t in failed[:5]:
         lines.append(f"  #{t.order} {t.trial_id} {t.status.value}: {t.error}")
     return "\n".join(lines)

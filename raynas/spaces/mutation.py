@@ -49,12 +49,17 @@ import copy
 import math
 import random
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import Any, Mapping, Protocol
 
 from raynas.spaces.domains import Choice, Dict, Fixed, Float, Int, List, Node, Repeat, _same
 
-if TYPE_CHECKING:
-    from raynas.spaces.space import Space
+
+class Tree(Protocol):
+    """What mutation needs of a space (a :class:`~raynas.spaces.Space` is one): its root node
+    and key path; taking this instead of ``Space`` keeps space.py -> mutation.py one-way."""
+
+    root: Node
+    path: str
 
 __all__ = ["mutate", "sites", "Site", "SIGMA"]
 
@@ -92,7 +97,7 @@ class _OptionStep(int):
     """An option index below a Choice: part of the way to a node, not of the config's keys."""
 
 
-def sites(space: "Space", config: Mapping[str, Any]) -> list[Site]:
+def sites(space: Tree, config: Mapping[str, Any]) -> list[Site]:
     """Every site of ``config`` (a member of ``space``), in a fixed order.
 
     Example:
@@ -104,7 +109,7 @@ def sites(space: "Space", config: Mapping[str, Any]) -> list[Site]:
     return _sites(space.root, config)
 
 
-def mutate(space: "Space", config: Mapping[str, Any], rng: random.Random, n: int = 1) -> dict:
+def mutate(space: Tree, config: Mapping[str, Any], rng: random.Random, n: int = 1) -> dict:
     """A new configuration of ``space`` that differs from ``config`` at 1..``n`` sites.
 
     ``config`` is left untouched. Conditional keys follow their parents and a repeat's blocks
