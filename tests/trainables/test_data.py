@@ -18,6 +18,7 @@ import pytest
 
 from raynas.errors import ConfigError
 from raynas.trainables import data as data_mod
+from raynas.trainables.data import dataset, download, readers, sources
 from raynas.trainables.data import Dataset, check_data_args, load_dataset, source_names
 
 
@@ -103,7 +104,7 @@ def test_max_samples_subsamples_with_stratification_and_a_seed():
 def test_split_falls_back_to_random_when_a_class_is_too_small():
     rng = np.random.default_rng(0)
     y = np.array([0] * 10 + [1] * 9 + [2])  # class 2 has one sample: cannot be stratified
-    picked, rest = data_mod._pick(y, 5, rng)
+    picked, rest = dataset._pick(y, 5, rng)
     assert len(picked) == 5 and len(rest) == 15
     assert sorted(np.concatenate([picked, rest]).tolist()) == list(range(20))
 
@@ -111,7 +112,7 @@ def test_split_falls_back_to_random_when_a_class_is_too_small():
 def test_stratified_pick_keeps_every_class_on_both_sides():
     y = np.repeat(np.arange(5), [2, 3, 50, 7, 2])
     for seed in range(20):
-        picked, rest = data_mod._pick(y, 10, np.random.default_rng(seed))
+        picked, rest = dataset._pick(y, 10, np.random.default_rng(seed))
         assert len(picked) == 10 and set(y[picked]) == set(y[rest]) == set(range(5))
 
 
@@ -259,11 +260,11 @@ def test_download_is_atomic_and_checks_the_checksum(tmp_path):
     src.write_bytes(b"published bytes")
     md5 = hashlib.md5(b"published bytes").hexdigest()
     dest = tmp_path / "out" / "file.gz"
-    data_mod._download(["file:///nonexistent/mirror.bin", src.as_uri()], str(dest), md5)
+    download._download(["file:///nonexistent/mirror.bin", src.as_uri()], str(dest), md5)
     assert dest.read_bytes() == b"published bytes"
     other = tmp_path / "out" / "other.gz"
     with pytest.raises(OSError, match="checksum mismatch"):
-        data_mod._download([src.as_uri()], str(other), "0" * 32)
+        download._download([src.as_uri()], str(other), "0" * 32)
     assert sorted(os.listdir(tmp_path / "out")) == ["file.gz"]  # no partial or temp files
 
 
@@ -508,10 +509,10 @@ def test_load_dataset_checks_split_arguments():
 
 def test_docstring_examples_run():
     try:
-        result = doctest.testmod(data_mod)
+        results = [doctest.testmod(module) for module in (data_mod, dataset, download, readers, sources)]
     finally:
-        data_mod._SOURCES.pop("blobs", None)  # registered by register_source's example
-    assert result.failed == 0 and result.attempted > 5
+        sources._SOURCES.pop("blobs", None)  # registered by register_source's example
+    assert sum(r.failed for r in results) == 0 and sum(r.attempted for r in results) > 5
 
 
 @pytest.mark.parametrize("loader", ["load_wine", "load_breast_cancer"])
