@@ -42,6 +42,7 @@ def test_experiment_file_runs_through_the_console_script(tmp_path, ray_env, name
     overrides = [arg for value in SMALL[name] for arg in ("--set", value)]
     proc = raynas("run", EXPERIMENTS / f"{name}.yaml", "--storage-path", tmp_path, "--quiet", *overrides, env=ray_env)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "Token authentication" not in proc.stdout + proc.stderr  # Ray's notice stays out of the view
     folder = tmp_path / name
     board = raynas("analyze", folder, "--format", "json")
     assert board.returncode == 0, board.stderr
