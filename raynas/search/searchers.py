@@ -230,9 +230,10 @@ class OptunaSearcher(SpaceSearcher):
     def set_state(self, state: Dict) -> None:
         state = dict(state)
         saved = state.pop("study_data", None)
-        super().set_state({**state, "study": None})
+        super().set_state(state)  # a state saved by an older raynas holds the study itself
         if saved is None:
             return
+        self.study = None
         study = self._ensure_study()
         for key, value in saved["system_attrs"].items():
             study._storage.set_study_system_attr(study._study_id, key, value)
