@@ -21,6 +21,7 @@ from ray.tune import Callback
 from ray.tune.progress_reporter import TrialProgressCallback
 
 from raynas import durable
+from raynas._tune.controller import forget_metric_statistics
 from raynas.experiment import (
     better,
     ERROR_KEY,
@@ -72,7 +73,7 @@ class Journal(Callback):
 
     On resume the journal is read back; unfinished trials the restored Tune state does not
     know become ``lost`` (finished ones are expected to be missing from it: see
-    :func:`raynas.runner.finished_trials_released`).
+    :func:`raynas._tune.controller.finished_trials_released`).
 
     Args:
         exp_dir: The experiment folder.
@@ -82,12 +83,23 @@ class Journal(Callback):
         view: Optional :class:`~raynas.progress.ProgressView` to refresh.
         write_interval: Seconds between journal rewrites while only results arrive.
         objectives: The objective metrics whose running statistics Tune keeps for a finished
-            trial (default: ``metric``); see :func:`forget_metric_statistics`.
+            trial (default: ``metric``); see
+            :func:`~raynas._tune.controller.forget_metric_statistics`.
+        scheduler: The run's :class:`~raynas.durable.DurableScheduler`: the journal saves its
+            state at each snapshot and holds its writes while the scheduler's pacer holds a
+            snapshot. Handed over by the runner (pickled with the journal into Tune's
+            ``tuner.pkl``, so a resumed journal has the resumed scheduler).
     """
 
+    # A journal unpickled from the tuner.pkl of an earlier raynas has none until the runner
+    # hands it over.
+    scheduler: Any = None
+
     def __init__(self, exp_dir: str, metric: str, mode: str, max_epochs: int, view: ProgressView | None = None,
-                 write_interval: float = 2.0, objectives: tuple[str, ...] | None = None):
+                 write_interval: float = 2.0, objectives: tuple[str, ...] | None = None,
+                 scheduler: Any = None):
         self.exp_dir, self.metric, self.mode, self.max_epochs = exp_dir, metric, mode, max_epochs
+        self.scheduler = scheduler
         self.view = view
         self.write_interval = write_interval
         self.objectives = tuple(objectives or (metric,))
@@ -151,8 +163,7 @@ class Journal(Callback):
         return self._last_order
 
     def _pacer(self):
-        scheduler = durable.live_scheduler(self.exp_dir)
-        return scheduler.pacer if scheduler is not None else None
+        return self.scheduler.pacer if self.scheduler is not None else None
 
     def _write(self, force: bool = True, final: bool = False, finished: bool = False) -> None:
         now = time.monotonic()
@@ -182,7 +193,7 @@ class Journal(Callback):
 
     def retire(self, trial_ids) -> None:
         """Lets go of finished trials' records once they are written: called for the trials
-        Tune's controller lets go of (:func:`raynas.runner.finished_trials_released`), which
+        Tune's controller lets go of (:func:`raynas._tune.controller.finished_trials_released`), which
         report nothing more. At the next write their lines join the part of the journal that
         is copied from the file, and only the progress view's counts and best trials keep
         anything of them, so the driver's memory does not grow with every trial run."""
@@ -224,7 +235,7 @@ class Journal(Callback):
         staging = self._staging = self._staging or next(
             (t.storage.experiment_driver_staging_path for t in self._trials if t.storage), None
         )
-        scheduler = durable.live_scheduler(self.exp_dir)
+        scheduler = self.scheduler
         if staging:
             extra = {durable.SCHEDULER_FILE: scheduler.dump()} if scheduler is not None else None
             durable.backup_state(staging, self.exp_dir, extra)
@@ -458,31 +469,6 @@ class JournalFlush(Callback):
 
     def set_state(self, state: dict) -> None:
         pass
-
-
-def forget_metric_statistics(trial, keep) -> None:
-    """Drops Tune's running statistics of a finished trial's metrics, except those in ``keep``.
-
-    For every numeric key of every result, Tune keeps per trial, for the whole run, its max,
-    min, mean, last value and last-5 and last-10 means with their windows
-    (``Trial.run_metadata.metric_analysis`` and ``metric_n_steps``), and writes them into every
-    experiment snapshot. With some twenty numeric keys per result that is the largest part of
-    the driver's memory growth per trial (tracemalloc, 800 trivial trials) and of each
-    snapshot's size. Only Tune's ``ExperimentAnalysis.get_best_trial`` reads them; raynas
-    ranks trials from its own journal and result logs, and keeps the objective metrics'
-    statistics for whoever opens the folder with Tune's analysis.
-    """
-    meta = getattr(trial, "run_metadata", None)
-    analysis = getattr(meta, "metric_analysis", None)
-    windows = getattr(meta, "metric_n_steps", None)
-    if not isinstance(analysis, dict) or not isinstance(windows, dict):
-        return  # another Tune layout: leave it alone
-    dropped = [key for key in analysis if key not in keep]
-    for key in dropped:
-        analysis.pop(key, None)
-        windows.pop(key, None)
-    if dropped and callable(getattr(meta, "invalidate_cache", None)):
-        meta.invalidate_cache()  # its JSON for the next snapshot is cached
 
 
 def _settled_status(rec: TrialRecord) -> bool:

@@ -101,15 +101,9 @@ def _check_dashboard(args) -> None:
     if not args.dashboard:
         return
     # The dashboard's server needs ray[default]'s packages; fail before anything starts.
-    try:
-        from ray._private.utils import get_dashboard_dependency_error
+    from raynas._tune.workers import dashboard_dependency_error
 
-        error = get_dashboard_dependency_error()
-    except ImportError:  # that helper moved: check the packages it checks
-        import importlib.util
-
-        missing = [m for m in ("aiohttp", "aiohttp_cors", "prometheus_client") if importlib.util.find_spec(m) is None]
-        error = ImportError(", ".join(missing)) if missing else None
+    error = dashboard_dependency_error()
     if error is not None:
         raise ConfigError(
             "--dashboard",

@@ -29,33 +29,25 @@ from typing import Any, Optional
 
 from ray.tune.schedulers import TrialScheduler
 
+from raynas._tune.schedulers import population_checkpoints
+from raynas._tune.snapshots import Snapshots, mark_for_snapshot, set_trial_status, sync_running, unsettled
 from raynas.experiment import checkpoint_dirs
 
 log = logging.getLogger(__name__)
 
 
-def _checkpoint_manager(controller: Any) -> Any:
-    controller = getattr(controller, "_tune_controller", controller)
-    manager = getattr(controller, "_checkpoint_manager", None)
-    if manager is None or not hasattr(manager, "_should_force_sync_up"):
-        if not getattr(request_snapshot, "_warned", False):
-            request_snapshot._warned = True  # type: ignore[attr-defined]
-            log.warning("this Ray version hides the experiment snapshot hook; resume may repeat recent work")
-        return None
-    return manager
-
-
 def request_snapshot(controller: Any) -> bool:
-    """Marks the experiment state to be written at the end of the current controller step.
+    """Forces the experiment state to be written at the end of the current controller step.
 
     Returns:
-        False if this Ray version does not expose the hook (resume is then only as exact as
-        Tune's periodic snapshots).
+        False where the installed Tune does not let raynas force one (reported by
+        :func:`raynas._tune.check_compat`; resume is then only as exact as Tune's periodic
+        snapshots).
     """
-    manager = _checkpoint_manager(controller)
-    if manager is None:
+    snapshots = Snapshots.of(controller)
+    if snapshots is None:
         return False
-    manager._should_force_sync_up = True
+    snapshots.force()
     return True
 
 
@@ -89,7 +81,7 @@ class SnapshotPacer:
         self.max_wait_s = max_wait_s
         self.pending = False
         self._controller: Any = None
-        self._hooked: Any = None  # the checkpoint manager whose snapshots are timed and held
+        self._hooked: Snapshots | None = None  # the snapshots timed and held
         self._held_since: float | None = None
         self.cost = 0.0  # seconds, of the last snapshot
         self.clock = time.monotonic
@@ -110,67 +102,47 @@ class SnapshotPacer:
     @property
     def waiting(self) -> bool:
         """Whether a snapshot is asked for and not taken yet (postponed, or forced and held)."""
-        return self.pending or bool(self._hooked is not None and self._hooked._should_force_sync_up)
+        return self.pending or bool(self._hooked is not None and self._hooked.forced)
 
-    def _hook(self, manager: Any) -> None:
-        if self._hooked is manager:
+    def _hook(self, snapshots: Snapshots) -> None:
+        if self._hooked is not None and self._hooked.manager is snapshots.manager:
             return
-        self._hooked = manager
-        original = manager.sync_up_experiment_state
-        controller = getattr(self._controller, "_tune_controller", self._controller)
+        self._hooked = snapshots
+        controller = self._controller
         pacer = self
 
-        def sync_up_experiment_state(save_fn, force: bool = False, wait: bool = False):
+        def around(original, save_fn, force: bool, wait: bool):
             now = pacer.clock()
-            due = manager._should_force_sync_up or now - manager._last_save_time >= manager._checkpoint_period
-            if due and not force and _unsettled(controller):
+            if snapshots.due(now) and not force and unsettled(controller):
                 pacer._held_since = pacer._held_since or now
                 if now - pacer._held_since < pacer.max_wait_s:
                     return None  # still due, at the end of the next step
-            before = manager._last_save_time
+            before = snapshots.last_time
             try:
                 return original(save_fn=save_fn, force=force, wait=wait)
             finally:
-                if manager._last_save_time != before:  # a snapshot, not a throttled call
+                if snapshots.last_time != before:  # a snapshot, not a throttled call
                     pacer.cost, pacer._held_since = pacer.clock() - now, None
 
-        manager.sync_up_experiment_state = sync_up_experiment_state
+        snapshots.wrap(around)
 
     def poll(self) -> bool:
         """Forces the pending snapshot if its time has come; True if one is forced."""
         if not self.pending or self._controller is None:
             return False
-        manager = _checkpoint_manager(self._controller)
-        if manager is None:
+        snapshots = Snapshots.of(self._controller)
+        if snapshots is None:
             self.pending = False
             return False
-        self._hook(manager)
-        last = getattr(manager, "_last_save_time", 0.0) or 0.0
-        if self.clock() - last < self.cost * (1.0 / self.share - 1.0):
+        self._hook(snapshots)
+        if self.clock() - snapshots.last_time < self.cost * (1.0 / self.share - 1.0):
             return False
-        manager._should_force_sync_up = True
+        snapshots.force()
         self.pending = False
         return True
 
 
-def _unsettled(controller: Any) -> bool:
-    """Whether a trial has a save (a result's checkpoint, a pause) or a decision on its way."""
-    if getattr(controller, "_cached_trial_decisions", None):
-        return True
-    live = getattr(controller, "_live_trials", None)
-    if live is None:
-        live = controller.get_trials() if hasattr(controller, "get_trials") else ()
-    return any(getattr(t, "is_saving", False) for t in live)
-
-
 SCHEDULER_FILE = "scheduler.pkl"
-
-# The scheduler Tune is driving, per experiment folder (the journal saves it at snapshot time).
-_LIVE: dict[str, "DurableScheduler"] = {}
-
-
-def live_scheduler(exp_dir: str) -> "DurableScheduler | None":
-    return _LIVE.get(exp_dir)
 
 
 class _MissingTrial:
@@ -255,22 +227,15 @@ class DurableScheduler(TrialScheduler):
         """Paths of checkpoints the inner scheduler may still hand to a trial: PBT and PB2 keep
         each trial's checkpoint from its last perturbation, which another trial can exploit
         later, after its owner has trained on (so it must survive pruning)."""
-        states = getattr(self.inner, "_trial_state", None) or {}
-        paths = []
-        for state in states.values():
-            checkpoint = getattr(state, "last_checkpoint", None)
-            if checkpoint is not None and getattr(checkpoint, "path", None):
-                paths.append(checkpoint.path)
-        return paths
+        return population_checkpoints(self.inner)
 
     def _activate(self) -> None:
-        """On first use: register as live and, on resume, pick up the saved scheduler."""
+        """On first use, on resume: pick up the saved scheduler."""
         if self._active:
             return
         self._active = True
         if self.exp_dir is None:
             return
-        _LIVE[self.exp_dir] = self
         path = os.path.join(self.exp_dir, BACKUP_DIR, SCHEDULER_FILE)
         if os.path.exists(path):
             from ray import cloudpickle
@@ -306,7 +271,7 @@ class DurableScheduler(TrialScheduler):
 
     @property
     def _metric(self):
-        return self.inner._metric
+        return self.inner.metric
 
     @property
     def supports_buffered_results(self):
@@ -348,7 +313,7 @@ class DurableScheduler(TrialScheduler):
         # Tune stops a PAUSED or PENDING trial (HyperBand halving its bracket, say) without
         # marking it for the next snapshot (it marks only trials that have an actor), so the
         # snapshot kept it as PAUSED and a resume ran it again, to the end.
-        _mark_for_snapshot(tune_controller, trial)
+        mark_for_snapshot(tune_controller, trial)
         self.pacer.request(tune_controller)
 
     def choose_trial_to_run(self, tune_controller):
@@ -362,8 +327,8 @@ class DurableScheduler(TrialScheduler):
             for trial_id in self._paused_ids:
                 trial = self._readded.get(trial_id)
                 if trial is not None and trial.status == "PENDING":
-                    tune_controller._set_trial_status(trial, "PAUSED")
-                    _mark_for_snapshot(tune_controller, trial)
+                    if set_trial_status(tune_controller, trial, "PAUSED"):
+                        mark_for_snapshot(tune_controller, trial)
             self._paused_ids = set()
         if self._running_ids:
             # Tune restores a trial that was running as PENDING too, beside the trials that
@@ -388,14 +353,6 @@ class DurableScheduler(TrialScheduler):
 
     def restore(self, checkpoint_path: str):
         return self.inner.restore(checkpoint_path)
-
-
-def _mark_for_snapshot(controller: Any, trial: Any) -> None:
-    """Has Tune write ``trial``'s state (status included) into its next snapshot."""
-    controller = getattr(controller, "_tune_controller", controller)
-    mark = getattr(controller, "_mark_trial_to_checkpoint", None)
-    if mark is not None:
-        mark(trial)
 
 
 def _is_trial(obj: Any) -> bool:
@@ -516,10 +473,10 @@ def remove_staging_dirs(paths: list[str], syncer: Any) -> list[str]:
     """
     if not paths:
         return paths
-    if not hasattr(syncer, "_sync_process"):
-        return []  # another Tune: leave its folders alone
-    process = syncer._sync_process
-    if process is not None and process.is_running:
+    running = sync_running(syncer)
+    if running is None:
+        return []  # cannot tell when a copy runs: leave the folders alone
+    if running:
         return paths
     for path in paths:
         try:

@@ -7,7 +7,6 @@ every trial on a node reads the same copy.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import logging
 import os
@@ -22,7 +21,9 @@ from typing import IO, Any, Sequence
 import yaml
 
 from raynas import __version__
+from raynas import _tune
 from raynas._imports import WORKER_PATH_ENV, is_reference, module_file
+from raynas._tune.workers import ray_session
 from raynas.config import ExperimentSpec, spec_from_dict
 from raynas.errors import ConfigError, ResumeError, SearchFailedError
 from raynas.experiment import (
@@ -50,9 +51,10 @@ _DRIVER_ENV = {
 # Worker-side: keep the working directory (paths in experiments are resolved up front), and
 # Tune's own default for its trial actors (Lightning must not fork inside a Ray worker).
 _WORKER_ENV = {"RAY_CHDIR_TO_TRIAL_DIR": "0", "PL_DISABLE_FORK": "1"}
-# What the workers of a local Ray that raynas started inherit from the driver, and which Ray
-# that was (its session name); None when raynas joined a Ray (a cluster's or the caller's).
-_local_ray: tuple[str, dict[str, str]] | None = None
+# Which local Ray raynas started in this process (its session name), and what its workers
+# inherited from the driver; None when raynas joined a Ray (a cluster's or the caller's).
+# Kept for the process: a later run that joins this Ray hands it to the actor patches too.
+_local_ray: tuple[str | None, dict[str, str]] | None = None
 
 
 @dataclass
@@ -257,7 +259,7 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
     (set here first) and import the modules next to the experiment file from their folder
     (:mod:`raynas._worker_path`), and a job without a runtime environment lets the trial
     actors take the workers Ray prestarts for the driver (see
-    :func:`trial_actors_on_prestarted_workers`). Those workers import what a trial of a
+    :func:`raynas._tune.workers.trial_actors_on_prestarted_workers`). Those workers import what a trial of a
     built-in model family needs while the driver sets the search up
     (:mod:`raynas.trainables.warm`). A cluster gets the modules shipped as ``py_modules``.
     """
@@ -317,7 +319,7 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
         _quiet_ray_logs()
     inherited = dict(os.environ)  # what the processes of a local Ray start with
     context = ray.init(**kwargs)
-    _local_ray = (_ray_session(), inherited) if local else None
+    _local_ray = (ray_session(), inherited) if local else None
     if opts.dashboard:
         print(dashboard_note(getattr(context, "dashboard_url", None)), file=opts.stream or sys.stdout, flush=True)
     return True
@@ -354,159 +356,6 @@ def worker_preload_modules(spec: ExperimentSpec) -> list[str]:
     if spec.trainer.engine.value == "lightning":
         modules.append("pytorch_lightning")
     return modules
-
-
-def _ray_session() -> str | None:
-    try:
-        import ray._private.worker as ray_worker
-
-        return getattr(ray_worker._global_node, "session_name", None)
-    except (ImportError, AttributeError):
-        return None
-
-
-@contextlib.contextmanager
-def trial_actors_on_prestarted_workers():
-    """Lets Tune's trial actors start in the workers Ray prestarted, when that is safe.
-
-    Ray prestarts a Python worker per CPU when a driver connects, but gives one to an actor
-    only when their runtime environments match. Tune registers every trainable actor with a
-    ``runtime_env`` of its own (environment variables it propagates from the driver, such as
-    ``PL_DISABLE_FORK``), so each trial actor waits for a new process (about 1-2 s on two
-    cores, and then its imports). When raynas started the local Ray itself without a job
-    runtime environment, the workers inherited the driver's environment, so where every
-    variable Tune would set already has that value in the workers, the actor is registered
-    without one. Otherwise, or on another Ray layout, Tune's own registration stands.
-    The patch is undone when the block ends.
-    """
-    import ray
-
-    local = _local_ray
-    try:
-        from ray.tune.execution.class_cache import _ActorClassCache
-    except ImportError:
-        yield
-        return
-    if local is None or local[0] != _ray_session() or not hasattr(_ActorClassCache, "get"):
-        yield
-        return
-    inherited = local[1]
-    original = _ActorClassCache.get
-
-    def get(self, trainable_cls):
-        cached = trainable_cls in getattr(self, "_cache", {})
-        remote_cls = original(self, trainable_cls)
-        if cached:
-            return remote_cls
-        options = getattr(remote_cls, "_default_options", None) or {}
-        env = dict(options.get("runtime_env") or {})
-        env_vars = env.pop("env_vars", None) or {}
-        if not env and all(inherited.get(key) == value for key, value in env_vars.items()):
-            remote_cls = ray.remote(trainable_cls)
-            self._cache[trainable_cls] = remote_cls
-        return remote_cls
-
-    _ActorClassCache.get = get
-    try:
-        yield
-    finally:
-        _ActorClassCache.get = original
-
-
-@contextlib.contextmanager
-def starting_actors_kept_as_spares():
-    """Keeps an actor that is already starting when Tune gives its trial a reused one instead.
-
-    Tune asks for an actor for each pending trial, but when a reused actor frees up first it
-    gives that one to the trial and ends the trial's own actor, even one whose process is
-    already starting (``TuneController._maybe_reuse_cached_actor``). A trial that lives a few
-    dozen milliseconds frees its actor long before a new one is up, so one actor ended up
-    running every trial, one round trip at a time, however many slots the run had: measured
-    with 600 trivial trials in 4 slots, one process ran all of them in most runs.
-
-    Here the trial still takes the reused actor at once, but an actor of its own that Ray has
-    already placed (its resources held) is kept: when it is up it joins Tune's cache of
-    reusable actors, as a trial's actor does when its trial ends, and Tune's cache decides,
-    as for any other, whether it is kept for a waiting trial or ended. A request that Ray has
-    not placed yet is cancelled as before. No trial ever waits for an actor here.
-    Only in the local Ray that raynas started; undone when the block ends.
-    """
-    local = _local_ray
-    try:
-        from ray.tune.execution.tune_controller import TuneController
-    except ImportError:
-        yield
-        return
-    names = ("_maybe_reuse_cached_actor", "_actor_started", "_actor_stopped", "_actor_failed", "_cleanup_trials")
-    originals = {name: getattr(TuneController, name, None) for name in names}
-    if local is None or local[0] != _ray_session() or None in originals.values():
-        yield
-        return
-    spares: dict = {}  # tracked actor -> the resource request it was placed for
-
-    def _maybe_reuse_cached_actor(self, trial):
-        own = self._trial_to_actor.get(trial)
-        if (
-            own is not None
-            and trial not in self._resetting_trials
-            and own not in self._started_actors
-            and self._actor_manager.is_actor_started(own)  # placed: its process is starting
-            and self._actor_cache.has_cached_object(trial.placement_group_factory)
-        ):
-            # Detached, so that Tune hands the trial the cached actor without ending this one.
-            del self._trial_to_actor[trial]
-            del self._actor_to_trial[own]
-            spares[own] = trial.placement_group_factory
-        return originals["_maybe_reuse_cached_actor"](self, trial)
-
-    def _actor_started(self, tracked_actor, *args, **kwargs):
-        request = spares.pop(tracked_actor, None)
-        if request is None:
-            return originals["_actor_started"](self, tracked_actor, *args, **kwargs)
-        self._started_actors.add(tracked_actor)
-        if not self._actor_cache.cache_object(request, tracked_actor):
-            self._remove_actor(tracked_actor=tracked_actor)
-
-    def _actor_stopped(self, tracked_actor, *args, **kwargs):
-        spares.pop(tracked_actor, None)
-        return originals["_actor_stopped"](self, tracked_actor, *args, **kwargs)
-
-    def _actor_failed(self, tracked_actor, *args, **kwargs):
-        if tracked_actor not in spares:
-            return originals["_actor_failed"](self, tracked_actor, *args, **kwargs)
-        # A spare that failed as it started belongs to no trial: only clean it up.
-        del spares[tracked_actor]
-        self._actor_manager.clear_actor_task_futures(tracked_actor)
-        tracked_actor.set_on_stop(None)
-        tracked_actor.set_on_error(None)
-        self._actor_manager.remove_actor(tracked_actor, kill=False)
-        return originals["_actor_stopped"](self, tracked_actor)
-
-    def _cleanup_trials(self, *args, **kwargs):
-        # Tune's end of run stops its trials' and cached actors, then waits (up to 5 s) until
-        # every actor it tracks has stopped: a spare still starting is neither, and was waited
-        # for until that timeout, at the end of every run that had one.
-        for tracked_actor in list(spares):
-            del spares[tracked_actor]
-            tracked_actor.set_on_stop(None)
-            tracked_actor.set_on_error(None)
-            self._remove_actor(tracked_actor=tracked_actor)
-        return originals["_cleanup_trials"](self, *args, **kwargs)
-
-    replaced = {
-        "_maybe_reuse_cached_actor": _maybe_reuse_cached_actor,
-        "_actor_started": _actor_started,
-        "_actor_stopped": _actor_stopped,
-        "_actor_failed": _actor_failed,
-        "_cleanup_trials": _cleanup_trials,
-    }
-    for name, fn in replaced.items():
-        setattr(TuneController, name, fn)
-    try:
-        yield
-    finally:
-        for name, fn in originals.items():
-            setattr(TuneController, name, fn)
 
 
 def dashboard_note(url: str | None) -> str:
@@ -582,17 +431,21 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
     global _local_ray
     import ray
 
+    from raynas.durable import remove_downloaded_raynas_files
+
     started = _init_ray(spec, opts)
     try:
+        _tune.check_compat()  # once per process: which of raynas's features this Ray loses
         slots = _check_resources(spec)
         tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
+        journal = _wire(tuner)
         try:
-            with (
-                restore_failure_raised(),
-                trainable_lookups_cached(),
-                trial_actors_on_prestarted_workers(),
-                starting_actors_kept_as_spares(),
-                finished_trials_released() if not spec.scheduler.population_based else contextlib.nullcontext(),
+            with _tune.patched(
+                local=_local_ray,
+                journal=journal,
+                on_restored=remove_downloaded_raynas_files,
+                # PBT and PB2 read every trial's state from Tune's controller, finished ones too.
+                release_finished=not spec.scheduler.population_based,
             ):
                 tuner.fit()
         except RuntimeError as err:
@@ -618,242 +471,6 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
             _local_ray = None
             ray.shutdown()
     return exp_dir
-
-
-class _RestoreFailed(BaseException):
-    """Carries a failed restore of Tune's state past Tune's own handler (see
-    :func:`restore_failure_raised`); not an ``Exception``, which Tune catches."""
-
-
-@contextlib.contextmanager
-def restore_failure_raised():
-    """A resume whose saved state Tune cannot restore fails with :class:`ResumeError`.
-
-    Tune's controller catches any error of its restore, logs it and starts the whole search
-    again in the same folder, under a trial budget it no longer knows (seen: one trial, the
-    search's first point again, beside the trials already run). raynas stops instead, before
-    any trial starts. Undone when the block ends.
-
-    After a restore, the copies of raynas's own files that Tune made for it in its staging
-    folder are removed, so its snapshots do not put them back over the live ones
-    (:func:`raynas.durable.remove_downloaded_raynas_files`).
-    """
-    try:
-        from ray.tune.execution.tune_controller import TuneController
-    except ImportError:
-        yield
-        return
-    original = getattr(TuneController, "resume", None)
-    if original is None:
-        yield
-        return
-
-    def resume(self, *args, **kwargs):
-        try:
-            result = original(self, *args, **kwargs)
-        except Exception as err:
-            raise _RestoreFailed() from err
-        from raynas.durable import remove_downloaded_raynas_files
-
-        remove_downloaded_raynas_files(getattr(self, "_storage", None))
-        return result
-
-    TuneController.resume = resume
-    try:
-        yield
-    except _RestoreFailed as failed:
-        err = failed.__cause__
-        raise ResumeError(
-            f"Ray Tune could not restore the experiment's saved state ({type(err).__name__}: {err}); "
-            "no trial was run. The results so far are intact: rank them with raynas analyze"
-        ) from err
-    finally:
-        TuneController.resume = original
-
-
-@contextlib.contextmanager
-def trainable_lookups_cached():
-    """Tune looks each trial's trainable up by name, and unpickles it, more than once per trial.
-
-    Each lookup is two round trips to the GCS's key-value store and an unpickling of the
-    trainable class (``Trial.get_trainable_cls``): about 8% of the driver's time in a search of
-    trivial trials (py-spy, benchmarks/scale.py). The trainable of a run never changes while it
-    runs, so within ``Tuner.fit`` each name is looked up once; an unknown name still raises
-    Tune's own error. The patch is undone when the block ends.
-    """
-    try:
-        from ray.tune.experiment import trial as trial_module
-    except ImportError:  # another Ray layout: keep Tune's own lookups
-        yield
-        return
-    original = getattr(trial_module, "get_trainable_cls", None)
-    original_validate = getattr(trial_module, "validate_trainable", None)
-    if original is None or original_validate is None:
-        yield
-        return
-    found: dict = {}
-
-    def get_trainable_cls(name):
-        if name not in found:
-            found[name] = original(name)  # validates first: an unknown name raises TuneError
-        return found[name]
-
-    def validate_trainable(name):
-        get_trainable_cls(name)
-
-    trial_module.get_trainable_cls, trial_module.validate_trainable = get_trainable_cls, validate_trainable
-    try:
-        yield
-    finally:
-        trial_module.get_trainable_cls, trial_module.validate_trainable = original, original_validate
-
-
-@contextlib.contextmanager
-def finished_trials_released():
-    """Finished trials leave Tune's controller once a snapshot and the journal both say so.
-
-    Tune keeps every trial of a run in its controller until the run ends (the trial, its
-    config, last result, metadata, storage context and a cached JSON of its state, which
-    every experiment snapshot writes again): the driver's memory and each snapshot's size
-    grew with the number of trials run, about 40 MiB and a few MB per 1,000 trivial trials.
-    raynas's journal (``trials.json``) and each trial's folder hold what a finished trial
-    left; Tune needs it no more, except to list it when it builds its own analysis.
-
-    After each snapshot, a trial that was finished (``TERMINATED`` or ``ERROR``) when the
-    snapshot was written, whose end the journal has written too, and that has no actor, is
-    dropped from the controller: the next snapshot no longer lists it. A resume from either
-    snapshot is exact: the older one lists the trial as finished, the newer one not at all,
-    and the journal keeps its record (see :meth:`raynas.callbacks.Journal.on_step_begin`).
-    FIFO, ASHA, HyperBand and median stopping never look for finished trials in the
-    controller (the last two keep their own references to the trials they track); PBT and
-    PB2 do (``SchedulerSpec.population_based``: Ray's synchronous PBT sets its next
-    perturbation time from every trial's, finished ones included, and both keep every trial
-    themselves, so a release would change their decisions and free nothing), so their runs
-    keep Tune's rule. Undone when the block ends; nothing is patched for a Tune whose
-    controller lacks any attribute used.
-
-    After a release, the journal lets go of the trials' records too (they stay in its file,
-    :meth:`raynas.callbacks.Journal.retire`), the log-once keys Tune's encoder left in Ray for
-    the trials go (:func:`_forget_encoded_objects`), and the C heap's free pages go back to
-    the system (:class:`_HeapTrim`).
-    """
-    try:
-        from ray.tune.execution.tune_controller import TuneController
-    except ImportError:
-        yield
-        return
-    original = getattr(TuneController, "save_to_dir", None)
-    if original is None:
-        yield
-        return
-
-    trim = _HeapTrim()
-
-    def save_to_dir(self, *args, **kwargs):
-        finished = [t for t in self._trials if t.status in ("TERMINATED", "ERROR")]
-        result = original(self, *args, **kwargs)
-        if finished and _release_finished(self, finished):
-            _forget_encoded_objects()
-            trim.maybe()
-        return result
-
-    TuneController.save_to_dir = save_to_dir
-    try:
-        yield
-    finally:
-        TuneController.save_to_dir = original
-
-
-def _release_finished(controller, finished: list) -> int:
-    from raynas.callbacks import Journal
-
-    names = ("_trials", "_stopped_trials", "_failed_trials", "_trial_metadata", "_trials_to_cache", "_trial_to_actor", "_callbacks")
-    if any(not hasattr(controller, name) for name in names):
-        return 0
-    journal = next((cb for cb in getattr(controller._callbacks, "_callbacks", ()) if isinstance(cb, Journal)), None)
-    if journal is None:
-        return 0
-    gone = {
-        trial
-        for trial in finished
-        if trial.status in ("TERMINATED", "ERROR")  # as when the snapshot was written
-        and journal.settled(trial.trial_id)
-        and trial not in controller._trial_to_actor
-        and trial not in controller._trials_to_cache  # changed since: the next snapshot has it
-    }
-    kept = [t for t in controller._trials if t not in gone]
-    if not kept and gone:
-        # The controller keeps at least one trial: Tune's resume takes the staging folder of
-        # the first trial in the snapshot and, from a snapshot without any, fails and starts
-        # the whole search again (seen: a grid search interrupted between one trial's end and
-        # the next one's creation ran its first point twice and stopped short). The last
-        # finished trial stays until another trial is there.
-        last = next(t for t in reversed(controller._trials) if t in gone)
-        gone.discard(last)
-        kept = [last]
-    if not gone:
-        return 0
-    # In place: callbacks and schedulers hold the list itself (Tune passes it to them).
-    controller._trials[:] = kept
-    journal.retire(trial.trial_id for trial in gone)
-    for trial in gone:
-        controller._stopped_trials.discard(trial)
-        controller._failed_trials.discard(trial)
-        controller._trial_metadata.pop(trial.trial_id, None)
-    return len(gone)
-
-
-class _HeapTrim:
-    """Hands the C heap's free pages back to the system after trials are released.
-
-    What a released trial held is freed, but glibc keeps freed memory in its heap, between
-    blocks still in use: with the memory in use in its heap flat (``mallinfo2``), the
-    driver's resident memory still grew by 14-16 MiB per 1,000 trivial trials
-    (benchmarks/scale.py), about 6 with a trim after each release. ``malloc_trim(0)``
-    returns those pages (Dask's workers do the same). A trim takes a few
-    milliseconds; after one that took ``t``, the next waits at least ``spacing * t``, so trims
-    take at most about 1/``spacing`` of the driver's time. A no-op without glibc.
-    """
-
-    def __init__(self, spacing: float = 20.0):
-        self.spacing = spacing
-        self._next = 0.0
-        self._trim = None
-        if sys.platform.startswith("linux"):
-            try:
-                import ctypes
-
-                self._trim = ctypes.CDLL("libc.so.6").malloc_trim
-            except (OSError, AttributeError):  # musl and others: no malloc_trim
-                pass
-
-    def maybe(self) -> bool:
-        """Trims unless the last trim was too recent; returns whether it trimmed."""
-        start = time.monotonic()
-        if self._trim is None or start < self._next:
-            return False
-        self._trim(0)
-        end = time.monotonic()
-        self._next = end + self.spacing * (end - start)
-        return True
-
-
-def _forget_encoded_objects() -> None:
-    """Drops the log-once keys Tune's JSON encoder leaves for every trial.
-
-    Tune encodes each trial's state with ``TuneFunctionEncoder``, which falls back to
-    cloudpickle for objects JSON cannot hold (a trial's storage context, its metric windows)
-    and, to log that only once, keeps ``str(obj)`` in Ray's ``log_once`` set: a few keys of
-    50-200 characters per trial, never dropped. Only those keys are removed.
-    """
-    try:
-        from ray.util import debug
-    except ImportError:
-        return
-    logged = getattr(debug, "_logged", None)
-    if isinstance(logged, set):
-        for key in [k for k in logged if isinstance(k, str) and k.startswith("tune_func_encode:")]:
-            logged.discard(key)
 
 
 def _records(exp_dir: Path) -> list:
@@ -904,9 +521,10 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
     view = None
     if opts.progress:
         view = ProgressView(exp_dir.name, metric, mode, spec.num_trials, spec.max_epochs, stream=opts.stream)
-    journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics))
     searcher = SEARCHERS[spec.search.searcher].build(spec)
     scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))
+    journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics),
+                      scheduler=scheduler)
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -934,3 +552,18 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
             failure_config=tune.FailureConfig(max_failures=spec.trainer.max_failures),
         ),
     )
+
+
+def _wire(tuner):
+    """Hands the run's scheduler to its journal and returns the journal (None where the installed
+    Tune hides them). A new run's were handed over where they were built; a resumed run's are
+    the objects Tune unpickled from its ``tuner.pkl``, which an earlier raynas wrote unwired."""
+    from raynas.callbacks import Journal
+    from raynas.durable import DurableScheduler
+    from raynas._tune.snapshots import tuner_parts
+
+    scheduler, callbacks = tuner_parts(tuner)
+    journal = next((cb for cb in callbacks if isinstance(cb, Journal)), None)
+    if journal is not None and isinstance(scheduler, DurableScheduler):
+        journal.scheduler = scheduler
+    return journal

@@ -248,9 +248,11 @@ def _own_checkpoints() -> tuple[list, int, int]:
 
     from pyarrow import fs as pafs
     from ray import tune
-    from ray.train._internal.session import get_storage  # Tune's own (v1) session, as FunctionTrainable uses
+    from raynas._tune.workers import trial_storage
 
-    storage = get_storage()
+    storage = trial_storage()
+    if storage is None:  # reported by check_compat: Tune's own choice of checkpoint stands
+        return [], 0, 0
     fs, trial_path = storage.storage_filesystem, storage.trial_fs_path
     pattern = re.compile(r"checkpoint_(\d+)$")
     try:
