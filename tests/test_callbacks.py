@@ -110,7 +110,7 @@ def test_a_finished_trial_keeps_tunes_statistics_of_the_objectives_only(tmp_path
 
 def test_a_finished_trial_missing_from_the_restored_state_stays_finished(tmp_path):
     """Finished trials leave Tune's state once the journal says they finished
-    (raynas.runner.finished_trials_released); only unfinished ones missing from it are lost."""
+    (raynas._tune.controller.finished_trials_released); only unfinished ones missing from it are lost."""
     lay_out(tmp_path, {"a": rows([0.5, 0.6, 0.7, 0.8]), "b": rows([0.4]), "c": rows([0.3])}, journal_epochs=4)
     records = read_journal(tmp_path)
     records["a"].status = Status.COMPLETED

@@ -72,7 +72,6 @@ def test_saved_scheduler_rebinds_to_the_restored_trials(tmp_path, name):
     state_before = first.inner.debug_string()
     os.makedirs(tmp_path / BACKUP_DIR)
     (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
-    durable._LIVE.pop(exp_dir, None)
 
     # A resumed run: Tune unpickles the scheduler as it was at the start (tuner.pkl, written
     # with cloudpickle), then re-adds every restored trial (new objects, same ids) to it.
@@ -131,7 +130,6 @@ def resume_and_start(tmp_path, first, n, finished=()):
     exp_dir = str(tmp_path)
     os.makedirs(tmp_path / BACKUP_DIR)
     (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
-    durable._LIVE.pop(exp_dir, None)
     resumed = DurableScheduler(hyperband(), exp_dir)
     new = trials("t", n)
     controller = Controller(new)
@@ -142,7 +140,6 @@ def resume_and_start(tmp_path, first, n, finished=()):
     while (trial := resumed.choose_trial_to_run(controller)) is not None:
         chosen.append(trial)
         trial.set_status(Trial.RUNNING)
-    durable._LIVE.pop(exp_dir, None)
     return new, chosen
 
 
@@ -204,7 +201,6 @@ def test_a_paused_trial_that_is_stopped_is_written_into_the_next_snapshot(tmp_pa
         scheduler.on_trial_add(controller, t)
     scheduler.on_trial_remove(controller, ts[1])  # what Tune's stop_trial calls for a PAUSED trial
     assert controller.marked == [ts[1]]
-    durable._LIVE.pop(str(tmp_path), None)
 
 
 def test_a_fresh_run_has_nothing_to_restore(tmp_path):
@@ -213,7 +209,7 @@ def test_a_fresh_run_has_nothing_to_restore(tmp_path):
     inner = scheduler.inner
     t = trials("t", 1)
     feed(scheduler, Controller(t), t, epochs=1)
-    assert scheduler.inner is inner and durable.live_scheduler(str(tmp_path)) is scheduler
+    assert scheduler.inner is inner
 
 
 @pytest.mark.parametrize("name", ["pbt", "pb2"])

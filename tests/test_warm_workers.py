@@ -15,6 +15,7 @@ import textwrap
 import pytest
 
 from raynas import runner
+from raynas._tune.workers import ray_session, trial_actors_on_prestarted_workers
 from raynas.config import spec_from_dict
 from tests.helpers import ROOT, run_script
 
@@ -81,22 +82,18 @@ def test_actor_registration_drops_tunes_runtime_env_only_when_workers_inherit_it
 
     monkeypatch.setenv("PL_DISABLE_FORK", "1")
     # Ray not started by raynas (the caller's, as here): Tune's registration stands.
-    monkeypatch.setattr(runner, "_local_ray", None)
-    with runner.trial_actors_on_prestarted_workers():
+    with trial_actors_on_prestarted_workers(None):
         assert registered_env(_Trainable)["env_vars"]["PL_DISABLE_FORK"] == "1"
     # Started by raynas, and every variable Tune propagates has the same value in the workers.
-    monkeypatch.setattr(runner, "_local_ray", (runner._ray_session(), dict(os.environ)))
-    with runner.trial_actors_on_prestarted_workers():
+    with trial_actors_on_prestarted_workers((ray_session(), dict(os.environ))):
         assert not registered_env(_Trainable)
     assert registered_env(_Trainable)  # undone after the block
     # A variable Tune would set that the workers do not have (set after Ray started).
     inherited = {k: v for k, v in os.environ.items() if k != "PL_DISABLE_FORK"}
-    monkeypatch.setattr(runner, "_local_ray", (runner._ray_session(), inherited))
-    with runner.trial_actors_on_prestarted_workers():
+    with trial_actors_on_prestarted_workers((ray_session(), inherited)):
         assert registered_env(_Trainable)["env_vars"]["PL_DISABLE_FORK"] == "1"
     # Another Ray than the one raynas started.
-    monkeypatch.setattr(runner, "_local_ray", ("session_elsewhere", dict(os.environ)))
-    with runner.trial_actors_on_prestarted_workers():
+    with trial_actors_on_prestarted_workers(("session_elsewhere", dict(os.environ))):
         assert registered_env(_Trainable)
 
 

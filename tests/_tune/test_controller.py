@@ -1,4 +1,4 @@
-"""runner: Tune's per-trial trainable lookups, once per name within a run; the driver's housekeeping.
+"""_tune.controller: Tune's per-trial trainable lookups, once per name within a run; the driver's housekeeping.
 
 Ray Tune's real registry and Trial objects (without Ray started, the registry keeps
 registrations in the process; once Ray runs, each lookup is a GCS round trip).
@@ -15,7 +15,7 @@ from ray.tune.experiment import trial as trial_module
 from ray.tune.utils.serialization import TuneFunctionEncoder
 from ray.util import debug
 
-from raynas.runner import _forget_encoded_objects, _HeapTrim, trainable_lookups_cached
+from raynas._tune.controller import HeapTrim, forget_encoded_objects, trainable_lookups_cached
 
 
 def _fn(config):
@@ -26,7 +26,7 @@ def test_each_name_is_looked_up_once_and_tune_is_restored_after(monkeypatch):
     tune.register_trainable("raynas_lookup_test", _fn)
     calls = []
     original = trial_module.get_trainable_cls
-    monkeypatch.setattr(trial_module, "get_trainable_cls", lambda name: calls.append(name) or original(name))
+    monkeypatch.setattr(trial_module, "get_trainable_cls", lambda trainable_name: calls.append(trainable_name) or original(trainable_name))
     patched_original = trial_module.get_trainable_cls
     with trainable_lookups_cached():
         trials = [Trial("raynas_lookup_test", config={"i": i}) for i in range(3)]
@@ -42,13 +42,13 @@ def test_each_name_is_looked_up_once_and_tune_is_restored_after(monkeypatch):
 
 
 def test_heap_trims_are_spaced_by_their_own_cost():
-    trim = _HeapTrim(spacing=1e9)  # after one trim, the next waits a billion times its cost
+    trim = HeapTrim(spacing=1e9)  # after one trim, the next waits a billion times its cost
     if not sys.platform.startswith("linux"):
         assert trim.maybe() is False  # no glibc: nothing to trim, never an error
         return
     assert trim.maybe() is True
     assert trim.maybe() is False
-    assert _HeapTrim(spacing=0).maybe() is True
+    assert HeapTrim(spacing=0).maybe() is True
 
 
 def test_only_tunes_encoder_log_once_keys_are_forgotten():
@@ -59,7 +59,7 @@ def test_only_tunes_encoder_log_once_keys_are_forgotten():
     json.dumps({"x": Opaque()}, cls=TuneFunctionEncoder)
     debug.log_once("raynas-test-other-key")
     assert "tune_func_encode:opaque-for-raynas-test" in debug._logged
-    _forget_encoded_objects()
+    forget_encoded_objects()
     assert not any(k.startswith("tune_func_encode:") for k in debug._logged)
     assert "raynas-test-other-key" in debug._logged
     debug._logged.discard("raynas-test-other-key")
