@@ -36,21 +36,6 @@ from raynas.experiment import checkpoint_dirs
 log = logging.getLogger(__name__)
 
 
-def request_snapshot(controller: Any) -> bool:
-    """Forces the experiment state to be written at the end of the current controller step.
-
-    Returns:
-        False where the installed Tune does not let raynas force one (reported by
-        :func:`raynas._tune.check_compat`; resume is then only as exact as Tune's periodic
-        snapshots).
-    """
-    snapshots = Snapshots.of(controller)
-    if snapshots is None:
-        return False
-    snapshots.force()
-    return True
-
-
 class SnapshotPacer:
     """Asks for a snapshot on every trial event, spends at most ``share`` of the driver's time
     on them, and lets one be taken only when Tune's state is settled.

@@ -259,8 +259,8 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
     (set here first) and import the modules next to the experiment file from their folder
     (:mod:`raynas._worker_path`), and a job without a runtime environment lets the trial
     actors take the workers Ray prestarts for the driver (see
-    :func:`raynas._tune.workers.trial_actors_on_prestarted_workers`). Those workers import what a trial of a
-    built-in model family needs while the driver sets the search up
+    :func:`raynas._tune.workers.trial_actors_on_prestarted_workers`). Those workers import
+    what a trial of a built-in model family needs while the driver sets the search up
     (:mod:`raynas.trainables.warm`). A cluster gets the modules shipped as ``py_modules``.
     """
     global _local_ray

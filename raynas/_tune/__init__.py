@@ -173,7 +173,6 @@ FEATURES: tuple[Feature, ...] = (
             Target("ray.air.execution._internal.actor_manager:RayActorManager.is_actor_started", ("self", "tracked_actor")),
             Target("ray.air.execution._internal.actor_manager:RayActorManager.clear_actor_task_futures", ("self", "tracked_actor")),
             Target("ray.air.execution._internal.actor_manager:RayActorManager.remove_actor", ("self", "tracked_actor", "kill")),
-            Target("ray.tune.execution.placement_groups:PlacementGroupFactory"),
             Target("ray.air.execution._internal.tracked_actor:TrackedActor.set_on_stop", ("self", "on_stop")),
             Target("ray.air.execution._internal.tracked_actor:TrackedActor.set_on_error", ("self", "on_error")),
             Target("ray.tune.execution.tune_controller:_ObjectCache.has_cached_object", ("self", "key")),

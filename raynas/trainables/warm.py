@@ -5,7 +5,7 @@ starts (Ray's ``preload_python_modules``), so the imports a trial would otherwis
 before its first epoch (torch, Tune's function trainable, raynas's training code, and
 ``torch._dynamo``, which torch's ``Optimizer.step`` imports on first use) happen while the
 driver is still importing Tune and building the Tuner. Together with trial actors that take
-the workers Ray prestarts (see ``raynas.runner.trial_actors_on_prestarted_workers``), this
+the workers Ray prestarts (see ``raynas._tune.workers.trial_actors_on_prestarted_workers``), this
 takes seconds off the time to the first epoch.
 
 It only imports and takes one optimizer step on a CPU tensor; it never touches CUDA (a GPU
