@@ -141,7 +141,8 @@ def _private_names() -> set:
 
 def test_no_module_outside_the_wall_touches_a_private_name_of_ray():
     private = _private_names()
-    allowed = {"raynas/search/searchers.py": {"_metric", "_mode"}}  # Searcher's own, for subclasses
+    # Searcher's own attributes, set for its subclasses; and Optuna's study._storage, not Ray's.
+    allowed = {"raynas/search/searchers.py": {"_metric", "_mode", "_storage"}}
     found = []
     for path in sorted((ROOT / "raynas").rglob("*.py")):
         rel = path.relative_to(ROOT).as_posix()
