@@ -20,7 +20,8 @@ import importlib
 import inspect
 import logging
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Iterable
 
 __all__ = ["Feature", "Target", "FEATURES", "feature", "check_compat", "compat_report", "patched"]
@@ -106,14 +107,14 @@ class Feature:
     lost: str
     targets: tuple[Target, ...]
     where: str = ""
-    _problems: list = field(default_factory=list, compare=False, repr=False)
+
+    @cached_property
+    def _found(self) -> list[str]:
+        return [p for p in (t.problem() for t in self.targets) if p]
 
     def problems(self) -> list[str]:
-        """Every target that is missing or changed on the installed Ray (cached once known)."""
-        if not self._problems:
-            found = [p for p in (t.problem() for t in self.targets) if p]
-            self._problems.append(found)
-        return self._problems[0]
+        """Every target that is missing or changed on the installed Ray (checked once)."""
+        return self._found
 
     def applies(self) -> bool:
         return not self.problems()
@@ -321,9 +322,10 @@ def feature(name: str) -> Feature:
 
 def compat_report(features: Iterable[Feature]) -> str:
     """The warning for features that cannot apply: each one's name, what is lost, and why."""
+    version = getattr(sys.modules.get("ray"), "__version__", "unknown")
     lines = [
-        "raynas: some of its features cannot apply on the installed Ray "
-        "(tested with the version range in raynas's pyproject.toml); the run goes on without them:"
+        f"raynas: warning: on Ray {version} (raynas is tested with the Ray its pyproject.toml pins), "
+        "these features cannot apply; the run goes on without them:"
     ]
     for f in features:
         lines.append(f"  - {f.name}: lost: {f.lost}")
