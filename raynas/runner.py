@@ -23,7 +23,7 @@ import yaml
 from raynas import __version__
 from raynas import _tune
 from raynas._imports import WORKER_PATH_ENV, is_reference, module_file
-from raynas._tune.workers import ray_session
+from raynas._tune.workers import quiet_ray_logs, ray_session
 from raynas.config import ExperimentSpec, spec_from_dict
 from raynas.errors import ConfigError, ResumeError, SearchFailedError
 from raynas.experiment import (
@@ -316,32 +316,13 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
         if preload:
             system["preload_python_modules"] = preload
     if not opts.verbose:
-        _quiet_ray_logs()
+        quiet_ray_logs()
     inherited = dict(os.environ)  # what the processes of a local Ray start with
     context = ray.init(**kwargs)
     _local_ray = (ray_session(), inherited) if local else None
     if opts.dashboard:
         print(dashboard_note(getattr(context, "dashboard_url", None)), file=opts.stream or sys.stdout, flush=True)
     return True
-
-
-class _NoTrialTracebacks(logging.Filter):
-    """Drops Tune's traceback of each failed trial: the journal keeps the error, the trial's
-    error.txt the traceback, and a search in which every trial failed ends with a summary."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith("Trial task failed")
-
-
-def _quiet_ray_logs() -> None:
-    """Ray's and Tune's logs stay out of the trial table unless ``--verbose``."""
-    for name in ("ray.tune", "ray.train", "ray.air", "ray.data",
-                 # Token authentication's notice; --dashboard prints how to sign in instead.
-                 "ray._private.authentication.authentication_token_setup"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    controller = logging.getLogger("ray.tune.execution.tune_controller")
-    if not any(isinstance(f, _NoTrialTracebacks) for f in controller.filters):
-        controller.addFilter(_NoTrialTracebacks())
 
 
 def worker_preload_modules(spec: ExperimentSpec) -> list[str]:

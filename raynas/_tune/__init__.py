@@ -305,6 +305,15 @@ FEATURES: tuple[Feature, ...] = (
         "raynas.search.searchers:SpaceSearcher",
     ),
     Feature(
+        "quiet_ray_logs",
+        "Ray's token-authentication notice and Tune's traceback of each failed trial are logged by "
+        "private modules; raynas prints a summary of the errors instead",
+        "the notice and every failed trial's traceback are printed over the trial table",
+        (Target("ray._private.authentication.authentication_token_setup:logger"),
+         Target(f"{_CONTROLLER}._trial_task_failure", ("self", "trial", "exception"))),
+        "raynas._tune.workers:quiet_ray_logs",
+    ),
+    Feature(
         "dashboard_dependency_check",
         "`raynas run --dashboard` fails before Ray starts when the dashboard's packages are missing, by Ray's own test",
         "--dashboard checks a fixed list of packages instead of Ray's own test",

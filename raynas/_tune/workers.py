@@ -4,6 +4,7 @@ would end them. Also the small reads of Ray's internals that trials and the CLI 
 from __future__ import annotations
 
 import contextlib
+import logging
 from typing import Any
 
 from raynas._tune import feature
@@ -177,3 +178,27 @@ def dashboard_dependency_error() -> Exception | None:
 
     missing = [m for m in ("aiohttp", "aiohttp_cors", "prometheus_client") if importlib.util.find_spec(m) is None]
     return ImportError(", ".join(missing)) if missing else None
+
+
+_TOKEN_NOTICE_LOGGER = "ray._private.authentication.authentication_token_setup"
+_TRIAL_FAILED = "Trial task failed"
+
+
+class _NoTrialTracebacks(logging.Filter):
+    """Drops Tune's traceback of each failed trial: the journal keeps the error, the trial's
+    error.txt the traceback, and a search in which every trial failed ends with a summary."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(_TRIAL_FAILED)
+
+
+def quiet_ray_logs() -> None:
+    """Ray's and Tune's logs stay out of the trial table (the CLI's ``--verbose`` keeps them)."""
+    names = ["ray.tune", "ray.train", "ray.air", "ray.data"]
+    if feature("quiet_ray_logs").applies():
+        names.append(_TOKEN_NOTICE_LOGGER)  # --dashboard prints how to sign in instead
+        controller = logging.getLogger("ray.tune.execution.tune_controller")
+        if not any(isinstance(f, _NoTrialTracebacks) for f in controller.filters):
+            controller.addFilter(_NoTrialTracebacks())
+    for name in names:
+        logging.getLogger(name).setLevel(logging.ERROR)
