@@ -185,7 +185,10 @@ def _validate(args) -> int:
     print(f"  name:       {spec.name}")
     print(f"  {what.split()[0] + ':':<11} {what.split()[1]}   data: {data}")
     print(f"  space:      {spec.space.describe_size()}")
-    print(f"  search:     {spec.search.searcher}, {spec.num_trials} trials, max_epochs {spec.max_epochs}")
+    # The searcher's parameters as they will be used: some defaults are derived (evolution's from num_trials).
+    options = " ".join(f"{k}={v}" for k, v in spec.search.options.items())
+    print(f"  search:     {spec.search.searcher}, {spec.num_trials} trials, max_epochs {spec.max_epochs}"
+          + (f"; {options}" if options else ""))
     print(f"  scheduler:  {sched}")
     objectives = ", ".join(f"{m.value} {name}" for name, m in zip(spec.objective.metrics, spec.objective.modes))
     print(f"  objective:  {objectives}" + ("" if not spec.constraints else f"   constraints: {_budgets(spec.constraints)}"))

@@ -27,7 +27,7 @@ import yaml
 from raynas._imports import is_reference, load_reference
 from raynas.errors import ConfigError, describe, did_you_mean
 from raynas.experiment import BUDGETS
-from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS, Param, Strategy
+from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS, Param, Strategy, evolution_sizes
 from raynas.spaces import Space
 from raynas.trainables.hparams import LR_SCHEDULES, OPTIMIZERS, TrainParams
 
@@ -61,6 +61,10 @@ class DataSpec:
     download: bool = False
     max_samples: int | None = None
     params: dict = field(default_factory=dict)
+
+
+#: Trials a search runs when ``search.num_trials`` is not set (grid: the grid size).
+DEFAULT_NUM_TRIALS = 10
 
 
 @dataclass
@@ -192,7 +196,7 @@ class ExperimentSpec:
         if self.search.searcher == "grid":
             size = int(self.space.size())
             return size if self.search.num_trials is None else min(size, self.search.num_trials)
-        return self.search.num_trials if self.search.num_trials is not None else 10
+        return self.search.num_trials if self.search.num_trials is not None else DEFAULT_NUM_TRIALS
 
     @property
     def scheduler_metric(self) -> str:
@@ -666,8 +670,12 @@ def _constraints(raw: Any, trainable: str | None) -> Constraints:
 
 def _check_strategies(search: SearchSpec, scheduler: SchedulerSpec, objective: Objective, trainer, space: Space, trainable) -> None:
     """Combinations of searcher, scheduler and objective that cannot work, refused with the reason."""
-    if search.searcher == "evolution" and search.options["sample_size"] is None:
-        search.options["sample_size"] = min(5, search.options["population_size"])
+    if search.searcher == "evolution":
+        # Derived from the budget unless given (raynas.search.registry.evolution_sizes says why).
+        num_trials = search.num_trials if search.num_trials is not None else DEFAULT_NUM_TRIALS
+        search.options["population_size"], search.options["sample_size"] = evolution_sizes(
+            num_trials, search.options["population_size"], search.options["sample_size"]
+        )
     if search.searcher == "evolution" and search.options["sample_size"] > search.options["population_size"]:
         raise ConfigError(
             "search.sample_size",
@@ -678,7 +686,7 @@ def _check_strategies(search: SearchSpec, scheduler: SchedulerSpec, objective: O
         raise ConfigError(
             "search.searcher",
             f"evolution's tournaments compare one score, but the objective has {len(objective.metrics)} "
-            "metrics; use optuna (NSGA-II) for a Pareto search, or a single objective metric",
+            "metrics; use optuna (multi-objective TPE) for a Pareto search, or a single objective metric",
         )
     if scheduler.name == "fifo":
         return

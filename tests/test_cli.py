@@ -27,6 +27,13 @@ def test_validate_prints_size_and_settings(capsys):
     assert main(["validate", str(QUICKSTART)]) == 0
     out = capsys.readouterr().out
     assert "96 discrete combinations" in out and "optuna, 24 trials" in out and "asha" in out
+    assert "sampler=auto n_startup_trials=8" in out
+
+
+def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
+    overrides = ["--set", "search.num_trials=120", "--set", "search.population_size=null", "--set", "search.sample_size=null"]
+    assert main(["validate", str(EXPERIMENTS / "evolution_digits.yaml"), *overrides]) == 0
+    assert "evolution, 120 trials, max_epochs 10; population_size=12 sample_size=9 mutations=2" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

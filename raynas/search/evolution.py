@@ -24,6 +24,7 @@ import math
 from typing import Any
 
 from raynas.experiment import better, loss_sign
+from raynas.search.registry import evolution_sizes
 from raynas.search.searchers import SpaceSearcher
 from raynas.spaces import Space
 from raynas.spaces.mutation import sites
@@ -66,10 +67,14 @@ class EvolutionSearcher(SpaceSearcher):
         mode: ``"max"`` or ``"min"``.
         seed: Seed of the searcher's random generator; with the same completion order, the
             same seed gives the same suggestions.
-        population_size: Members kept (the most recently completed trials), at least 2.
+        population_size: Members kept (the most recently completed trials), at least 2;
+            default ``num_trials // 10`` within 6..20 (20 without ``num_trials``).
         sample_size: Tournament size, at least 1 (1 is random parent choice, a
-            ``population_size`` tournament is greedy).
+            ``population_size`` tournament is greedy); default three quarters of
+            ``population_size``, rounded up.
         mutations: Most sites a child changes, at least 1.
+        num_trials: The search's budget, from which the sizes not given are derived
+            (:func:`raynas.search.registry.evolution_sizes`).
 
     Raises:
         ValueError: A parameter is out of range (the experiment file is checked earlier,
@@ -96,10 +101,12 @@ class EvolutionSearcher(SpaceSearcher):
         mode: str | None = None,
         seed: int | None = 0,
         *,
-        population_size: int = 20,
-        sample_size: int = 5,
+        population_size: int | None = None,
+        sample_size: int | None = None,
         mutations: int = 1,
+        num_trials: int | None = None,
     ):
+        population_size, sample_size = evolution_sizes(num_trials, population_size, sample_size)
         for label, value, low in (("population_size", population_size, 2), ("sample_size", sample_size, 1), ("mutations", mutations, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
                 raise ValueError(f"evolution: {label} must be an integer >= {low}, got {value!r}")
@@ -201,5 +208,6 @@ def build_evolution(spec: Any) -> EvolutionSearcher:
         metric=spec.objective.metric,
         mode=spec.objective.mode.value,
         seed=spec.search.seed,
+        num_trials=spec.num_trials,
         **spec.search.options,
     )
