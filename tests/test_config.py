@@ -227,7 +227,7 @@ def test_strategy_combinations_that_cannot_work_are_refused_with_the_reason():
     cases = [
         ({"objective": multi, "scheduler": {"name": "asha"}}, "scheduler.metric", "has several (val_acc, params)"),
         ({"objective": multi, "scheduler": {"name": "asha", "metric": "params"}}, "scheduler.metric", "fixed by the architecture"),
-        ({"objective": multi, "search": {"searcher": "evolution"}}, "search.searcher", "use optuna (NSGA-II)"),
+        ({"objective": multi, "search": {"searcher": "evolution"}}, "search.searcher", "use optuna (multi-objective TPE)"),
         ({"objective": multi, "scheduler": {"name": "pbt"}}, "scheduler.metric", "pbt compares trials by one metric"),
         ({"search": {"searcher": "optuna"}, "scheduler": {"name": "pbt"}}, "search.searcher", "use searcher random"),
         (

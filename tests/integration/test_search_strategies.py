@@ -79,7 +79,7 @@ def test_optuna_learns_pruned_trials_as_pruned_not_complete(tmp_path):
     assert "optuna: tpe" in text and "optuna: startup sample" in text and "stopped at 1 (rung 1)" in text
 
 
-def test_several_objectives_use_nsga2_and_tell_each_value(tmp_path):
+def test_several_objectives_use_multi_objective_tpe_and_tell_each_value(tmp_path):
     import optuna
 
     folder, journal = run(
@@ -93,7 +93,7 @@ def test_several_objectives_use_nsga2_and_tell_each_value(tmp_path):
         },
     )
     study = study_of(folder)
-    assert isinstance(study.sampler, optuna.samplers.NSGAIISampler)
+    assert isinstance(study.sampler, optuna.samplers.TPESampler)
     assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE"]
     complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert len(complete) == 6
