@@ -24,9 +24,16 @@ def run(tmp_path, name, raw):
 
 
 def study_of(folder):
+    """The study as a resume restores it (the saved state holds its trials, not the study)."""
+    from raynas.search.searchers import OptunaSearcher
+    from raynas.spaces import Space
+
     newest = max(glob.glob(str(folder / "searcher-state-*.pkl")))
     with open(newest, "rb") as f:
-        return pickle.load(f)["state"]["study"]
+        saved = pickle.load(f)
+    searcher = OptunaSearcher(Space(saved["space"]))
+    searcher.set_state(saved["state"])
+    return searcher.study
 
 
 def test_optuna_learns_pruned_trials_as_pruned_not_complete(tmp_path):
