@@ -4,7 +4,6 @@ The run drives the searchers directly (no Ray is started)."""
 
 import importlib.util
 import json
-import math
 import subprocess
 import sys
 
