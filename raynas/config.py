@@ -27,7 +27,7 @@ import yaml
 from raynas._imports import is_reference, load_reference
 from raynas.errors import ConfigError, describe, did_you_mean
 from raynas.experiment import BUDGETS
-from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS, Param, Strategy, evolution_sizes
+from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS, Param, Strategy
 from raynas.spaces import Space
 from raynas.trainables.hparams import LR_SCHEDULES, OPTIMIZERS, TrainParams
 
@@ -515,18 +515,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
     # -- search and scheduler
     search = _search_spec(raw.get("search"), space)
     scheduler = _scheduler_spec(raw.get("scheduler"), max_epochs)
-    if scheduler.name == "hyperband" and search.max_concurrent is not None:
-        need = hyperband_largest_bracket(scheduler.options["max_t"], scheduler.options["reduction_factor"])
-        if search.max_concurrent < need:
-            raise ConfigError(
-                "search.max_concurrent",
-                f"hyperband halves a bracket only once all its trials exist, and its largest bracket "
-                f"(max_t={scheduler.options['max_t']}, reduction_factor={scheduler.options['reduction_factor']:g}) "
-                f"holds {need} trials; max_concurrent={search.max_concurrent} would stop no trial. "
-                "Leave max_concurrent unset (CPUs still limit the running trials) or use asha",
-            )
-
-    _check_strategies(search, scheduler, objective, trainer, space, trainable)
+    _check_scheduler_metric(scheduler, objective)
 
     # -- model and data (the built-in trainable needs both; a user trainable may use data)
     data = None
@@ -561,24 +550,9 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         base_dir=base_dir,
         raw=copy.deepcopy(raw),
     )
-    _check_synchronous_population(spec)
+    for strategy in (SEARCHERS[search.searcher], SCHEDULERS[scheduler.name]):
+        strategy.check(spec)  # its own rules (raynas.search.rules, raynas.search.pbt)
     return spec
-
-
-def _check_synchronous_population(spec: ExperimentSpec) -> None:
-    """Synchronous PBT/PB2 compares the whole population at each perturbation point."""
-    search, scheduler = spec.search, spec.scheduler
-    if not scheduler.synchronous_population or search.max_concurrent is None:
-        return
-    if search.max_concurrent < spec.num_trials:
-        raise ConfigError(
-            "search.max_concurrent",
-            f"synchronous {scheduler.name} perturbs only once every trial of the population has reached "
-            f"the perturbation point, so all {spec.num_trials} trials must be live at once; "
-            f"max_concurrent={search.max_concurrent} would compare trials that never ran together. "
-            "Leave max_concurrent unset (CPUs still limit the running trials; the others wait, paused) "
-            "or set synch: false",
-        )
 
 
 def _trainable_ref(raw: Any) -> tuple[str | None, dict]:
@@ -668,26 +642,9 @@ def _constraints(raw: Any, trainable: str | None) -> Constraints:
 
 
 
-def _check_strategies(search: SearchSpec, scheduler: SchedulerSpec, objective: Objective, trainer, space: Space, trainable) -> None:
-    """Combinations of searcher, scheduler and objective that cannot work, refused with the reason."""
-    if search.searcher == "evolution":
-        # Derived from the budget unless given (raynas.search.registry.evolution_sizes says why).
-        num_trials = search.num_trials if search.num_trials is not None else DEFAULT_NUM_TRIALS
-        search.options["population_size"], search.options["sample_size"] = evolution_sizes(
-            num_trials, search.options["population_size"], search.options["sample_size"]
-        )
-    if search.searcher == "evolution" and search.options["sample_size"] > search.options["population_size"]:
-        raise ConfigError(
-            "search.sample_size",
-            f"a tournament draws from the population, so sample_size must be <= population_size "
-            f"({search.options['population_size']}), got {search.options['sample_size']}",
-        )
-    if objective.multi and search.searcher == "evolution":
-        raise ConfigError(
-            "search.searcher",
-            f"evolution's tournaments compare one score, but the objective has {len(objective.metrics)} "
-            "metrics; use optuna (multi-objective TPE) for a Pareto search, or a single objective metric",
-        )
+def _check_scheduler_metric(scheduler: SchedulerSpec, objective: Objective) -> None:
+    """The metric an early-stopping scheduler compares trials by: one of the objective's, and
+    one that changes with training (each strategy's own rules are in its registry entry)."""
     if scheduler.name == "fifo":
         return
     metric = scheduler.options.get("metric")
@@ -711,33 +668,6 @@ def _check_strategies(search: SearchSpec, scheduler: SchedulerSpec, objective: O
             f"{metric} is fixed by the architecture and does not change during training, so {scheduler.name} "
             "could not tell a promising trial from a weak one; use a training metric such as val_acc",
         )
-    if scheduler.population_based:
-        name = scheduler.name
-        if objective.multi:
-            raise ConfigError("scheduler.name", f"{name} ranks trials by one metric; use a single objective metric")
-        if search.searcher not in ("random", "grid"):
-            raise ConfigError(
-                "search.searcher",
-                f"{name} changes trials' hyperparameters as they train, which {search.searcher} cannot model; "
-                f"use searcher random ({name} does the searching)",
-            )
-        if trainer.engine.value == "lightning" and trainable is None:
-            raise ConfigError(
-                "trainer.engine",
-                f"{name} needs the fast engine: Lightning's Trainer restores the optimizer's learning rate and "
-                f"weight decay from the checkpoint, so the hyperparameters {name} perturbs would not apply; "
-                "use trainer.engine: fast",
-            )
-        if trainer.checkpoint_every != 1 and scheduler.options["perturbation_interval"] % max(1, trainer.checkpoint_every):
-            raise ConfigError(
-                "trainer.checkpoint_every",
-                f"{name} copies a trial's latest checkpoint every {scheduler.options['perturbation_interval']} epochs; "
-                f"checkpoint_every={trainer.checkpoint_every} does not divide that",
-            )
-        if trainable is None:
-            from raynas.search.pbt import pbt_mutations
-
-            pbt_mutations(space, scheduler.options.get("hyperparams"), name)  # raises ConfigError
 
 
 def _check_train_space(train: Any) -> None:
@@ -757,16 +687,6 @@ def _check_train_space(train: Any) -> None:
                 raise ConfigError(
                     where, f"unknown {key} {option!r}{did_you_mean(option, allowed)}; known: {', '.join(allowed)}"
                 )
-
-
-def hyperband_largest_bracket(max_t: int, reduction_factor: float) -> int:
-    """Trials in Ray's largest HyperBand bracket (the same arithmetic as its scheduler)."""
-    eta = reduction_factor
-    s_max_1 = int(round(math.log(max_t) / math.log(eta))) + 1
-    sizes = [
-        math.ceil(s_max_1 / (s + 1) * eta**s) for s in range(s_max_1) if int(max_t * eta ** (-s)) > 0
-    ]
-    return max(sizes or [1])
 
 
 def _strategy(raw: Any, section: str, key: str, registry: dict, default: str, common: Sequence[str]) -> tuple[str, dict, dict]:

@@ -214,7 +214,7 @@ def test_synchronous_pbt_needs_its_whole_population_live(scheduler):
 def test_hyperband_bracket_arithmetic_matches_ray():
     from ray.tune.schedulers import HyperBandScheduler
 
-    from raynas.config import hyperband_largest_bracket
+    from raynas.search.rules import hyperband_largest_bracket
 
     for max_t, rf in [(9, 3), (10, 3), (81, 3), (100, 4), (12, 2), (5, 3), (1, 3)]:
         hb = HyperBandScheduler(max_t=max_t, reduction_factor=rf)

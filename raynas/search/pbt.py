@@ -121,6 +121,46 @@ def pbt_mutations(space: Space, keys: list[str] | None = None, scheduler: str = 
     return chosen
 
 
+def check_spec(spec) -> None:
+    """PBT's and PB2's rules: one objective, a sampling searcher, the fast engine, checkpoints at
+    every perturbation point, perturbable training hyperparameters, and a whole live population
+    when synchronous."""
+    search, scheduler, trainer, name = spec.search, spec.scheduler, spec.trainer, spec.scheduler.name
+    if spec.objective.multi:
+        raise ConfigError("scheduler.name", f"{name} ranks trials by one metric; use a single objective metric")
+    if search.searcher not in ("random", "grid"):
+        raise ConfigError(
+            "search.searcher",
+            f"{name} changes trials' hyperparameters as they train, which {search.searcher} cannot model; "
+            f"use searcher random ({name} does the searching)",
+        )
+    if trainer.engine.value == "lightning" and spec.trainable is None:
+        raise ConfigError(
+            "trainer.engine",
+            f"{name} needs the fast engine: Lightning's Trainer restores the optimizer's learning rate and "
+            f"weight decay from the checkpoint, so the hyperparameters {name} perturbs would not apply; "
+            "use trainer.engine: fast",
+        )
+    if trainer.checkpoint_every != 1 and scheduler.options["perturbation_interval"] % max(1, trainer.checkpoint_every):
+        raise ConfigError(
+            "trainer.checkpoint_every",
+            f"{name} copies a trial's latest checkpoint every {scheduler.options['perturbation_interval']} epochs; "
+            f"checkpoint_every={trainer.checkpoint_every} does not divide that",
+        )
+    if spec.trainable is None:
+        pbt_mutations(spec.space, scheduler.options.get("hyperparams"), name)  # raises ConfigError
+    if scheduler.synchronous_population and search.max_concurrent is not None and search.max_concurrent < spec.num_trials:
+        # Synchronous PBT/PB2 compares the whole population at each perturbation point.
+        raise ConfigError(
+            "search.max_concurrent",
+            f"synchronous {scheduler.name} perturbs only once every trial of the population has reached "
+            f"the perturbation point, so all {spec.num_trials} trials must be live at once; "
+            f"max_concurrent={search.max_concurrent} would compare trials that never ran together. "
+            "Leave max_concurrent unset (CPUs still limit the running trials; the others wait, paused) "
+            "or set synch: false",
+        )
+
+
 def build_pbt(spec):
     o = spec.scheduler.options
     domains = pbt_mutations(spec.space, o.get("hyperparams"))

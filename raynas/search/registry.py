@@ -42,11 +42,22 @@ class Strategy:
     params: dict[str, Param] = field(default_factory=dict)
     builder: str = ""
     help: str = ""
+    #: ``module:function`` that checks a validated spec against this strategy's own rules
+    #: (and sets its derived options); Ray-free, since validation runs before Ray is imported.
+    rules: str = ""
 
     def build(self, *args, **kwargs) -> Any:
-        module, _, func = self.builder.partition(":")
-        fn: Callable = getattr(importlib.import_module(module), func)
-        return fn(*args, **kwargs)
+        return _load(self.builder)(*args, **kwargs)
+
+    def check(self, spec) -> None:
+        """Raises ConfigError where ``spec`` breaks this strategy's rules."""
+        if self.rules:
+            _load(self.rules)(spec)
+
+
+def _load(ref: str) -> Callable:
+    module, _, func = ref.partition(":")
+    return getattr(importlib.import_module(module), func)
 
 
 # Keys every searcher accepts; the rest of `search:` are the chosen searcher's parameters.
@@ -92,6 +103,7 @@ SEARCHERS: dict[str, Strategy] = {
             "mutations": Param("int", 1, low=1, help="most places a child changes from its parent"),
         },
         builder="raynas.search.evolution:build_evolution",
+        rules="raynas.search.rules:check_evolution",
         help="regularized (aging) evolution: mutate the winner of a random tournament, oldest member leaves",
     ),
 }
@@ -159,6 +171,7 @@ SCHEDULERS: dict[str, Strategy] = {
             "metric": _SCHEDULER_METRIC,
         },
         builder="raynas.search.schedulers:build_hyperband",
+        rules="raynas.search.rules:check_hyperband",
         help="synchronous HyperBand (pauses and resumes trials from checkpoints)",
     ),
     "median": Strategy(
@@ -179,6 +192,7 @@ SCHEDULERS: dict[str, Strategy] = {
             resample_probability=Param("float", 0.25, low=0, high=1),
         ),
         builder="raynas.search.pbt:build_pbt",
+        rules="raynas.search.pbt:check_spec",
         help="population based training: the worst trials take the weights and architecture of the best, "
         "with perturbed training hyperparameters",
     ),
@@ -186,6 +200,7 @@ SCHEDULERS: dict[str, Strategy] = {
         "pb2",
         params=_population_params(),
         builder="raynas.search.pbt:build_pb2",
+        rules="raynas.search.pbt:check_spec",
         help="population based bandits: pbt whose new hyperparameters come from a GP bandit "
         "(scikit-learn) fitted to the population's progress",
     ),
