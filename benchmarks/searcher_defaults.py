@@ -9,7 +9,7 @@ else reads the stored table only.
 
 Each run drives a raynas searcher exactly as a user gets it: the search section of an
 experiment file (``searcher``, ``num_trials``, ``max_concurrent``, ``seed``, nothing else) is
-validated by :func:`raynas.config.spec_from_dict` with the table as a ``raynas.bench:lookup``
+validated by :func:`raynas.spec.spec_from_dict` with the table as a ``raynas.bench:lookup``
 trainable, and the registry builds the searcher, so every parameter is its default, including
 the ones derived from ``num_trials``. No Ray is started: the script calls the searcher's
 ``suggest`` / ``on_trial_result`` / ``on_trial_complete`` itself, keeps ``--workers`` trials
@@ -126,7 +126,7 @@ def parse_searcher(text: str) -> tuple[str, dict]:
 def searcher_for(name: str, task: str, budget: int, workers: int, seed: int, table_path: Path,
                  multi: bool = False, options: dict | None = None):
     """The searcher raynas builds for this search section (every other parameter its default)."""
-    from raynas.config import spec_from_dict
+    from raynas.spec import spec_from_dict
     from raynas.search.registry import SEARCHERS as REGISTRY
 
     acc, cost = f"val_accuracy_{task}", f"time_{task}"

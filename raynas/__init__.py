@@ -25,9 +25,9 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     # experiment files
-    "load_spec": "raynas.config",
-    "spec_from_dict": "raynas.config",
-    "ExperimentSpec": "raynas.config",
+    "load_spec": "raynas.spec",
+    "spec_from_dict": "raynas.spec",
+    "ExperimentSpec": "raynas.spec",
     # running
     "run": "raynas.runner",
     "resume": "raynas.runner",

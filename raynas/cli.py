@@ -130,7 +130,7 @@ def _finish(exp_dir) -> int:
 
 
 def _run(args) -> int:
-    from raynas.config import load_spec
+    from raynas.spec import load_spec
     from raynas.runner import experiment_dir, run
 
     spec = load_spec(args.file, args.overrides)
@@ -169,7 +169,7 @@ def _budgets(constraints) -> str:
 
 
 def _validate(args) -> int:
-    from raynas.config import load_spec
+    from raynas.spec import load_spec
     from raynas.runner import preflight
 
     spec = load_spec(args.file, args.overrides)

@@ -24,7 +24,7 @@ from raynas import __version__
 from raynas import _tune
 from raynas._imports import WORKER_PATH_ENV, is_reference, module_file
 from raynas._tune.workers import quiet_ray_logs, ray_session
-from raynas.config import ExperimentSpec, spec_from_dict
+from raynas.spec import ExperimentSpec, spec_from_dict
 from raynas.errors import ConfigError, ResumeError, SearchFailedError
 from raynas.experiment import (
     META_FILE,
@@ -116,7 +116,7 @@ def run(
             cannot be read, or the cluster cannot satisfy the resources.
     """
     if not isinstance(spec, ExperimentSpec):
-        from raynas.config import load_spec
+        from raynas.spec import load_spec
 
         spec = load_spec(spec, overrides)
     opts = _options(opts, options)

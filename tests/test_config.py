@@ -5,7 +5,7 @@ import os
 
 import pytest
 
-from raynas.config import apply_overrides, load_spec, spec_from_dict
+from raynas.spec import apply_overrides, load_spec, spec_from_dict
 from raynas.errors import ConfigError
 
 from tests.helpers import QUICKSTART, write_yaml

@@ -22,7 +22,7 @@ TRIALS = 24
 _WATCH = textwrap.dedent("""
     import gc, json, os, sys, weakref
     from ray.tune.execution.tune_controller import TuneController
-    from raynas.config import spec_from_dict
+    from raynas.spec import spec_from_dict
     from raynas.runner import RunOptions, run
 
     seen = {}           # trial id -> weak reference, for every trial the controller ever held

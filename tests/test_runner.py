@@ -7,7 +7,7 @@ from ray.tune.schedulers import FIFOScheduler
 
 from raynas import _tune, runner
 from raynas.callbacks import Journal
-from raynas.config import spec_from_dict
+from raynas.spec import spec_from_dict
 from raynas.durable import DurableScheduler
 
 

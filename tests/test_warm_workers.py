@@ -16,7 +16,7 @@ import pytest
 
 from raynas import runner
 from raynas._tune.workers import ray_session, trial_actors_on_prestarted_workers
-from raynas.config import spec_from_dict
+from raynas.spec import spec_from_dict
 from tests.helpers import ROOT, run_script
 
 
@@ -99,7 +99,7 @@ def test_actor_registration_drops_tunes_runtime_env_only_when_workers_inherit_it
 
 _END_TO_END = textwrap.dedent("""
     import json, os, sys, time
-    from raynas.config import spec_from_dict
+    from raynas.spec import spec_from_dict
     from raynas.runner import RunOptions, _init_ray, run
     import raynas
 
@@ -174,7 +174,7 @@ _USER_MODULE = textwrap.dedent("""
     import json, os, sys
     import ray
     from raynas import runner
-    from raynas.config import load_spec
+    from raynas.spec import load_spec
     from raynas.runner import RunOptions, _init_ray
 
     spec = load_spec(sys.argv[1])
@@ -219,7 +219,7 @@ _SLOTS = textwrap.dedent("""
     import json, os, sys
     from ray.air.execution._internal.actor_manager import RayActorManager
     import raynas
-    from raynas.config import spec_from_dict
+    from raynas.spec import spec_from_dict
     from raynas.runner import RunOptions, run
 
     # Actors Tune still tracks when its end of run gives up waiting for them to stop.

@@ -176,7 +176,7 @@ def validate_params(
     ``data_path`` (default :func:`default_data_dir`; relative to the experiment file).
     """
     from raynas.bench.replay import check_speed, need_mapping
-    from raynas.config import unknown_keys
+    from raynas.spec import unknown_keys
     from raynas.errors import did_you_mean
 
     params = need_mapping(params, "")

@@ -250,7 +250,7 @@ def validate_params(
     ``key_column`` (``key``), ``time`` (``time``), ``speedup`` (1), ``sleep`` (true).
     """
     from raynas.bench.replay import check_speed, need_mapping
-    from raynas.config import check_value, unknown_keys
+    from raynas.spec import check_value, unknown_keys
 
     params = need_mapping(params, "")
     unknown_keys(params, ["table", "key", "key_column", "time", "speedup", "sleep"], "")

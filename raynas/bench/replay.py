@@ -30,7 +30,7 @@ def check_speed(params: Mapping[str, Any]) -> dict:
     ``speedup`` (> 0, default 1): simulated seconds per wall second; ``sleep`` (default true):
     false reports epochs as fast as Ray takes them (no timing at all).
     """
-    from raynas.config import check_value
+    from raynas.spec import check_value
 
     out = {
         "speedup": check_value(params.get("speedup", 1.0), "float", "speedup", low=0, low_open=True),

@@ -78,7 +78,7 @@ class EvolutionSearcher(SpaceSearcher):
 
     Raises:
         ValueError: A parameter is out of range (the experiment file is checked earlier,
-            in :mod:`raynas.config`; this guards the Python API).
+            in :mod:`raynas.spec`; this guards the Python API).
 
     Example:
         >>> from raynas.spaces import Space

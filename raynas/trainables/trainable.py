@@ -191,7 +191,7 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
         "latency_ms": measure_latency_ms(net, tuple(data.input_shape)),
     }
     if job.constraints:
-        from raynas.config import Constraints
+        from raynas.spec import Constraints
 
         over = Constraints(**job.constraints).violations(stats)
         if over:

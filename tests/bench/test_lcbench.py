@@ -14,7 +14,7 @@ if not (DATA / "lcbench" / "model.onnx").is_file():
 
 from raynas.bench import LCBENCH_DEFAULT, LCBENCH_SPACE, LCBenchSurrogate  # noqa: E402
 from raynas.bench.lcbench import OUTPUTS, default_data_dir, hyperparameters, known_tasks, lcbench_dir  # noqa: E402
-from raynas.config import spec_from_dict  # noqa: E402
+from raynas.spec import spec_from_dict  # noqa: E402
 from raynas.spaces import Space  # noqa: E402
 
 TASKS = ["3945", "167168", "189906"]
@@ -131,7 +131,7 @@ def test_params_are_checked_before_ray_starts():
 
 
 def test_the_example_experiment_validates_with_the_ready_made_space():
-    from raynas.config import load_spec
+    from raynas.spec import load_spec
     from tests.helpers import EXPERIMENTS
 
     s = load_spec(EXPERIMENTS / "lcbench.yaml", [f"trainable.params.data_path={DATA}"])

@@ -5,7 +5,7 @@ import json
 import pytest
 
 from raynas.bench.lookup import LookupTable, TableError, make_key
-from raynas.config import spec_from_dict
+from raynas.spec import spec_from_dict
 from raynas.errors import ConfigError
 from tests.helpers import EXPERIMENTS, raynas, write_yaml
 
@@ -157,7 +157,7 @@ def test_readme_bench_snippets_match_the_example_files():
     assert {k: snippets[0][k] for k in ("objective", "max_epochs")} == {k: lcbench[k] for k in ("objective", "max_epochs")}
     assert snippets[1]["trainable"] == lookup["trainable"]
     # Both example files validate (the LCBench one needs the shared data and onnxruntime).
-    from raynas.config import load_spec
+    from raynas.spec import load_spec
 
     assert load_spec(EXPERIMENTS / "lookup_tiny.yaml").space.size() == 16
 

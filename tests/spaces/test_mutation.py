@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from raynas.config import parse_yaml
+from raynas.spec import parse_yaml
 from raynas.spaces import Choice, Float, Int, Repeat, Space, flatten, mutate
 from raynas.spaces.mutation import sites
 

@@ -9,7 +9,7 @@ import optuna
 import pytest
 import yaml
 
-from raynas.config import parse_yaml
+from raynas.spec import parse_yaml
 from raynas.errors import ConfigError
 from raynas.spaces import Choice, Fixed, Float, Int, Repeat, Space, flatten, unflatten
 
