@@ -295,15 +295,12 @@ def _init_ray(spec: ExperimentSpec, opts: RunOptions) -> bool:
         kwargs["num_cpus"] = opts.num_cpus or os.cpu_count()
         # Ray starts its workers at niceness 15, below every ordinary process; in a Ray
         # that raynas starts those workers are the trials, the work the user is waiting
-        # for. Measured on 2 cores with three busy processes beside it: a PB2 search of 4
-        # small MLPs did not finish in 150 s (each trial worker got 4-6% of a core); at
-        # niceness 0 it took 38-41 s. On an otherwise idle machine it makes no difference.
+        # for, and any other busy process starves them (docs/benchmarks.md, worker priority).
         system = kwargs["_system_config"] = {
             "worker_niceness": 0,
             # Ray ends idle workers it counts as surplus, and a prestarted worker that warms
-            # up early is idle until Tune asks for its first actor, a second or two later:
-            # measured, Ray then ended both and started two cold ones for the trials.
-            # Workers of a raynas run are its trial actors; they end with them.
+            # up early is idle until Tune asks for its first actor: Ray would end it and start
+            # a cold one. Workers of a raynas run are its trial actors; they end with them.
             "kill_idle_workers_interval_ms": 0,
         }
         preload = worker_preload_modules(spec)
@@ -470,9 +467,8 @@ def _max_concurrent(spec: ExperimentSpec, slots: int) -> int | None:
     Synchronous HyperBand and synchronous PBT/PB2 are the exceptions: they pause trials until
     a whole bracket (the whole population) has reached a milestone, so live (paused) trials
     must be allowed to outnumber the slots; the cluster's resources still bound the running
-    ones. Limited to the slots, synchronous PBT compared trials that never ran together:
-    measured with 4 trials in 2 slots, a finished trial was sent back to an earlier epoch of
-    a trial that had waited for a slot, and another ended an epoch short.
+    ones. Limited to the slots, synchronous PBT would compare trials that never ran together
+    (a finished trial sent back to an earlier epoch of one that waited for a slot).
     """
     if spec.search.max_concurrent is not None:
         return spec.search.max_concurrent

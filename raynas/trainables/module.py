@@ -4,7 +4,7 @@
 after a search, e.g. to fine-tune the winner). During a search the default ``fast`` engine
 (:class:`FastLoop`) calls the same hooks (``configure_optimizers``, ``training_step``,
 ``validation_step``) without the Trainer's per-step machinery, which on small models costs
-more than the model itself (measured: +63% wall time on digits MLPs).
+more than the model itself (the README's Training section has the figure).
 
 The hooks live in :class:`ClassificationHooks`; the fast engine runs them on a plain
 ``nn.Module`` (:class:`FastModule`), so a worker that never uses the Trainer never imports
