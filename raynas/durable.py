@@ -31,7 +31,7 @@ from ray.tune.schedulers import TrialScheduler
 
 from raynas._tune.schedulers import population_checkpoints
 from raynas._tune.snapshots import Snapshots, mark_for_snapshot, set_trial_status, sync_running, unsettled
-from raynas.experiment import checkpoint_dirs
+from raynas.experiment import atomic_file, checkpoint_dirs, copy_atomic
 
 log = logging.getLogger(__name__)
 
@@ -377,24 +377,20 @@ def backup_state(staging_dir: str, exp_dir: str, extra: dict[str, bytes] | None 
     os.makedirs(backup, exist_ok=True)
     names = []
     for name, data in (extra or {}).items():
-        with open(os.path.join(backup, name + ".tmp"), "wb") as f:
+        with atomic_file(os.path.join(backup, name), "wb") as f:
             f.write(data)
-        os.replace(os.path.join(backup, name + ".tmp"), os.path.join(backup, name))
         names.append(name)
     for pattern in STATE_PATTERNS:
         for path in glob.glob(os.path.join(staging_dir, pattern)):
             name = os.path.basename(path)
-            shutil.copyfile(path, os.path.join(backup, name + ".tmp"))
-            os.replace(os.path.join(backup, name + ".tmp"), os.path.join(backup, name))
+            copy_atomic(path, os.path.join(backup, name))
             names.append(name)
     if names:
-        tmp = os.path.join(backup, MANIFEST + ".tmp")
-        with open(tmp, "w", encoding="utf-8") as f:
+        with atomic_file(os.path.join(backup, MANIFEST)) as f:
             json.dump({"files": sorted(names)}, f)
-        os.replace(tmp, os.path.join(backup, MANIFEST))
         # Files of older snapshots that this one no longer lists.
         for name in os.listdir(backup):
-            if name not in names and name != MANIFEST and not name.endswith(".tmp"):
+            if name not in names and name != MANIFEST and ".tmp-" not in name:
                 os.remove(os.path.join(backup, name))
     return names
 
@@ -417,8 +413,7 @@ def restore_state_backup(exp_dir: str) -> bool:
                 os.remove(path)
     for name in names:
         if any(fnmatch.fnmatch(name, pattern) for pattern in STATE_PATTERNS):  # Tune's files go back
-            shutil.copyfile(os.path.join(backup, name), os.path.join(exp_dir, name + ".tmp"))
-            os.replace(os.path.join(exp_dir, name + ".tmp"), os.path.join(exp_dir, name))
+            copy_atomic(os.path.join(backup, name), os.path.join(exp_dir, name))
     return True
 
 

@@ -19,6 +19,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -133,6 +134,12 @@ def atomic_file(path: str | os.PathLike, mode: str = "w") -> Iterator[IO]:
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
+
+
+def copy_atomic(src: str | os.PathLike, dest: str | os.PathLike) -> None:
+    """Copies a file so that ``dest`` is never half written (see :func:`atomic_file`)."""
+    with open(src, "rb") as f, atomic_file(dest, "wb") as out:
+        shutil.copyfileobj(f, out)
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
