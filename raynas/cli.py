@@ -180,7 +180,7 @@ def _validate(args) -> int:
         shape = "x".join(map(str, dataset.input_shape))
         data += f" ({len(dataset.x_train):,} train, {len(dataset.x_val):,} val, input {shape}, {dataset.num_classes} classes)"
     what = f"trainable {spec.trainable}" if spec.trainable else f"model {spec.model}"
-    sched = spec.scheduler.name + "".join(f" {k}={v}" for k, v in spec.scheduler.options.items())
+    sched = spec.scheduler.name + "".join(f" {k}={v}" for k, v in spec.scheduler.options.items() if v is not None)
     print(f"{args.file}: ok")
     print(f"  name:       {spec.name}")
     print(f"  {what.split()[0] + ':':<11} {what.split()[1]}   data: {data}")
