@@ -44,7 +44,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, machine, median, ray_tmpdir, run_child, table  # noqa: E402
+from _common import machine, median, ray_tmpdir, run_child, table  # noqa: E402
 
 SYSTEMS = ("limit", "limit-parallel", "limit-cold", "raynas", "tune-reuse", "tune-default")
 PARALLEL = 2

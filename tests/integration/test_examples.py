@@ -8,7 +8,6 @@ import time
 import urllib.request
 
 import pytest
-import ray
 
 from tests.helpers import EXPERIMENTS, QUICKSTART, SHARED, raynas
 

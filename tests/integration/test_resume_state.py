@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from raynas.experiment import EXPLOITED_KEY, read_journal
+from raynas.experiment import read_journal
 
 from tests.helpers import assert_epochs_follow_lineage, raynas, write_yaml
 from tests.integration.test_resume import end_process_group, wait_for

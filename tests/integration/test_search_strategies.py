@@ -2,7 +2,6 @@
 objectives, budgets, PBT across architectures."""
 
 import glob
-import json
 import pickle
 
 import pytest
