@@ -164,6 +164,9 @@ def _stages_folder(tmp_path):
         tid = f"t{order}"
         (exp / f"trial_{tid}").mkdir()
         (exp / f"trial_{tid}" / "result.json").write_text(json.dumps({"epoch": 1, "val_acc": 0.1 * order}) + "\n")
+        if order == 3:  # one trial with costs: those columns stay
+            (exp / f"trial_{tid}" / "result.json").write_text(json.dumps(
+                {"epoch": 1, "val_acc": 0.3, "params": 123456, "flops": 2.5e6, "latency_ms": 0.123}) + "\n")
         stages = [{"channels": 16 * order, "kernel": 3, "pool": True}] * order
         config = {"arch": {"stages": stages, "activation": "relu" if order % 2 else "gelu",
                            "head_width": 64 * order, "dropout": 0.1 * order},
@@ -183,10 +186,14 @@ def test_analyze_shows_repeated_blocks_and_fits_the_terminal(tmp_path):
     header = wide.splitlines()[1].split()
     assert "stages" in header  # a repeated block folds into one column, its blocks shown
     assert "48/3/T 48/3/T 48/3/T" in wide
-    narrow = table(results, width=80)
-    assert all(len(line) <= 80 for line in narrow.splitlines()[1:]), narrow
-    assert "params" not in narrow  # no trial has a cost: the column goes first
-    assert "stages" in narrow.splitlines()[1] and "not shown for the terminal's width, see --format csv or json" in narrow
+    for width in (80, 95):
+        narrow = table(results, width=width)
+        assert all(len(line) <= width for line in narrow.splitlines()[1:]), narrow
+        header = narrow.splitlines()[1].split()
+        # Left out first: the searcher, latency and FLOPs, then config keys from the right.
+        assert "params" in header and "latency_ms" not in header and "searcher" not in header, narrow
+        assert ("stages" in header) == (width == 95), narrow
+        assert "not shown for the terminal's width, see --format csv or json" in narrow
     assert len(narrow.splitlines()[1].split()) < len(table(results, width=1000).splitlines()[1].split())
 
 

@@ -38,19 +38,23 @@ def config_value(config: dict, key: str) -> Any:
     return value
 
 
-def _fit(header: list[str], rows: list[list[str]], fixed: int, width: int | None) -> tuple[list[str], list[list[str]], list[str]]:
-    """Fits a table into ``width`` characters: drops the cost columns no trial has ("-" in
-    every row), then the columns after the first ``fixed`` from the right (the searcher,
-    then config keys); returns the header, the rows and the names of the columns dropped."""
+def _fit(header: list[str], rows: list[list[str]], drop_order: list[int], width: int | None) -> tuple[list[str], list[list[str]], list[str]]:
+    """Fits a table into ``width`` characters: leaves out the cost columns no trial has ("-"
+    in every row), then, while it is too wide, the columns at the indices of ``drop_order``
+    in that order. Returns the header, the rows, and the names of the columns left out for
+    the width."""
     if width is None:
         return header, rows, []
     keep = [i for i, h in enumerate(header) if not (h in BUDGETS and all(r[i] == "-" for r in rows))]
-    fixed -= sum(1 for i in range(fixed) if i not in keep)
-    header, rows = [header[i] for i in keep], [[r[i] for i in keep] for r in rows]
-    n = len(header)
-    while n > fixed and sum(max(len(header[i]), *(len(r[i]) for r in rows)) for i in range(n)) + 2 * (n - 1) > width:
-        n -= 1
-    return header[:n], [r[:n] for r in rows], header[n:]
+    widths = {i: max(len(header[i]), *(len(r[i]) for r in rows)) for i in keep}
+    dropped = []
+    for i in drop_order:
+        if sum(widths[k] for k in keep) + 2 * (len(keep) - 1) <= width:
+            break
+        if i in keep:
+            keep.remove(i)
+            dropped.append(header[i])
+    return [header[i] for i in keep], [[r[i] for i in keep] for r in rows], dropped
 
 
 def table(results: ExperimentResults, top: int | None = None, width: int | None = None) -> str:
@@ -80,7 +84,12 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
             + [_cell(config_value(t.config, k)) for k in cols]
             + [origin_text(t.origin, orders)]
         )
-    header, rows, dropped = _fit(header, rows, len(fixed), width)
+    # Left out first for a narrow terminal: the searcher, latency and FLOPs, then config keys
+    # from the right, then parameters.
+    where = {h: i for i, h in enumerate(fixed)}
+    config = list(range(len(fixed), len(fixed) + len(cols)))
+    order = [len(header) - 1, where["latency_ms"], where["flops"], *reversed(config), where["params"]]
+    header, rows, dropped = _fit(header, rows, order, width)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
     numeric = {i for i, h in enumerate(header) if h in ("rank", "#", "epochs", f"best {results.metric}", "params", "flops", "latency_ms")}
     fmt_row = lambda r: "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
