@@ -9,7 +9,7 @@ Example:
 
 from raynas.spaces.domains import Choice, Dict, Fixed, Float, Int, List, Node, Repeat
 from raynas.spaces.mutation import mutate
-from raynas.spaces.parse import parse_space
+from raynas.spaces.domains import parse_space
 from raynas.spaces.space import Space, flatten, unflatten
 
 __all__ = [

@@ -10,7 +10,7 @@ from typing import Any, Iterator, Mapping
 from raynas.errors import ConfigError
 from raynas.spaces.domains import Dict, Fixed, Node
 from raynas.spaces.mutation import mutate
-from raynas.spaces.parse import parse_space
+from raynas.spaces.domains import parse_space
 
 SEP = "."
 
@@ -61,7 +61,7 @@ class Space:
                 paths[0] if len(paths) == 1 else self.path,
                 "grid search needs a finite space, but "
                 + (
-                    f"this float range is continuous; give it a step or make it a choice"
+                    "this float range is continuous; give it a step or make it a choice"
                     if len(paths) == 1
                     else f"these float ranges are continuous: {', '.join(paths)}; give each a step "
                     "or make it a choice"
