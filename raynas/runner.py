@@ -23,6 +23,7 @@ import yaml
 from raynas import __version__
 from raynas import _tune
 from raynas._imports import WORKER_PATH_ENV, is_reference, module_file
+from raynas._tune.patches import patched
 from raynas._tune.workers import quiet_ray_logs, ray_session
 from raynas.spec import ExperimentSpec, spec_from_dict
 from raynas.errors import ConfigError, ResumeError, SearchFailedError
@@ -418,7 +419,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
         tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
         journal = _wire(tuner)
         try:
-            with _tune.patched(
+            with patched(
                 local=_local_ray,
                 journal=journal,
                 on_restored=remove_downloaded_raynas_files,

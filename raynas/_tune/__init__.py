@@ -15,7 +15,6 @@ Importing this package imports no Ray module (trial workers import it too).
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import inspect
 import logging
@@ -24,7 +23,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Iterable
 
-__all__ = ["Feature", "Target", "FEATURES", "feature", "check_compat", "compat_report", "patched"]
+__all__ = ["Feature", "Target", "FEATURES", "feature", "check_compat", "compat_report"]
 
 log = logging.getLogger("raynas")
 
@@ -356,25 +355,3 @@ def check_compat(features: Iterable[Feature] = FEATURES, stream: Any = None) -> 
         log.debug(text)
         print(text, file=stream or sys.stderr, flush=True)
     return missing
-
-
-@contextlib.contextmanager
-def patched(local: Any, journal: Any, on_restored: Any = None, release_finished: bool = True):
-    """Applies every patch of Tune for the duration of a ``Tuner.fit``, and undoes them after.
-
-    Args:
-        local: The local Ray raynas started (:data:`raynas._tune.workers.LocalRay`), or None.
-        journal: The run's journal (finished trials are released only once it wrote them).
-        on_restored: Called with Tune's storage context after a successful restore.
-        release_finished: Whether finished trials leave Tune's controller (not for PBT/PB2).
-    """
-    from raynas._tune import controller, workers
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(controller.restore_failure_raised(on_restored))
-        stack.enter_context(controller.trainable_lookups_cached())
-        stack.enter_context(workers.trial_actors_on_prestarted_workers(local))
-        stack.enter_context(workers.starting_actors_kept_as_spares(local))
-        if release_finished:
-            stack.enter_context(controller.finished_trials_released(journal))
-        yield

@@ -17,6 +17,7 @@ from ray.tune.experiment import trial as trial_module
 
 import raynas._tune as tune_wall
 from raynas._tune import FEATURES, Feature, Target, check_compat, controller, workers
+from raynas._tune.patches import patched
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -121,10 +122,10 @@ def test_the_runner_enters_every_patch_at_once_and_leaves_none_behind(monkeypatc
     monkeypatch.setattr(workers, "ray_session", lambda: "raynas-test-session")
     names = ["resume", "save_to_dir", "_maybe_reuse_cached_actor", "_cleanup_trials"]
     before = _replaced(TuneController, names), _ActorClassCache.get, trial_module.get_trainable_cls
-    with tune_wall.patched(local=("raynas-test-session", {}), journal=object()):
+    with patched(local=("raynas-test-session", {}), journal=object()):
         assert all(getattr(TuneController, n) is not before[0][n] for n in names)
         assert _ActorClassCache.get is not before[1] and trial_module.get_trainable_cls is not before[2]
-    with tune_wall.patched(local=None, journal=object(), release_finished=False):
+    with patched(local=None, journal=object(), release_finished=False):
         assert TuneController.save_to_dir is before[0]["save_to_dir"]  # PBT, PB2: Tune's rule
     assert (_replaced(TuneController, names), _ActorClassCache.get, trial_module.get_trainable_cls) == before
 
