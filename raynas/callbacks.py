@@ -325,11 +325,11 @@ class Journal(Callback):
         # Tune restarts a resumed trial's training_iteration from the snapshot's checkpoint,
         # while the built-in engines go on from a newer one: the log counts on, so readers
         # that follow training_iteration (ExperimentAnalysis) never see it go back.
-        iteration, last = row.get("training_iteration"), self._iterations.get(rec.trial_id)
-        if isinstance(iteration, int):
-            if last is not None and iteration <= last:
-                row["training_iteration"] = iteration = last + 1
-            self._iterations[rec.trial_id] = iteration
+        counted, last = row.get("training_iteration"), self._iterations.get(rec.trial_id)
+        if isinstance(counted, int):
+            if last is not None and counted <= last:
+                row["training_iteration"] = counted = last + 1
+            self._iterations[rec.trial_id] = counted
         log.write(json.dumps(row, default=_jsonable) + "\n")
         log.flush()
         # PBT changes a trial's config as it trains; the journal keeps the one it trains now.
