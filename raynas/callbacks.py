@@ -227,6 +227,13 @@ class Journal(Callback):
         rec = self.records.get(trial_id)
         return rec is not None and rec.status.finished and trial_id not in self._changed and not self._dirty
 
+    def trial_label(self, trial) -> str:
+        """How Ray's dashboard names the tasks of a trial: ``<experiment> #<number> <id>``, the
+        number being the order ``raynas analyze`` shows (from the trial's start on)."""
+        rec = self.records.get(trial.trial_id)
+        number = f" #{rec.order}" if rec is not None and rec.order else ""
+        return f"{os.path.basename(self.exp_dir)}{number} {trial.trial_id}"
+
     # -- Tune's snapshot hook: get_state runs right after Tune wrote its experiment state
     def get_state(self) -> dict:
         """Backs up the snapshot Tune just wrote and prunes checkpoints it no longer needs."""

@@ -374,7 +374,17 @@ def _check_resources(spec: ExperimentSpec) -> int:
     return max(1, slots)
 
 
-def _trainable(spec: ExperimentSpec, dataset):
+#: What the trainable of folders written before trainables were named after their experiment
+#: was called (Tune restores a folder only with the trainable name it was written with).
+_LEGACY_TRAINABLE_NAME = "run_trial"
+
+
+def trainable_name(experiment: str) -> str:
+    """The trial actors' name in Ray's dashboard (their repr): ``raynas_<experiment>``."""
+    return "raynas_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
+
+
+def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME):
     from ray import tune
 
     from raynas.trainables.trainable import TrialJob, run_trial
@@ -400,6 +410,9 @@ def _trainable(spec: ExperimentSpec, dataset):
         constraints=dataclasses.asdict(spec.constraints),
     )
     fn = tune.with_parameters(run_trial, job=job, data=dataset)
+    # Tune names the trial actors (their class's repr in Ray's dashboard) and registers the
+    # trainable after the function; the tasks they run name each trial (_tune.workers).
+    fn.__name__ = name
     resources = {"cpu": spec.resources.cpus_per_trial}
     if spec.resources.gpus_per_trial:
         resources["gpu"] = spec.resources.gpus_per_trial
@@ -425,6 +438,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
                 on_restored=remove_downloaded_raynas_files,
                 # PBT and PB2 read every trial's state from Tune's controller, finished ones too.
                 release_finished=not spec.scheduler.population_based,
+                label=journal.trial_label if journal is not None else None,
             ):
                 tuner.fit()
         except RuntimeError as err:
@@ -484,15 +498,25 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
     from ray import tune
 
     from raynas.callbacks import Journal, JournalFlush, QuietTrialProgress, trial_dirname
+    from raynas.metrics import TrialMetrics
     from raynas.durable import DurableScheduler
     from raynas.progress import ProgressView
     from raynas.search.registry import SCHEDULERS, SEARCHERS
 
-    trainable = _trainable(spec, dataset)
+    trainable = _trainable(spec, dataset, trainable_name(exp_dir.name))
     if restore:
-        return tune.Tuner.restore(
-            str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
-        )
+        try:
+            return tune.Tuner.restore(
+                str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
+            )
+        except ValueError as err:
+            if "trainable" not in str(err).lower():
+                raise
+            # A folder whose trainable had the function's own name: Tune restores it only so.
+            return tune.Tuner.restore(
+                str(exp_dir), trainable=_trainable(spec, dataset), resume_unfinished=True, resume_errored=False,
+                restart_errored=False,
+            )
     # The journal and the view rank by the first objective metric; Tune and the scheduler see the
     # metric that drives early stopping (the same one unless there are several objectives).
     metric, mode = spec.objective.metric, spec.objective.mode.value
@@ -503,6 +527,7 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
     scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))
     journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics),
                       scheduler=scheduler)
+    family = spec.model or spec.trainable or "trainable"
     return tune.Tuner(
         trainable,
         tune_config=tune.TuneConfig(
@@ -521,7 +546,7 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
             verbose=0,
             # The journal writes each trial's result.json itself, straight into the results
             # folder (Tune's loggers write to a staging folder copied over later).
-            callbacks=[journal, JournalFlush(journal), QuietTrialProgress()],
+            callbacks=[journal, JournalFlush(journal), QuietTrialProgress(), TrialMetrics(journal, family)],
             stop=opts.stop,
             # Tune deletes old checkpoints before the snapshot that stops referring to them is
             # written; a crash in between leaves a state that cannot be resumed. So Tune keeps

@@ -182,6 +182,27 @@ FEATURES: tuple[Feature, ...] = (
         "raynas._tune.workers:starting_actors_kept_as_spares",
     ),
     Feature(
+        "trial_tasks_named",
+        "Ray names an actor's tasks after the repr it took when the actor was created, and Tune reuses trial actors",
+        "Ray's dashboard (Tasks, Logs) shows every trial's tasks as `run_trial.train`: nothing says which trial runs where",
+        (
+            Target(f"{_CONTROLLER}._schedule_trial_task", ("self", "trial", "method_name")),
+            Target(_CONTROLLER, uses=("_trial_to_actor",)),
+            Target("ray.air.execution._internal.actor_manager:RayActorManager._schedule_tracked_actor_task",
+                   ("self", "tracked_actor_task", "method_name")),
+            Target("ray.air.execution._internal.actor_manager:RayActorManager", uses=("_live_actors_to_ray_actors_resources",)),
+            Target("ray.air.execution._internal.tracked_actor_task:TrackedActorTask", uses=("_tracked_actor",)),
+        ),
+        "raynas._tune.workers:trial_tasks_named",
+    ),
+    Feature(
+        "trial_named_in_worker_logs",
+        "Ray's log monitor prefixes a worker's lines with the name it last read from Ray's private log tokens",
+        "with --verbose, a trial's printed lines are prefixed `(run_trial pid=...)` instead of the trial's name",
+        (Target("ray._private.ray_constants:LOG_PREFIX_ACTOR_NAME"), Target("ray._private.ray_constants:LOG_PREFIX_TASK_NAME")),
+        "raynas._tune.workers:log_name_tokens",
+    ),
+    Feature(
         "finished_trials_released",
         "Tune keeps every trial in its controller and its snapshots until the run ends; finished ones are let go",
         "flat driver memory: it grows with every trial run, and so does each experiment snapshot",

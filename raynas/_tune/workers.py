@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from raynas._tune import feature
 
@@ -156,6 +156,82 @@ def starting_actors_kept_as_spares(local: LocalRay | None):
     finally:
         for name, fn in originals.items():
             setattr(TuneController, name, fn)
+
+
+class _NamedTasks:
+    """An actor handle whose method calls carry a task name (``<label>.<method>``)."""
+
+    __slots__ = ("_actor", "_label")
+
+    def __init__(self, actor: Any, label: str):
+        self._actor, self._label = actor, label
+
+    def __getattr__(self, method: str) -> Any:
+        return getattr(self._actor, method).options(name=f"{self._label}.{method}")
+
+
+@contextlib.contextmanager
+def trial_tasks_named(label: Callable[[Any], str] | None):
+    """Names each task Tune runs on a trial actor after the trial it runs for.
+
+    Ray's dashboard names an actor task ``<the actor's repr>.<method>``, and the repr is taken
+    once, when the actor is created; Tune reuses trial actors, so the Actors, Tasks and Logs
+    views cannot tell which trial a reused actor runs. Here every task Tune schedules for a
+    trial (``train``, ``save``, ``reset``, ``stop``) is given the name ``label(trial)`` + the
+    method, which the Tasks view shows and the task's log and the actor's page list.
+    Shown by tests/integration/test_dashboard.py.
+    """
+    if label is None or not feature("trial_tasks_named").applies():
+        yield
+        return
+    from ray.air.execution._internal.actor_manager import RayActorManager
+    from ray.tune.execution.tune_controller import TuneController
+
+    labels: dict = {}  # tracked actor -> the label of the trial it runs now
+    original_schedule = TuneController._schedule_trial_task
+    original_submit = RayActorManager._schedule_tracked_actor_task
+
+    def _schedule_trial_task(self, trial, method_name, *args, **kwargs):
+        tracked = self._trial_to_actor.get(trial)
+        if tracked is not None:
+            try:
+                labels[tracked] = label(trial)
+            except Exception:  # noqa: BLE001 - a name is never worth a trial
+                labels.pop(tracked, None)
+        return original_schedule(self, trial, method_name, *args, **kwargs)
+
+    def _schedule_tracked_actor_task(self, tracked_actor_task, method_name, **kwargs):
+        tracked = tracked_actor_task._tracked_actor
+        name = labels.get(tracked)
+        live = self._live_actors_to_ray_actors_resources
+        entry = live.get(tracked) if name else None
+        if entry is None:
+            return original_submit(self, tracked_actor_task, method_name, **kwargs)
+        # Tune's own code makes the call (`getattr(actor, method).remote(...)`); for that call
+        # the handle it looks up names the task.
+        live[tracked] = (_NamedTasks(entry[0], name), *entry[1:])
+        try:
+            return original_submit(self, tracked_actor_task, method_name, **kwargs)
+        finally:
+            live[tracked] = entry
+
+    TuneController._schedule_trial_task = _schedule_trial_task
+    RayActorManager._schedule_tracked_actor_task = _schedule_tracked_actor_task
+    try:
+        yield
+    finally:
+        TuneController._schedule_trial_task = original_schedule
+        RayActorManager._schedule_tracked_actor_task = original_submit
+
+
+def log_name_tokens(name: str) -> str:
+    """The lines that make Ray's log monitor prefix what a worker prints next with ``name``
+    (``(name pid=...)`` instead of the trainable's class), as Ray prints for a new actor."""
+    try:
+        from ray._private.ray_constants import LOG_PREFIX_ACTOR_NAME, LOG_PREFIX_TASK_NAME
+    except ImportError:  # reported by check_compat
+        return ""
+    return f"{LOG_PREFIX_ACTOR_NAME}{name}\n{LOG_PREFIX_TASK_NAME}{name}\n"
 
 
 def trial_storage() -> Any:

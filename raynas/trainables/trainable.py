@@ -132,8 +132,28 @@ def _resolve(ref: str | Callable, base_dir: str | None) -> Callable:
         return load_reference(ref, base_dir if base_dir and os.path.isdir(base_dir) else None)
 
 
+def announce_trial() -> str:
+    """Writes to the worker's log which trial starts in it, and returns its name.
+
+    Trial actors are reused, so the lines a worker prints belong to whichever trial it runs
+    then; this line (and Ray's log tokens, which make ``--verbose`` prefix the lines that
+    follow with the trial's name) tells them apart in Ray's Logs view. The trial's number is
+    the driver's (it is in the names of the trial's tasks, see ``Journal.trial_label``).
+    """
+    from ray import tune
+
+    from raynas._tune.workers import log_name_tokens
+
+    context = tune.get_context()
+    name = f"{context.get_experiment_name()} {context.get_trial_id()}"
+    print(f"{log_name_tokens(name)}raynas: trial {context.get_trial_id()} of {context.get_experiment_name()} starts",
+          flush=True)
+    return name
+
+
 def run_trial(config: dict, job: TrialJob, data: Any = None) -> None:
     """Entry point of every trial (wrapped by :func:`raynas.runner` with ``tune.with_parameters``)."""
+    announce_trial()
     config = {k: v for k, v in config.items() if k != ORIGIN_KEY}  # the searcher's note, not a setting
     if job.trainable:
         fn = _resolve(job.trainable, job.base_dir)

@@ -123,3 +123,25 @@ def test_a_stop_rule_ends_the_search_with_trials_still_pending(shared_ray, tmp_p
     found = trials(folder)
     assert 1 <= len([t for t in found if t.curve]) < 16
     assert raynas.load_results(folder).best().best > 0
+
+
+def test_a_folder_whose_trainable_had_the_functions_name_resumes(shared_ray, tmp_path, monkeypatch):
+    """Trial actors are named after their experiment (Ray's dashboard shows it); a folder
+    written when they were named after the function (run_trial) still resumes, as Tune
+    restores a folder only with the trainable name it was written with."""
+    from raynas import runner
+
+    class StopThisRun(StopAfter):
+        def __setstate__(self, state):  # Tune restores the stopper on resume: not there
+            self.left = float("inf")
+
+    with monkeypatch.context() as m:
+        m.setattr(runner, "trainable_name", lambda experiment: "run_trial")
+        folder = raynas.run(
+            str(EXPERIMENTS / "lookup_tiny.yaml"), overrides=["trainable.params.speedup=20", "search.num_trials=6"],
+            storage_path=str(tmp_path), progress=False, stop=StopThisRun(3),
+        )
+    assert raynas.experiment.run_status(folder) is raynas.experiment.RunStatus.INTERRUPTED
+    raynas.resume(folder, progress=False)
+    assert raynas.experiment.run_status(folder) is raynas.experiment.RunStatus.FINISHED
+    assert len([t for t in trials(folder) if t.status.finished]) == 6
