@@ -131,16 +131,29 @@ def test_a_folder_whose_trainable_had_the_functions_name_resumes(shared_ray, tmp
     restores a folder only with the trainable name it was written with."""
     from raynas import runner
 
-    class StopThisRun(StopAfter):
-        def __setstate__(self, state):  # Tune restores the stopper on resume: not there
-            self.left = float("inf")
+    class InterruptThisRun(StopAfter):
+        """Ctrl-C after a few results; Tune restores its stopper on resume, where it is spent."""
+
+        def __call__(self, trial_id, result):
+            self.left -= 1
+            if self.left == 0:
+                raise KeyboardInterrupt
+            return False
+
+        def stop_all(self):
+            return False
+
+        def __setstate__(self, state):
+            self.left = -1
 
     with monkeypatch.context() as m:
         m.setattr(runner, "trainable_name", lambda experiment: "run_trial")
-        folder = raynas.run(
-            str(EXPERIMENTS / "lookup_tiny.yaml"), overrides=["trainable.params.speedup=20", "search.num_trials=6"],
-            storage_path=str(tmp_path), progress=False, stop=StopThisRun(3),
-        )
+        with pytest.raises(KeyboardInterrupt):
+            raynas.run(
+                str(EXPERIMENTS / "lookup_tiny.yaml"), overrides=["trainable.params.speedup=20", "search.num_trials=6"],
+                storage_path=str(tmp_path), progress=False, stop=InterruptThisRun(3),
+            )
+    folder = tmp_path / "lookup_tiny"
     assert raynas.experiment.run_status(folder) is raynas.experiment.RunStatus.INTERRUPTED
     raynas.resume(folder, progress=False)
     assert raynas.experiment.run_status(folder) is raynas.experiment.RunStatus.FINISHED
