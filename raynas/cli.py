@@ -59,6 +59,8 @@ def _parser() -> argparse.ArgumentParser:
     ana.add_argument("--reference", metavar="VALUE,...",
                      help="with --pareto: hypervolume reference point, one value per objective in its own units "
                           "(default: 10%% beyond the worst scored trial on each; a negative first value: --reference=-1,5)")
+    ana.add_argument("--curves", action="store_true",
+                     help="with --format json or csv: every trial's per-epoch metrics (csv: one row per trial and epoch)")
     return p
 
 
@@ -209,6 +211,9 @@ def _analyze(args) -> int:
         from raynas.experiment import Status
 
         results.trials = [t for t in results.trials if t.status is not Status.LOST]
+    if args.curves and (args.pareto or args.format == "table"):
+        got = "--pareto" if args.pareto else "--format table"
+        raise ConfigError("--curves", f"applies to the leaderboard's --format json and --format csv, not to {got}")
     if args.pareto:
         out = _pareto(args, results)
     else:
@@ -217,6 +222,8 @@ def _analyze(args) -> int:
                 raise ConfigError(f"--{flag}", "applies to a Pareto front only; add --pareto")
         if args.format == "table":
             out = render.table(results, args.top, width=_terminal_width())
+        elif args.curves:
+            out = {"csv": render.curves_csv, "json": lambda r, top: render.json_list(r, top, curves=True)}[args.format](results, args.top)
         else:
             out = {"csv": render.csv, "json": render.json_list}[args.format](results, args.top)
     print(out if out.endswith("\n") else out + "\n", end="")

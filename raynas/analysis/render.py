@@ -134,8 +134,36 @@ def csv(results: ExperimentResults, top: int | None = None) -> str:
     return frame.map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v).to_csv(index=False)
 
 
-def json_list(results: ExperimentResults, top: int | None = None) -> str:
-    return dumps([t.to_json() for t in results.leaderboard(top)])
+def json_list(results: ExperimentResults, top: int | None = None, curves: bool = False) -> str:
+    """The leaderboard as a JSON list; with ``curves``, each trial also has ``curve``: its
+    per-epoch metrics (:attr:`TrialResult.curve`)."""
+    out = []
+    for t in results.leaderboard(top):
+        row = t.to_json()
+        if curves:
+            row["curve"] = t.curve
+        out.append(row)
+    return dumps(out)
+
+
+def curves_csv(results: ExperimentResults, top: int | None = None) -> str:
+    """Learning curves in long format: one row per trial and epoch (leaderboard order, then
+    epoch), with ``rank, trial_id, epoch`` and a column per metric any epoch reported. A
+    trial that reported no epoch has no row."""
+    import json
+
+    import pandas as pd
+
+    rows, metrics = [], {}
+    for t in results.leaderboard(top):
+        for point in t.curve:
+            rows.append({"rank": t.rank, "trial_id": t.trial_id, **point})
+            metrics.update(dict.fromkeys(k for k in point if k != "epoch"))
+    columns = ["rank", "trial_id", "epoch", *metrics]
+    # object: an int metric stays an int in a column where some epochs lack it.
+    frame = pd.DataFrame(rows, columns=columns, dtype=object)
+    # As in csv(): a nested value as JSON.
+    return frame.map(lambda v: json.dumps(v) if isinstance(v, (dict, list)) else v).to_csv(index=False)
 
 
 def _si(value: Any) -> str:
