@@ -1,4 +1,4 @@
-"""``raynas run | resume | validate | analyze``.
+"""``raynas run | resume | validate | analyze | tensorboard``.
 
 Exit codes: 0 success, 1 an error (also: a search in which no trial scored the objective), 2 bad input (nothing started, nothing
 changed), 130 interrupted (resume it with ``raynas resume DIR``).
@@ -61,13 +61,19 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: 10%% beyond the worst scored trial on each; a negative first value: --reference=-1,5)")
     ana.add_argument("--curves", action="store_true",
                      help="with --format json or csv: every trial's per-epoch metrics (csv: one row per trial and epoch)")
+
+    tb = sub.add_parser("tensorboard", help="write TensorBoard event files of every trial (no Ray needed)",
+                        description="Write TensorBoard event files of every trial in DIR: per-epoch scalars and the HParams table.")
+    tb.add_argument("dir", metavar="DIR")
+    tb.add_argument("--logdir", metavar="OUT", help="where to write (default: DIR/tensorboard); replaces what an earlier run wrote there")
     return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "resume": _resume, "validate": _validate, "analyze": _analyze}[args.command](args)
+        return {"run": _run, "resume": _resume, "validate": _validate, "analyze": _analyze,
+                "tensorboard": _tensorboard}[args.command](args)
     except ConfigError as err:
         print(f"raynas: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -227,6 +233,28 @@ def _analyze(args) -> int:
         else:
             out = {"csv": render.csv, "json": render.json_list}[args.format](results, args.top)
     print(out if out.endswith("\n") else out + "\n", end="")
+    return EXIT_OK
+
+
+def _tensorboard(args) -> int:
+    import importlib.util
+    import shlex
+
+    from raynas.analysis.tensorboard import write_tensorboard
+
+    try:
+        logs = write_tensorboard(args.dir, args.logdir)
+    except ConfigError as err:
+        if err.path != "logdir":
+            raise
+        raise ConfigError("--logdir", err.message) from None
+    print(f"Wrote TensorBoard files of {len(logs.runs)} trial{'s' if len(logs.runs) != 1 else ''} to {logs.logdir}")
+    if logs.removed:
+        print(f"Removed {len(logs.removed)} run folder{'s' if len(logs.removed) != 1 else ''} of trials no longer in {args.dir}")
+    print(f"View them: tensorboard --logdir {shlex.quote(str(logs.logdir))}")
+    if importlib.util.find_spec("tensorboard") is None:
+        print("raynas: note: viewing needs the tensorboard package, which is not installed: pip install 'raynas[tensorboard]'",
+              file=sys.stderr)
     return EXIT_OK
 
 
