@@ -253,8 +253,8 @@ def _tensorboard(args) -> int:
         print(f"Removed {len(logs.removed)} run folder{'s' if len(logs.removed) != 1 else ''} of trials no longer in {args.dir}")
     print(f"View them: tensorboard --logdir {shlex.quote(str(logs.logdir))}")
     if importlib.util.find_spec("tensorboard") is None:
-        print("raynas: note: viewing needs the tensorboard package, which is not installed: pip install 'raynas[tensorboard]'",
-              file=sys.stderr)
+        print("raynas: warning: viewing the files needs the tensorboard package, which is not installed: "
+              "pip install 'raynas[tensorboard]'", file=sys.stderr)
     return EXIT_OK
 
 

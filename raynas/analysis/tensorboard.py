@@ -89,7 +89,7 @@ def write_tensorboard(exp_dir: str | os.PathLike, logdir: str | os.PathLike | No
     out = Path(logdir).expanduser().resolve() if logdir is not None else results.dir / DEFAULT_LOGDIR
     _check_writable(out)
     try:
-        from tensorboardX import SummaryWriter
+        from tensorboardX.event_file_writer import EventsWriter
     except ImportError as err:
         raise ConfigError(
             "tensorboard",
@@ -114,8 +114,13 @@ def write_tensorboard(exp_dir: str | os.PathLike, logdir: str | os.PathLike | No
         _remove_own_files(out / name)
     stamp = f".{time.time_ns()}{SUFFIX}"  # later writes sort later: a live TensorBoard reads the newest file
     for trial, name in zip(trials, names):
-        with SummaryWriter(logdir=str(out / name), filename_suffix=stamp, flush_secs=3600) as writer:
+        (out / name).mkdir(exist_ok=True)
+        # The plain, synchronous writer: SummaryWriter starts two threads per run folder.
+        writer = EventsWriter(str(out / name / "events"), stamp)
+        try:
             _write_trial(writer, results, trial)
+        finally:
+            writer.close()
     _write_manifest(out, results.dir, names)
     removed = sorted(set(owned) - set(names))
     return TensorBoardLogs(out, names, removed)
@@ -149,19 +154,23 @@ def _write_trial(writer, results, trial) -> None:
 
     hparams = dict(flatten(trial.config))
     hparams["status" if "status" not in hparams else "trial.status"] = trial.status.value
-    writer.file_writer.add_summary(_session_start(hparams))
+    _add(writer, _session_start(hparams))
     if trial.status.finished:
-        writer.file_writer.add_summary(_session_end(trial.status))
+        _add(writer, _session_end(trial.status))
 
 
 def _add_scalars(writer, scalars: dict[str, float], step: int, wall: Any = None) -> None:
-    """One event of scalars (32-bit, as TensorBoard keeps them). Written as a plain summary:
-    tensorboardX's add_scalar logs a warning for every NaN, and a diverged loss is a result."""
+    """One event of scalars (32-bit, as TensorBoard keeps them)."""
     from tensorboardX.proto.summary_pb2 import Summary
 
     if scalars:
-        summary = Summary(value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()])
-        writer.file_writer.add_summary(summary, step, wall if _number(wall) else None)
+        _add(writer, Summary(value=[Summary.Value(tag=k, simple_value=float(v)) for k, v in scalars.items()]), step, wall)
+
+
+def _add(writer, summary, step: int = 0, wall: Any = None) -> None:
+    from tensorboardX.proto.event_pb2 import Event
+
+    writer.write_event(Event(summary=summary, step=step, wall_time=float(wall) if _number(wall) else time.time()))
 
 
 def _best(curve: list[dict], metric: str, mode: str) -> tuple[float, int] | None:
@@ -225,7 +234,7 @@ def _check_writable(out: Path) -> None:
         probe.write_bytes(b"")
         probe.unlink()
     except OSError as err:
-        raise ConfigError("logdir", f"cannot write to {out}: {err.strerror or err}") from None
+        raise ConfigError("logdir", f"cannot write to {out}: {err.strerror or err}; give a folder you can write to") from None
 
 
 def _read_manifest(out: Path) -> list[str]:
