@@ -250,7 +250,7 @@ def _tensorboard(args) -> int:
         raise ConfigError("--logdir", err.message) from None
     print(f"Wrote TensorBoard files of {len(logs.runs)} trial{'s' if len(logs.runs) != 1 else ''} to {logs.logdir}")
     if logs.removed:
-        print(f"Removed {len(logs.removed)} run folder{'s' if len(logs.removed) != 1 else ''} of trials no longer in {args.dir}")
+        print(f"Removed the event files of {len(logs.removed)} trial{'s' if len(logs.removed) != 1 else ''} no longer in {args.dir}")
     print(f"View them: tensorboard --logdir {shlex.quote(str(logs.logdir))}")
     if importlib.util.find_spec("tensorboard") is None:
         print("raynas: warning: viewing the files needs the tensorboard package, which is not installed: "

@@ -191,7 +191,7 @@ def test_rerunning_replaces_its_own_files_only(lookup_experiment, tmp_path):
 
     second = raynas("tensorboard", lookup_experiment, "--logdir", out)
     assert second.returncode == 0, second.stderr
-    assert "Removed 1 run folder of trials no longer in" in second.stdout
+    assert "Removed the event files of 1 trial no longer in" in second.stdout
     after = [p for p in event_files(out) if p.parent.name != "other_run"]
     assert len(after) == 16 and not set(after) & set(before)  # one new file per run, the old ones gone
     assert {p.parent for p in after} == {p.parent for p in before}
