@@ -1,4 +1,4 @@
-"""``raynas run | resume | validate | analyze | tensorboard``.
+"""``raynas run | resume | submit | validate | analyze | tensorboard``.
 
 Exit codes: 0 success, 1 an error (also: a search in which no trial scored the objective), 2 bad input (nothing started, nothing
 changed), 130 interrupted (resume it with ``raynas resume DIR``).
@@ -43,6 +43,17 @@ def _parser() -> argparse.ArgumentParser:
     res.add_argument("dir", metavar="DIR")
     cluster_args(res)
 
+    sbm = sub.add_parser("submit", help="run an experiment file on a Ray cluster as a Ray Job",
+                         description="Submit the experiment in FILE to a Ray cluster as a Ray Job; its folder goes along "
+                                     "as the job's working directory and the driver runs on the head.")
+    sbm.add_argument("file", metavar="FILE")
+    sbm.add_argument("--address", required=True, metavar="http://HEAD:8265", help="the head's Ray dashboard")
+    sbm.add_argument("--name", help="experiment name (default: the file's `name`)")
+    sbm.add_argument("--storage-path", help="parent folder of results on the head, absolute or ~/... (default: ~/raynas_results)")
+    sbm.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE",
+                     help="override a value of the file (YAML value), also in the job")
+    sbm.add_argument("--follow", action="store_true", help="stream the job's logs and exit with its outcome")
+
     val = sub.add_parser("validate", help="check an experiment file without starting Ray")
     val.add_argument("file", metavar="FILE")
     val.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY.PATH=VALUE")
@@ -72,8 +83,9 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"run": _run, "resume": _resume, "validate": _validate, "analyze": _analyze,
-                "tensorboard": _tensorboard}[args.command](args)
+        commands = {"run": _run, "resume": _resume, "submit": _submit, "validate": _validate, "analyze": _analyze,
+                    "tensorboard": _tensorboard}
+        return commands[args.command](args)
     except ConfigError as err:
         print(f"raynas: error: {err}", file=sys.stderr)
         return EXIT_BAD_INPUT
@@ -170,6 +182,28 @@ def _resume(args) -> int:
         print(f"raynas: error: {err}", file=sys.stderr)
         return EXIT_ERROR
     return _finish(exp_dir)
+
+
+def _submit(args) -> int:
+    from raynas import submit
+
+    sub = submit.submit(args.file, args.address, args.overrides, name=args.name, storage_path=args.storage_path)
+    for note in sub.notes:
+        print(f"raynas: note: {note}", file=sys.stderr)
+    print(submit.how_to_follow(sub), flush=True)
+    if not args.follow:
+        return EXIT_OK
+    try:
+        status = submit.follow(sub)
+    except KeyboardInterrupt:
+        print(f"\nraynas: stopped following; the job {sub.submission_id} keeps running "
+              f"(stop it with: ray job stop --address {sub.address} {sub.submission_id})", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if status == submit.SUCCEEDED:
+        print(f"raynas: job {sub.submission_id} succeeded; results in {sub.results} on the head")
+        return EXIT_OK
+    print(f"raynas: error: job {sub.submission_id} ended {status}: {submit.job_message(sub)}", file=sys.stderr)
+    return EXIT_ERROR
 
 
 def _budgets(constraints) -> str:
