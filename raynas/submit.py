@@ -106,11 +106,11 @@ def submit(
 
 
 def dashboard_address(address: str) -> str:
-    """The dashboard's URL from ``--address``; only ``http(s)://HOST[:PORT]`` is a dashboard."""
+    """The dashboard's URL from ``--address``: ``http(s)://HOST[:PORT][/PATH]``."""
     text = address.strip().rstrip("/")
     scheme, sep, rest = text.partition("://")
-    if sep and scheme in ("http", "https") and rest and "/" not in rest:
-        return text
+    if sep and scheme in ("http", "https") and rest.split("/")[0]:
+        return text  # a path is kept: a dashboard behind a proxy
     if sep and scheme == "ray":
         hint = "ray:// is Ray Client's address; a job goes to the head's dashboard, e.g. http://HEAD:8265"
     elif not sep and text != "auto" and text:
@@ -304,8 +304,10 @@ def follow(sub: Submission, stream: IO[str] | None = None) -> str:
 
 
 def job_message(sub: Submission) -> str:
-    """The job's status message (why it failed), as the Job Submission API gives it."""
-    return connect(sub.address).get_job_info(sub.submission_id).message or ""
+    """Why the job ended as it did, in Ray's first line (the rest repeats its logs)."""
+    message = (connect(sub.address).get_job_info(sub.submission_id).message or "").strip()
+    first = message.splitlines()[0] if message else "no reason given"
+    return first.split(", last available logs")[0]
 
 
 def how_to_follow(sub: Submission) -> str:

@@ -3,6 +3,7 @@
 import http.server
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -18,9 +19,10 @@ import uuid
 import pytest
 
 from raynas.experiment import read_journal
-from tests.helpers import CONSOLE_SCRIPT, EXPERIMENTS, raynas, write_yaml
+from tests.helpers import CONSOLE_SCRIPT, EXPERIMENTS, ROOT, raynas, write_yaml
 
 LOOKUP = EXPERIMENTS / "lookup_tiny.yaml"
+README = (ROOT / "README.md").read_text()
 
 
 def _free_port() -> int:
@@ -155,6 +157,10 @@ def test_submit_runs_the_experiment_as_a_named_job(head, tmp_path, follow):
         assert "[12/12] trial" in proc.stdout and f"job {sid} succeeded" in proc.stdout, proc.stdout[-3000:]
     else:
         assert "~/raynas_results" in proc.stdout  # expanded on the head, not here
+        # The README shows this output: the same lines, in the same order.
+        documented = re.search(r"```\n(Submitted quickstart as Ray Job .*?)```", README, re.DOTALL).group(1).splitlines()
+        printed = proc.stdout.splitlines()
+        assert [line.split(":")[0] for line in documented[1:]] == [line.split(":")[0] for line in printed[1:len(documented)]]
         assert _wait(head, sid) == "SUCCEEDED", _logs(head, sid)[-3000:]
 
     job = _job(head, sid)
@@ -167,6 +173,14 @@ def test_submit_runs_the_experiment_as_a_named_job(head, tmp_path, follow):
     assert len(rows) == expected and len(read_journal(folder)) == expected
     assert {r["status"] for r in rows} <= {"completed", "stopped"}
     assert all(r["best"] is not None for r in rows)
+
+    if follow:
+        # The same experiment again: its results folder exists on the head, so the job's
+        # `raynas run` refuses it, and the job's failure is submit's exit code.
+        again = raynas("submit", LOOKUP, "--address", head["address"], *extra)
+        assert again.returncode == 1, again.stdout[-3000:] + again.stderr[-3000:]
+        assert "exists already" in again.stdout, again.stdout[-3000:]
+        assert "ended FAILED: Job entrypoint command failed with exit code 2\n" in again.stderr, again.stderr
 
 
 @pytest.mark.ray
@@ -300,7 +314,19 @@ def test_ctrl_c_while_following_leaves_the_job_running(head, tmp_path):
     assert _wait(head, sid) == "STOPPED"
 
 
-# --- addresses that are not a dashboard: no Ray needed ----------------------------------------
+# --- no Ray needed ---------------------------------------------------------------------------
+
+
+def test_without_the_job_client_says_which_extra_to_install(tmp_path):
+    # aiohttp (ray[default]) made missing for this process only.
+    (tmp_path / "aiohttp.py").write_text("raise ModuleNotFoundError(\"No module named 'aiohttp'\", name='aiohttp')\n")
+    path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
+    proc = raynas("submit", LOOKUP, "--address", "http://127.0.0.1:8265", env={"PYTHONPATH": path})
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "pip install 'raynas[dashboard]'" in proc.stderr and "aiohttp" in proc.stderr, proc.stderr
+
+
+# --- addresses that are not a dashboard ----------------------------------------
 
 
 @pytest.fixture
