@@ -199,6 +199,10 @@ def _submit(args) -> int:
         print(f"\nraynas: stopped following; the job {sub.submission_id} keeps running "
               f"(stop it with: ray job stop --address {sub.address} {sub.submission_id})", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except Exception as err:  # noqa: BLE001 - the log stream or the dashboard went away; the job may go on
+        print(f"raynas: error: lost the job's logs ({type(err).__name__}: {err}); it may still be running: "
+              f"ray job status --address {sub.address} {sub.submission_id}", file=sys.stderr)
+        return EXIT_ERROR
     if status == submit.SUCCEEDED:
         print(f"raynas: job {sub.submission_id} succeeded; results in {sub.results} on the head")
         return EXIT_OK
