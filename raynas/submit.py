@@ -190,19 +190,20 @@ def _storage(spec_storage: str | None, flag: str | None, notes: list[str]) -> st
 
 
 def working_dir_excludes(base_dir: str, spec_storage: str | None = None) -> list[str]:
-    """Patterns (gitignore syntax, as Ray's ``excludes``) left out of the uploaded folder:
+    """Patterns (gitignore syntax, as Ray's ``excludes``; anchored ones have no trailing slash,
+    which Ray's matcher would not match to a folder) left out of the uploaded folder:
     :data:`ALWAYS_EXCLUDED`, every virtual environment and raynas results folder inside it,
     and the file's relative ``storage_path``."""
     excludes = list(ALWAYS_EXCLUDED)
     if spec_storage and not (os.path.isabs(spec_storage) or spec_storage.startswith("~")):
         inside = os.path.relpath(os.path.join(base_dir, spec_storage), base_dir)
-        if not inside.startswith(".."):
-            excludes.append(f"/{inside}/")
+        if inside != "." and not inside.startswith(".."):
+            excludes.append(f"/{Path(inside).as_posix()}")
     skip = {p for p in ALWAYS_EXCLUDED if "*" not in p}
     for root, dirs, files in os.walk(base_dir):
         rel = os.path.relpath(root, base_dir)
         if rel != "." and ("pyvenv.cfg" in files or META_FILE in files):
-            excludes.append(f"/{Path(rel).as_posix()}/")
+            excludes.append(f"/{Path(rel).as_posix()}")
             dirs[:] = []
             continue
         dirs[:] = [d for d in dirs if d not in skip]

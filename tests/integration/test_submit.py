@@ -193,6 +193,7 @@ def test_a_user_module_beside_the_file_goes_with_the_job(head, tmp_path):
     (exp / "env").mkdir()
     (exp / "env" / "pyvenv.cfg").write_text("home = /usr/bin\n")  # a virtual environment: not uploaded
     (exp / ".git").mkdir()
+    (exp / "results").mkdir()  # the file's own (relative) storage_path: not uploaded
     log = tmp_path / "where.jsonl"
     (exp / "mymod.py").write_text(textwrap.dedent(f"""
         import json
@@ -216,12 +217,15 @@ def test_a_user_module_beside_the_file_goes_with_the_job(head, tmp_path):
         "objective": {"metric": "score", "mode": "max"},
         "max_epochs": 2,
         "resources": {"cpus_per_trial": 0.5},
+        "storage_path": "results",
     })
-    proc = raynas("submit", exp / "mine.yaml", "--address", head["address"], "--storage-path", tmp_path / "res", cwd=tmp_path)
+    proc = raynas("submit", exp / "mine.yaml", "--address", head["address"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    # A relative storage_path would be inside the job's temporary folder: the default instead, said once.
+    assert "storage_path 'results' in the file is relative" in proc.stderr, proc.stderr
     sid = _submission_id(proc.stdout)
     assert _wait(head, sid) == "SUCCEEDED", _logs(head, sid)[-3000:]
-    rows = _analyze(tmp_path / "res" / "mine")
+    rows = _analyze(os.path.join(head["home"], "raynas_results", "mine"))
     assert sorted(r["best"] for r in rows) == [2, 4]
     seen = [json.loads(line) for line in log.read_text().splitlines()]
     assert len(seen) == 2
@@ -230,7 +234,7 @@ def test_a_user_module_beside_the_file_goes_with_the_job(head, tmp_path):
         assert where["file"] != str(exp / "mymod.py") and where["cwd"] != str(exp), where
         assert {"mine.yaml", "mymod.py"} <= set(where["files"]), where
         # ... which left out results folders, environments and version control.
-        assert not {"old_results", "env", ".git"} & set(where["files"]), where
+        assert not {"old_results", "env", ".git", "results"} & set(where["files"]), where
 
 
 @pytest.mark.ray
@@ -278,7 +282,10 @@ def test_a_folder_too_large_to_upload_is_refused_with_its_largest_files(head, tm
     with open(exp / "weights.bin", "wb") as f:  # incompressible, past the dashboard's 100 MiB
         f.writelines(os.urandom(2**20) for _ in range(101))
     before = _jobs(head)
-    proc = raynas("submit", exp / "lookup_tiny.yaml", "--address", head["address"])
+    try:
+        proc = raynas("submit", exp / "lookup_tiny.yaml", "--address", head["address"])
+    finally:
+        (exp / "weights.bin").unlink()
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "too large to upload" in proc.stderr and "weights.bin (101.0 MiB)" in proc.stderr, proc.stderr
     assert ".rayignore" in proc.stderr
@@ -295,6 +302,8 @@ def test_ctrl_c_while_following_leaves_the_job_running(head, tmp_path):
          "--set", "trainable.params.speedup=5", "--follow"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )
+    watchdog = threading.Timer(120, proc.kill)  # a job that never starts fails the test, not hangs it
+    watchdog.start()
     try:
         lines = []
         for line in proc.stdout:
@@ -305,6 +314,7 @@ def test_ctrl_c_while_following_leaves_the_job_running(head, tmp_path):
         proc.send_signal(signal.SIGINT)
         _, err = proc.communicate(timeout=60)
     finally:
+        watchdog.cancel()
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, err
