@@ -12,7 +12,9 @@ system, no early stopping, 2 trials in parallel) is trained by
   last one's end, so it includes what any system that trains in new processes pays in each of
   them: Python's start, ``import torch`` and the first optimizer step (which imports
   ``torch._dynamo``); the data comes ready from a ``.npz`` file (no scikit-learn import);
-* ``raynas``: ``raynas.run`` on an experiment file (results folder, journal, checkpoints);
+* ``raynas``: ``raynas.run`` on an experiment file (results folder, journal, checkpoints, trial
+  metrics exported through Ray's metrics API);
+* ``raynas-no-metrics``: the same without the metrics export (``--no-metrics``), its cost;
 * ``tune-reuse`` and ``tune-default``: Ray Tune with a Lightning ``Trainer`` inside a
   function trainable that reports through Ray's ``TuneReportCheckpointCallback``, as Ray's
   docs show it, with ``reuse_actors=True`` and with Tune's default (no reuse).
@@ -46,7 +48,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import machine, median, ray_tmpdir, run_child, table  # noqa: E402
 
-SYSTEMS = ("limit", "limit-parallel", "limit-cold", "raynas", "tune-reuse", "tune-default")
+SYSTEMS = ("limit", "limit-parallel", "limit-cold", "raynas", "raynas-no-metrics", "tune-reuse", "tune-default")
 PARALLEL = 2
 TARGETS = {"mlp": 1.5, "cnn": 1.1}
 
@@ -191,7 +193,8 @@ def experiment(family: str, archs: list[dict], epochs: int, name: str) -> dict:
     }
 
 
-def run_raynas(family: str, archs: list[dict], epochs: int, tmp: str, profile: str | None = None) -> dict:
+def run_raynas(family: str, archs: list[dict], epochs: int, tmp: str, profile: str | None = None,
+               metrics: bool = True) -> dict:
     import yaml
 
     import raynas
@@ -201,7 +204,7 @@ def run_raynas(family: str, archs: list[dict], epochs: int, tmp: str, profile: s
     with open(path, "w") as f:
         yaml.safe_dump(experiment(family, archs, epochs, "overhead"), f, sort_keys=False)
     spec = raynas.load_spec(path)
-    opts = RunOptions(storage_path=os.path.join(tmp, "results"), progress=False, num_cpus=PARALLEL)
+    opts = RunOptions(storage_path=os.path.join(tmp, "results"), progress=False, num_cpus=PARALLEL, metrics=metrics)
     t0 = time.perf_counter()
     _init_ray(spec, opts)  # the same Ray raynas would start; run() then joins it
     init_s = time.perf_counter() - t0
@@ -312,8 +315,8 @@ def child(args) -> None:
             out = run_limit_parallel(args.workload, args.trials, args.epochs)
         elif args.child == "limit-cold":
             out = run_limit_parallel(args.workload, args.trials, args.epochs, os.path.join(tmp, "data.npz"))
-        elif args.child == "raynas":
-            out = run_raynas(family, archs, args.epochs, tmp, args.profile)
+        elif args.child in ("raynas", "raynas-no-metrics"):
+            out = run_raynas(family, archs, args.epochs, tmp, args.profile, metrics=args.child == "raynas")
         else:
             out = run_tune(family, archs, args.epochs, tmp, reuse=args.child == "tune-reuse")
     print(json.dumps(out))

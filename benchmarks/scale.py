@@ -147,7 +147,8 @@ def _slope(points: list[tuple[float, float]]) -> float:
     return sum((x - mx) * (y - my) for x, y in points) / sxx if sxx else 0.0
 
 
-def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, timeout: float) -> dict:
+def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, timeout: float,
+        metrics: bool = True) -> dict:
     import yaml
 
     with tempfile.TemporaryDirectory(prefix="raynas-scale-") as tmp, ray_tmpdir() as rt:
@@ -159,7 +160,7 @@ def run(trials: int, concurrent: int, cpus_per_trial: float, interval: float, ti
         storage = os.path.join(tmp, "results")
         journal = os.path.join(storage, "scale", "trials.json")
         cmd = [sys.executable, "-m", "raynas", "run", path, "--storage-path", storage, "--quiet",
-               "--num-cpus", str(os.cpu_count() or 2)]
+               "--num-cpus", str(os.cpu_count() or 2)] + ([] if metrics else ["--no-metrics"])
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                 env=dict(os.environ, RAY_TMPDIR=rt))
@@ -233,10 +234,12 @@ def main(argv=None) -> int:
     p.add_argument("--cpus-per-trial", type=float, default=0.5, help="resources.cpus_per_trial (default 0.5)")
     p.add_argument("--interval", type=float, default=0.5, help="seconds between memory samples")
     p.add_argument("--timeout", type=float, default=3600.0)
+    p.add_argument("--no-metrics", dest="metrics", action="store_false",
+                   help="run without the export of trial metrics to Ray's metrics (to measure its cost)")
     p.add_argument("--json", action="store_true")
     args = p.parse_args(argv)
     report = {"benchmark": "scale", "machine": machine(), "target_trials_per_s": TARGET_TPS}
-    report.update(run(args.trials, args.concurrent, args.cpus_per_trial, args.interval, args.timeout))
+    report.update(run(args.trials, args.concurrent, args.cpus_per_trial, args.interval, args.timeout, args.metrics))
     report["load_after"] = machine()["load"]
     if args.json:
         print(json.dumps(report))

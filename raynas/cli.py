@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--quiet", action="store_true", help="no trial table")
         sp.add_argument("--verbose", action="store_true", help="show Ray's and the workers' logs")
         sp.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
+        sp.add_argument("--no-metrics", dest="metrics", action="store_false",
+                        help="do not export trial metrics through Ray's metrics API (Prometheus, Grafana)")
 
     run = sub.add_parser("run", help="run an experiment file", description="Run a NAS experiment described in FILE.")
     run.add_argument("file", metavar="FILE")
@@ -114,6 +116,7 @@ def _options(args):
         progress=not args.quiet,
         verbose=args.verbose,
         num_cpus=args.num_cpus,
+        metrics=args.metrics,
     )
 
 

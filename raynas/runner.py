@@ -71,6 +71,7 @@ class RunOptions:
         stream: Where the table goes (stdout).
         verbose: Keep Ray's and Tune's warnings.
         num_cpus: CPUs of a local Ray (default: all of this machine).
+        metrics: Export each trial's metrics through Ray's metrics API (:mod:`raynas.metrics`).
         stop: Extra stopping rule, anything Ray Tune's ``RunConfig(stop=...)`` takes (a
             ``tune.Stopper``, a dict of metric limits, a function); a search it ends early is
             recorded as interrupted. None: the search ends when its trials do.
@@ -85,6 +86,7 @@ class RunOptions:
     verbose: bool = False
     num_cpus: int | None = None
     stop: Any = None
+    metrics: bool = True
 
 
 def _options(opts: RunOptions | None, options: dict) -> RunOptions:
@@ -546,7 +548,7 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
             verbose=0,
             # The journal writes each trial's result.json itself, straight into the results
             # folder (Tune's loggers write to a staging folder copied over later).
-            callbacks=[journal, JournalFlush(journal), QuietTrialProgress(), TrialMetrics(journal, family)],
+            callbacks=[journal, JournalFlush(journal), QuietTrialProgress(), *([TrialMetrics(journal, family)] if opts.metrics else [])],
             stop=opts.stop,
             # Tune deletes old checkpoints before the snapshot that stops referring to them is
             # written; a crash in between leaves a state that cannot be resumed. So Tune keeps

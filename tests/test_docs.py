@@ -63,3 +63,18 @@ def test_readme_python_api_example_runs(tmp_path):
     scope: dict = {}
     exec(code, scope)  # noqa: S102 - our own documentation
     assert scope["best"].best > 0.9 and set(scope["best"].config) == {"arch", "train"}
+
+
+def test_readme_grafana_command_finds_the_shipped_dashboard():
+    """The README's `cp "$(python -c ...)" ...` line: the command in it prints the dashboard
+    file of the installed package."""
+    import json
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    line = next(b for b in blocks("bash") if "GRAFANA_DASHBOARD" in b)
+    command = re.search(r'"\$\(python -c \'(.*?)\'\)"', line).group(1)
+    path = subprocess.run([sys.executable, "-c", command], capture_output=True, text=True, check=True).stdout.strip()
+    board = json.loads(Path(path).read_text())
+    assert board["uid"] == "raynas-trials" and board["panels"]
