@@ -187,7 +187,10 @@ def trial_tasks_named(label: Callable[[Any], str] | None):
     from ray.air.execution._internal.actor_manager import RayActorManager
     from ray.tune.execution.tune_controller import TuneController
 
-    labels: dict = {}  # tracked actor -> the label of the trial it runs now
+    import weakref
+
+    # Tracked actor -> the label of the trial it runs now (gone with the actor).
+    labels: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
     original_schedule = TuneController._schedule_trial_task
     original_submit = RayActorManager._schedule_tracked_actor_task
 

@@ -133,7 +133,7 @@ def test_trials_are_named_and_export_their_metrics_while_a_run_goes(head, tmp_pa
     assert len(records) == 6
 
     # Actors view: the trial actors carry the experiment's name (Tune's class, ImplicitFunc, stays).
-    assert ("ImplicitFunc", f"raynas_{name}") in actors, actors
+    assert any(cls.endswith("ImplicitFunc") and repr_name == f"raynas_{name}" for cls, repr_name in actors), actors
     # Tasks view: each trial's training tasks name the experiment, its number and its id.
     for rec in records:
         assert f"{name} #{rec.order} {rec.trial_id}.train" in tasks, (rec.trial_id, sorted(tasks))
