@@ -1,4 +1,4 @@
-"""``raynas run | resume | submit | validate | analyze | tensorboard``.
+"""``raynas run | resume | submit | validate | analyze | tensorboard | report``.
 
 Exit codes: 0 success, 1 an error (also: a search in which no trial scored the objective), 2 bad input (nothing started, nothing
 changed), 130 interrupted (resume it with ``raynas resume DIR``).
@@ -79,6 +79,13 @@ def _parser() -> argparse.ArgumentParser:
                         description="Write TensorBoard event files of every trial in DIR: per-epoch scalars and the HParams table.")
     tb.add_argument("dir", metavar="DIR")
     tb.add_argument("--logdir", metavar="OUT", help="where to write (default: DIR/tensorboard); replaces what an earlier run wrote there")
+    ana.add_argument("--importance", action="store_true",
+                     help="how much each searched key explains the objective (Optuna's fANOVA over the scored trials)")
+
+    rep = sub.add_parser("report", help="write the experiment's HTML report (one offline file; needs raynas[report])",
+                         description="Write one self-contained HTML report of the experiment in DIR.")
+    rep.add_argument("dir", metavar="DIR")
+    rep.add_argument("-o", "--output", metavar="FILE", help="where to write it (default: DIR/report.html)")
     return p
 
 
@@ -86,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": _run, "resume": _resume, "submit": _submit, "validate": _validate, "analyze": _analyze,
-                    "tensorboard": _tensorboard}
+                    "tensorboard": _tensorboard, "report": _report}
         return commands[args.command](args)
     except ConfigError as err:
         print(f"raynas: error: {err}", file=sys.stderr)
@@ -258,10 +265,19 @@ def _analyze(args) -> int:
         from raynas.experiment import Status
 
         results.trials = [t for t in results.trials if t.status is not Status.LOST]
-    if args.curves and (args.pareto or args.format == "table"):
-        got = "--pareto" if args.pareto else "--format table"
+    if args.curves and (args.pareto or args.importance or args.format == "table"):
+        got = "--pareto" if args.pareto else "--importance" if args.importance else "--format table"
         raise ConfigError("--curves", f"applies to the leaderboard's --format json and --format csv, not to {got}")
-    if args.pareto:
+    if args.pareto and args.importance:
+        raise ConfigError("--importance", "give --importance or --pareto, not both")
+    if args.importance:
+        if args.top is not None or args.objectives is not None or args.reference is not None:
+            flag = "--top" if args.top is not None else "--objectives" if args.objectives is not None else "--reference"
+            raise ConfigError(flag, "does not apply to --importance")
+        from raynas.analysis.importance import importance
+
+        out = render.importance(importance(results), args.format)
+    elif args.pareto:
         out = _pareto(args, results)
     else:
         for flag in ("objectives", "reference"):
@@ -296,6 +312,14 @@ def _tensorboard(args) -> int:
     if importlib.util.find_spec("tensorboard") is None:
         print("raynas: warning: viewing the files needs the tensorboard package, which is not installed: "
               "pip install 'raynas[tensorboard]'", file=sys.stderr)
+    return EXIT_OK
+
+
+def _report(args) -> int:
+    from raynas.analysis.report import write_report
+
+    path = write_report(args.dir, args.output)
+    print(f"Report: {path}")
     return EXIT_OK
 
 

@@ -261,3 +261,32 @@ def _objective_cell(metric: str, value: Any) -> str:
     if metric == "flops":
         return _si(value)
     return fmt_metric(value)
+
+
+def importance(result, fmt: str = "table") -> str:
+    """An :class:`~raynas.analysis.importance.Importance` as a table, JSON or CSV (one row
+    per rated key, then the keys left out with an empty importance and why)."""
+    if fmt == "json":
+        return dumps(result.to_json())
+    rows = [(k, f"{v:.4f}", "") for k, v in result.importances.items()]
+    rows += [(k, "", why) for k, why in result.left_out.items()]
+    if fmt == "csv":
+        import csv as csv_module
+        import io
+
+        buf = io.StringIO()
+        writer = csv_module.writer(buf, lineterminator="\n")
+        writer.writerow(["key", "importance", "left_out"])
+        writer.writerows(rows)
+        return buf.getvalue()
+    title = (f"importance of each searched key for best {result.metric} ({result.mode}): "
+             f"Optuna's {result.evaluator} evaluator over {result.trials} scored trial{'s' if result.trials != 1 else ''}")
+    lines = [title]
+    if result.importances:
+        width = max(len(k) for k in result.importances)
+        for key, value in result.importances.items():
+            lines.append(f"  {key:<{width}}  {value:6.3f}  {'#' * round(value * 30)}")
+    for key, why in result.left_out.items():
+        lines.append(f"  not rated: {key}: {why}")
+    lines += [f"  note: {note}" for note in result.notes]
+    return "\n".join(lines)

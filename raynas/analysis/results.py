@@ -67,6 +67,7 @@ class TrialResult:
         metrics: The trial's last reported metrics (without Tune's bookkeeping keys).
         curve: Every epoch's metrics, in order.
         order: 1 for the first trial started, 2 for the next, ...
+        started, ended: When the trial started and ended (Unix seconds; None if not yet).
     """
 
     trial_id: str
@@ -83,6 +84,8 @@ class TrialResult:
     rank: int | None = None
     origin: dict = field(default_factory=dict)
     stopped_at: dict | None = None
+    started: float | None = None
+    ended: float | None = None
 
     @property
     def params(self) -> Any:
@@ -565,6 +568,8 @@ def _trial(exp_dir: Path, rec: TrialRecord, metric: str, mode: str, rungs: list[
         curve=curve_scored,
         origin=dict(rec.origin or {}),
         stopped_at=stopped_at,
+        started=rec.started,
+        ended=rec.ended,
     )
 
 
