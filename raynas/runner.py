@@ -75,6 +75,8 @@ class RunOptions:
         stop: Extra stopping rule, anything Ray Tune's ``RunConfig(stop=...)`` takes (a
             ``tune.Stopper``, a dict of metric limits, a function); a search it ends early is
             recorded as interrupted. None: the search ends when its trials do.
+        report: Keep ``report.html`` in the experiment folder fresh while the search runs
+            (needs ``raynas[report]``; without it the run says so once and goes on).
     """
 
     name: str | None = None
@@ -87,6 +89,7 @@ class RunOptions:
     num_cpus: int | None = None
     stop: Any = None
     metrics: bool = True
+    report: bool = True
 
 
 def _options(opts: RunOptions | None, options: dict) -> RunOptions:
@@ -428,11 +431,13 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
     from raynas.durable import remove_downloaded_raynas_files
 
     started = _init_ray(spec, opts)
+    report = _live_report(exp_dir, opts)
     try:
         _tune.check_compat()  # once per process: which of raynas's features this Ray loses
         slots = _check_resources(spec)
         tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
         journal = _wire(tuner)
+        report.start()
         try:
             with patched(
                 local=_local_ray,
@@ -462,10 +467,20 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
             if summary:
                 raise SearchFailedError(f"{summary}\nResults: {exp_dir}")
     finally:
+        report.stop()  # after the run's status is written: the final page says how it ended
         if started:
             _local_ray = None
             ray.shutdown()
     return exp_dir
+
+
+def _live_report(exp_dir: Path, opts: RunOptions):
+    """The report that refreshes itself while the search runs (see raynas.analysis.report);
+    off with ``report=False``. It never raises into the run."""
+    from raynas.analysis.report import LiveReport
+
+    stream = opts.stream or sys.stdout
+    return LiveReport(exp_dir, say=lambda line: print(line, file=stream, flush=True), enabled=opts.report)
 
 
 def _records(exp_dir: Path) -> list:

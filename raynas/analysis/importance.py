@@ -145,7 +145,11 @@ def importance(results: ExperimentResults, evaluator: str = "fanova", seed: int 
 
 
 def _evaluator(name: str, seed: int):
-    from optuna.importance import FanovaImportanceEvaluator, MeanDecreaseImpurityImportanceEvaluator, PedAnovaImportanceEvaluator
+    from optuna.importance import (
+        FanovaImportanceEvaluator,
+        MeanDecreaseImpurityImportanceEvaluator,
+        PedAnovaImportanceEvaluator,
+    )
 
     if name == "fanova":
         return FanovaImportanceEvaluator(seed=seed)
@@ -182,7 +186,11 @@ def _space_nodes(results: ExperimentResults) -> dict[str, Any]:
 
 
 def _distribution(seen: list, node: Any):
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+    from optuna.distributions import (
+        CategoricalDistribution,
+        FloatDistribution,
+        IntDistribution,
+    )
 
     from raynas.spaces.domains import Int
 

@@ -21,13 +21,14 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from raynas.analysis.results import ExperimentResults, TrialResult, load_results
 from raynas.errors import ConfigError
-from raynas.experiment import JOURNAL_FILE, RunStatus, Status, read_meta, write_text_atomic
+from raynas.experiment import JOURNAL_FILE, Status, read_meta, write_text_atomic
 
 REPORT_FILE = "report.html"
 DATA_FILE = "report_data.js"
@@ -105,7 +106,7 @@ def report_data(results: ExperimentResults, live: bool = False, importance: dict
         "max_epochs": results.max_epochs,
         "status": meta.get("status"),
         "live": bool(live),
-        "generated": round(time.time(), 3),
+        "generated": int(time.time() * 1000),  # ms, an int: the page compares it to see new data
         "keys": keys,
         "trials": trials,
         "importance": importance,
@@ -195,9 +196,11 @@ class LiveReport:
         exp_dir: The experiment folder.
         min_interval: Shortest wait between two builds, in seconds.
         say: Where the one-line notes go (the report's path, or why it is off).
+        enabled: False makes ``start`` and ``stop`` do nothing.
     """
 
-    def __init__(self, exp_dir: str | os.PathLike, min_interval: float = 5.0, say: Callable[[str], None] | None = None):
+    def __init__(self, exp_dir: str | os.PathLike, min_interval: float = 5.0,
+                 say: Callable[[str], None] | None = None, enabled: bool = True):
         self.dir = Path(exp_dir)
         self.path = self.dir / REPORT_FILE
         self.min_interval = min_interval
@@ -209,24 +212,29 @@ class LiveReport:
         self._stamp: tuple | None = None
         self._importance: tuple[int, dict] | None = None
         self._failed = False
-        self.enabled = False
+        self.wanted = enabled
+        self.active = False
 
     def start(self) -> None:
+        """Writes the page and starts refreshing it; says where it is (or why it is off)."""
+        if not self.wanted or self.active:
+            return
         missing = plotly_missing()
         if missing:
             self.say(f"raynas: the live report is off: {missing}")
             return
         if not self._build(live=True, page=True):
             return
-        self.enabled = True
+        self.active = True
         self.say(f"Report: {self.path} (refreshes while the search runs)")
         self._thread = threading.Thread(target=self._loop, name="raynas-live-report", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
         """Stops the thread and writes the final page (still written after a failed build)."""
-        if not self.enabled:
+        if not self.active:
             return
+        self.active = False
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=60)
@@ -351,5 +359,13 @@ def _html_escape(text: str) -> str:
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
-__all__ = ["LiveReport", "write_report", "report_data", "render_html", "data_script", "plotly_missing",
-           "REPORT_FILE", "DATA_FILE", "RunStatus"]
+__all__ = [
+    "DATA_FILE",
+    "REPORT_FILE",
+    "LiveReport",
+    "data_script",
+    "plotly_missing",
+    "render_html",
+    "report_data",
+    "write_report",
+]
