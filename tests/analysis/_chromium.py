@@ -31,7 +31,7 @@ def require_chromium() -> None:
 def offline_prefix() -> list[str]:
     """``unshare -n``: a network namespace with no interface, so no URL can be fetched."""
     unshare = shutil.which("unshare")
-    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True).returncode == 0:
+    if unshare and subprocess.run([unshare, "-n", "true"], capture_output=True, check=False).returncode == 0:
         return [unshare, "-n"]
     pytest.skip("unshare -n is not permitted here (needs root or user namespaces): cannot run the browser offline")
 
@@ -62,7 +62,7 @@ class Page:
             [*offline_prefix(), CHROMIUM, *FLAGS, "--remote-debugging-pipe", f"--user-data-dir={self.profile}",
              f"--window-size={size[0]},{size[1]}", "about:blank"],
             # close_fds would close 3 and 4 after preexec_fn; dup2's copies are inheritable.
-            close_fds=False, preexec_fn=child_fds,
+            close_fds=False, preexec_fn=child_fds,  # noqa: PLW1509 - it only calls dup and dup2, no lock
             stdout=subprocess.DEVNULL, stderr=None if os.environ.get("RAYNAS_CHROMIUM_LOG") else subprocess.DEVNULL,
         )
         os.close(cmd_r)
@@ -124,7 +124,7 @@ class Page:
         self._r.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> "Page":
+    def __enter__(self) -> Page:
         return self
 
     def __exit__(self, *exc) -> None:

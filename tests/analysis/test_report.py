@@ -13,7 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from raynas.analysis.report import DATA_FILE, REPORT_FILE, LiveReport, data_script, report_data
+from raynas.analysis.report import (
+    DATA_FILE,
+    REPORT_FILE,
+    LiveReport,
+    data_script,
+    report_data,
+)
 from raynas.experiment import TrialRecord, read_journal, write_journal
 from tests.analysis._chromium import Page, require_chromium, screenshot
 from tests.helpers import EXPERIMENTS, ROOT, raynas
