@@ -124,7 +124,7 @@ class Page:
         self._r.close()
         shutil.rmtree(self.profile, ignore_errors=True)
 
-    def __enter__(self) -> Page:
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc) -> None:
