@@ -50,7 +50,7 @@ def test_the_key_that_drives_the_objective_ranks_first(tmp_path):
     results = load_results(make_experiment(tmp_path / "exp", 60))
     result = importance(results)
     assert result.evaluator == "fanova" and result.trials == 60 and result.metric == "val_acc"
-    assert list(result.importances)[0] == "arch.width"
+    assert next(iter(result.importances)) == "arch.width"
     assert result.importances["arch.width"] > 0.6
     assert set(result.importances) == {"arch.width", "arch.depth", "arch.act", "train.lr"}
     assert sum(result.importances.values()) == pytest.approx(1.0)
@@ -82,7 +82,7 @@ def test_too_few_trials_constant_objective_and_conditional_keys_are_notes(tmp_pa
 
     cond = importance(load_results(make_experiment(tmp_path / "cond", 20, extra=blocks)))
     assert "arch.stages.1.k" in cond.left_out and "set in 10 of 20 scored trials" in cond.left_out["arch.stages.1.k"]
-    assert list(cond.importances)[0] == "arch.width"
+    assert next(iter(cond.importances)) == "arch.width"
 
     with pytest.raises(ConfigError, match="evaluator: must be one of fanova, ped-anova"):
         importance(load_results(tmp_path / "flat"), evaluator="shap")
@@ -104,7 +104,7 @@ def test_analyze_importance_formats(tmp_path):
     assert proc.returncode == 0, proc.stderr
     data = json.loads(proc.stdout)
     assert data == importance(load_results(folder)).to_json()
-    assert list(data["importances"])[0] == "arch.width"
+    assert next(iter(data["importances"])) == "arch.width"
 
     table = raynas("analyze", folder, "--importance")
     assert table.returncode == 0, table.stderr
