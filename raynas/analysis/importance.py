@@ -33,6 +33,10 @@ EVALUATORS = ("fanova", "ped-anova")
 #: Fewer scored trials than this give no importance (an evaluator needs a spread to fit).
 MIN_TRIALS = 3
 
+#: At most this many scored trials go into the study (a seeded random sample beyond it):
+#: fANOVA's time grows faster than the trials (docs/benchmarks.md, "The report").
+MAX_TRIALS = 1000
+
 
 @dataclass
 class Importance:
@@ -42,7 +46,7 @@ class Importance:
         metric: The objective the importances explain (the first objective).
         mode: ``"max"`` or ``"min"``.
         evaluator: The Optuna evaluator's name (see :data:`EVALUATORS`).
-        trials: How many scored trials went into the study.
+        trials: How many scored trials went into the study (at most ``max_trials``).
         importances: ``{key: importance}``, largest first, summing to 1 (empty when it
             could not be computed: ``notes`` says why).
         left_out: ``{key: why}`` for searched keys not rated: the same value in every
@@ -70,14 +74,17 @@ class Importance:
         }
 
 
-def importance(results: ExperimentResults, evaluator: str = "fanova", seed: int = 0) -> Importance:
+def importance(results: ExperimentResults, evaluator: str = "fanova", seed: int = 0,
+               max_trials: int | None = MAX_TRIALS) -> Importance:
     """Rates each searched key by how much of the objective's variation it explains.
 
     Args:
         results: An experiment folder, read (:func:`raynas.analysis.load_results`).
         evaluator: ``"fanova"`` (Optuna's FanovaImportanceEvaluator, the default) or
             ``"ped-anova"`` (PedAnovaImportanceEvaluator: what sets the best trials apart).
-        seed: fANOVA's seed, for repeatable output.
+        seed: fANOVA's seed and the sample's, for repeatable output.
+        max_trials: Rate on a random sample of this many scored trials when there are more
+            (None: all of them); the notes say so.
 
     Returns:
         The importances; with too few scored trials, no varying key or a constant
@@ -95,6 +102,12 @@ def importance(results: ExperimentResults, evaluator: str = "fanova", seed: int 
     out = Importance(results.metric, results.mode, evaluator, len(scored))
     if len(results.metrics) > 1:
         out.notes.append(f"importance of the first objective ({results.metric}) only")
+    if max_trials is not None and len(scored) > max_trials:
+        import random
+
+        out.notes.append(f"on a random sample of {max_trials:,} of the {len(scored):,} scored trials (seed {seed})")
+        scored = random.Random(seed).sample(scored, max_trials)
+        out.trials = max_trials
     flat = {t.trial_id: flatten(t.config) for t in scored}
     keys: list[str] = []
     for values in flat.values():

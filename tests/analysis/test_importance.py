@@ -124,3 +124,13 @@ def test_analyze_importance_bad_flags(tmp_path):
     assert proc.returncode == 2 and "raynas: error: --importance: give --importance or --pareto, not both" in proc.stderr
     proc = raynas("analyze", folder, "--importance", "--top", "3")
     assert proc.returncode == 2 and "raynas: error: --top: does not apply to --importance" in proc.stderr
+
+
+def test_many_trials_are_rated_on_a_seeded_sample(tmp_path):
+    results = load_results(make_experiment(tmp_path / "exp", 50))
+    sampled = importance(results, max_trials=30)
+    assert sampled.trials == 30
+    assert sampled.notes == ["on a random sample of 30 of the 50 scored trials (seed 0)"]
+    assert next(iter(sampled.importances)) == "arch.width"
+    assert importance(results, max_trials=30).importances == sampled.importances
+    assert importance(results, max_trials=None).trials == 50
