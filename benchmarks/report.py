@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import random
 import re
 import shutil
@@ -30,13 +29,20 @@ import subprocess
 import sys
 import tempfile
 import time
+from html import unescape as html_unescape
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import machine, table  # noqa: E402
+from _common import machine, table
 
-from raynas.experiment import RESULT_FILE, Status, TrialRecord, update_meta, write_journal  # noqa: E402
+from raynas.experiment import (
+    RESULT_FILE,
+    Status,
+    TrialRecord,
+    update_meta,
+    write_journal,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 TARGET_RENDER_MS = 5000  # a 10,000-trial page should draw within a few seconds
@@ -48,8 +54,9 @@ SPACE = {
 }
 
 
-def synthetic_experiment(path: Path, trials: int, epochs: int, seed: int = 0) -> Path:
-    """An experiment folder as an ASHA search of ``trials`` MLPs leaves it (made-up curves)."""
+def synthetic_experiment(path: Path, trials: int, epochs: int, stopped: float = 0.3, seed: int = 0) -> Path:
+    """An experiment folder as an ASHA search of ``trials`` MLPs leaves it (made-up curves):
+    a ``stopped`` fraction of the trials stopped at a rung, the others ran every epoch."""
     rng = random.Random(seed)
     path.mkdir(parents=True)
     t0 = 1_700_000_000.0
@@ -65,7 +72,7 @@ def synthetic_experiment(path: Path, trials: int, epochs: int, seed: int = 0) ->
                            "activation": rng.choice(["relu", "gelu", "silu"]), "dropout": rng.uniform(0, 0.5)},
                   "train": {"lr": 10 ** rng.uniform(-4, -1), "batch_size": rng.choice([32, 64, 128]), "optimizer": "adam"}}
         ceiling = 0.7 + 0.05 * math.log2(config["arch"]["width"] / 32) / 4 - 0.3 * abs(math.log10(config["train"]["lr"]) + 2.5) / 1.5
-        stop = next((r for r in rungs if rng.random() < 0.5), epochs)
+        stop = rng.choice(rungs) if rungs and rng.random() < stopped else epochs
         tid = f"{i:05d}{rng.randrange(16 ** 3):03x}"
         d = path / f"trial_{tid}"
         d.mkdir()
@@ -90,8 +97,9 @@ def synthetic_experiment(path: Path, trials: int, epochs: int, seed: int = 0) ->
     return path
 
 
-def render_in_chromium(html: Path) -> tuple[float | None, float]:
-    """The page's render time (its own measure) and Chromium's wall time, network off."""
+def render_in_chromium(html: Path) -> tuple[float | None, float, dict]:
+    """The page's render time (its own measure), Chromium's wall time and the page's time
+    per view, network off."""
     prefix = ["unshare", "-n"] if shutil.which("unshare") and subprocess.run(
         ["unshare", "-n", "true"], capture_output=True, check=False).returncode == 0 else []
     began = time.perf_counter()
@@ -101,29 +109,37 @@ def render_in_chromium(html: Path) -> tuple[float | None, float]:
         capture_output=True, text=True, timeout=600, check=False, cwd=tempfile.gettempdir())
     wall = time.perf_counter() - began
     found = re.search(r'data-render-ms="(\d+)"', proc.stdout)
+    steps = re.search(r'data-steps="([^"]*)"', proc.stdout)
     errors = re.search(r'<pre id="errors">([^<]*)</pre>', proc.stdout)
     if errors:
         raise RuntimeError(f"the page reported errors: {errors.group(1)[:2000]}")
-    return (float(found.group(1)) if found else None), wall
+    return (float(found.group(1)) if found else None), wall, (json.loads(html_unescape(steps.group(1))) if steps else {})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=10_000)
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--stopped", type=float, default=0.3, help="fraction of trials stopped early at a rung")
     parser.add_argument("--no-browser", action="store_true", help="skip the Chromium render")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
 
     from raynas.analysis import load_results
     from raynas.analysis.importance import importance
-    from raynas.analysis.report import DATA_FILE, LiveReport, data_script, render_html, report_data
+    from raynas.analysis.report import (
+        DATA_FILE,
+        _Watcher,
+        data_script,
+        render_html,
+        report_data,
+    )
     from raynas.experiment import write_text_atomic
 
     work = Path(tempfile.mkdtemp(prefix="raynas-report-bench-"))
     try:
         began = time.perf_counter()
-        folder = synthetic_experiment(work / "report_bench", args.trials, args.epochs)
+        folder = synthetic_experiment(work / "report_bench", args.trials, args.epochs, args.stopped)
         made = time.perf_counter() - began
 
         t = time.perf_counter()
@@ -141,14 +157,18 @@ def main() -> None:
         write_text_atomic(folder / DATA_FILE, data_script(data))
         page_s = time.perf_counter() - t
 
-        live = LiveReport(folder, say=lambda line: None)
-        live._importance = (sum(1 for tr in results.trials if tr.best is not None), imp)  # cached, as during a run
-        live._build(live=True, page=False)
-        refresh_s = live.last_build_s
+        # What the live report's process does on each refresh (importance cached, as during a run).
+        watcher = _Watcher(folder, min_interval=5.0)
+        watcher._importance = (sum(1 for tr in results.trials if tr.best is not None), imp)
+        error = watcher.build(live=True, page=False)
+        if error:
+            raise RuntimeError(error)
+        refresh_s = watcher.last_refresh_s
 
         render_ms = chromium_s = None
+        steps: dict = {}
         if not args.no_browser and Path(CHROMIUM).exists():
-            render_ms, chromium_s = render_in_chromium(html)
+            render_ms, chromium_s, steps = render_in_chromium(html)
         report = {
             "benchmark": "report",
             "machine": machine(),
@@ -162,11 +182,12 @@ def main() -> None:
             "page_s": round(page_s, 3),
             "build_s": round(load_s + importance_s + data_s + page_s, 3),
             "refresh_s": round(refresh_s, 3),
-            "refresh_interval_s": round(max(live.min_interval, 20 * refresh_s), 1),
+            "refresh_interval_s": round(max(watcher.min_interval, 20 * refresh_s), 1),
             "html_mib": round(html.stat().st_size / 2**20, 2),
             "data_mib": round((folder / DATA_FILE).stat().st_size / 2**20, 2),
             "render_ms": render_ms,
             "chromium_s": None if chromium_s is None else round(chromium_s, 2),
+            "render_steps_ms": steps,
             "target_render_ms": TARGET_RENDER_MS,
         }
     finally:
@@ -185,6 +206,7 @@ def main() -> None:
         ["report.html", f"{report['html_mib']:.1f} MiB"],
         ["report_data.js", f"{report['data_mib']:.1f} MiB"],
         ["render in Chromium (page's measure)", "-" if render_ms is None else f"{render_ms:.0f} ms (target {TARGET_RENDER_MS} ms)"],
+        *[[f"  {name}", f"{ms} ms"] for name, ms in steps.items()],
         ["Chromium launch to DOM", "-" if chromium_s is None else f"{chromium_s:.1f} s"],
     ])
 

@@ -432,12 +432,13 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
 
     started = _init_ray(spec, opts)
     report = _live_report(exp_dir, opts)
+    report.start()  # its process writes the first page while the Tuner is built
     try:
         _tune.check_compat()  # once per process: which of raynas's features this Ray loses
         slots = _check_resources(spec)
         tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
         journal = _wire(tuner)
-        report.start()
+        report.announce()
         try:
             with patched(
                 local=_local_ray,
@@ -475,8 +476,8 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
 
 
 def _live_report(exp_dir: Path, opts: RunOptions):
-    """The report that refreshes itself while the search runs (see raynas.analysis.report);
-    off with ``report=False``. It never raises into the run."""
+    """The report that refreshes itself while the search runs, from a process of its own
+    (see raynas.analysis.report); off with ``report=False``. It never raises into the run."""
     from raynas.analysis.report import LiveReport
 
     stream = opts.stream or sys.stdout

@@ -19,6 +19,8 @@ import json
 import logging
 import math
 import os
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -186,17 +188,19 @@ def write_report(exp_dir: str | os.PathLike, out: str | os.PathLike | None = Non
 class LiveReport:
     """Keeps ``report.html`` and ``report_data.js`` of a running experiment fresh.
 
-    ``start`` writes the page once; a daemon thread then rewrites only ``report_data.js``
-    when ``trials.json`` changed, waiting ``max(min_interval, 20 x the last build)``
-    between builds so that a large experiment does not take the driver's time; ``stop``
-    writes the final page (no longer live). Nothing it does raises: a failure is logged
-    once and the run goes on.
+    The work happens in a child process (``python -m raynas.analysis.report --watch DIR``),
+    so reading a folder of thousands of trials takes neither the driver's memory nor its
+    interpreter: it writes the page once, then rewrites only ``report_data.js`` when
+    ``trials.json`` changed, waiting ``max(min_interval, 20 x the last refresh)`` between
+    refreshes; when ``stop`` closes its stdin (or the driver dies) it writes the final page,
+    no longer live. Nothing here raises into the run: a failure is said once and the
+    search goes on.
 
     Args:
         exp_dir: The experiment folder.
-        min_interval: Shortest wait between two builds, in seconds.
+        min_interval: Shortest wait between two refreshes, in seconds.
         say: Where the one-line notes go (the report's path, or why it is off).
-        enabled: False makes ``start`` and ``stop`` do nothing.
+        enabled: False makes every method do nothing.
     """
 
     def __init__(self, exp_dir: str | os.PathLike, min_interval: float = 5.0,
@@ -205,49 +209,100 @@ class LiveReport:
         self.path = self.dir / REPORT_FILE
         self.min_interval = min_interval
         self.say = say or print
-        self.builds = 0
-        self.last_build_s = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._stamp: tuple | None = None
-        self._importance: tuple[int, dict] | None = None
-        self._failed = False
         self.wanted = enabled
-        self.active = False
+        self.child: subprocess.Popen | None = None
+        self.announced = False
 
     def start(self) -> None:
-        """Writes the page and starts refreshing it; says where it is (or why it is off)."""
-        if not self.wanted or self.active:
+        """Starts the child that writes the page (returns at once; see :meth:`announce`)."""
+        if not self.wanted or self.child is not None:
             return
         missing = plotly_missing()
         if missing:
+            self.wanted = False
             self.say(f"raynas: the live report is off: {missing}")
             return
-        if not self._build(live=True, page=True):
-            return
-        self.active = True
-        self.say(f"Report: {self.path} (refreshes while the search runs)")
-        self._thread = threading.Thread(target=self._loop, name="raynas-live-report", daemon=True)
-        self._thread.start()
+        # The child imports this raynas, wherever the driver found it.
+        package_root = str(Path(__file__).resolve().parents[2])
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (package_root, os.environ.get("PYTHONPATH")) if p))
+        try:
+            self.child = subprocess.Popen(
+                [sys.executable, "-m", "raynas.analysis.report", "--watch", str(self.dir), "--interval", str(self.min_interval)],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=env,
+                start_new_session=True,  # Ctrl-C stops the run, which then stops the report
+            )
+        except OSError as err:
+            self._off(f"{type(err).__name__}: {err}")
 
-    def stop(self) -> None:
-        """Stops the thread and writes the final page (still written after a failed build)."""
-        if not self.active:
+    def announce(self, timeout: float = 120) -> bool:
+        """Waits for the first page and says where it is; False (said once) if it failed."""
+        if self.child is None or self.announced:
+            return self.announced
+        line = _read_line(self.child, timeout)
+        if line == "ok":
+            self.announced = True
+            self.say(f"Report: {self.path} (refreshes while the search runs)")
+            return True
+        self._off(line or "no answer from the report's process")
+        return False
+
+    def stop(self, timeout: float = 300) -> None:
+        """Has the child write the final page and waits for it."""
+        child, self.child = self.child, None
+        if child is None:
             return
-        self.active = False
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(timeout=60)
+        try:
+            child.stdin.close()
+            child.wait(timeout=timeout)
+        except (OSError, subprocess.TimeoutExpired) as err:
+            log.warning("raynas: the report's final page was not written (%s); write it with: raynas report %s", err, self.dir)
+            child.kill()
+            child.wait()
+        finally:
+            child.stdout.close()
+
+    def _off(self, why: str) -> None:
+        log.warning("raynas: the live report could not be written (%s); the search goes on", why)
+        child, self.child = self.child, None
+        if child is not None and child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+def _read_line(child: subprocess.Popen, timeout: float) -> str:
+    """The child's first line of output, or "" when it said nothing within ``timeout``."""
+    found: list[str] = []
+    reader = threading.Thread(target=lambda: found.append(child.stdout.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout)
+    return found[0].strip() if found else ""
+
+
+class _Watcher:
+    """The child's side of :class:`LiveReport`."""
+
+    def __init__(self, exp_dir: Path, min_interval: float):
+        self.dir = exp_dir
+        self.min_interval = min_interval
+        self.last_refresh_s = 0.0
+        self.builds = 0
+        self._stamp: tuple | None = None
+        self._importance: tuple[int, dict] | None = None
+        self._failed = False
+
+    def run(self, done: threading.Event) -> int:
+        error = self.build(live=True, page=True)
+        print("ok" if error is None else error, flush=True)
+        if error is not None:
+            return 1
+        while not done.wait(max(self.min_interval, 20 * self.last_refresh_s)):
+            if _stamp(self.dir / JOURNAL_FILE) != self._stamp:
+                self.build(live=True, page=False)
         self._failed = False  # the final page is worth one more try
-        self._build(live=False, page=True, force_importance=True)
+        return 0 if self.build(live=False, page=True, force_importance=True) is None else 1
 
-    def _loop(self) -> None:
-        while not self._stop.wait(max(self.min_interval, 20 * self.last_build_s)):
-            stamp = _stamp(self.dir / JOURNAL_FILE)
-            if stamp != self._stamp:
-                self._build(live=True, page=False)
-
-    def _build(self, live: bool, page: bool, force_importance: bool = False) -> bool:
+    def build(self, live: bool, page: bool, force_importance: bool = False) -> str | None:
+        """Writes the data (and the page); returns why it failed, or None."""
         began = time.perf_counter()
         try:
             self._stamp = _stamp(self.dir / JOURNAL_FILE)
@@ -263,18 +318,19 @@ class LiveReport:
             # the occasional importance fit would stretch it for the whole run.
             took = time.perf_counter() - began - fit
             if page:
-                write_text_atomic(self.path, render_html(data))
+                write_text_atomic(self.dir / REPORT_FILE, render_html(data))
         except Exception as err:  # noqa: BLE001 - the report never stops the run
-            if not self._failed:
-                self._failed = True
-                log.warning("raynas: the live report could not be written (%s: %s); the search goes on", type(err).__name__, err)
-            return False
+            why = f"{type(err).__name__}: {err}"
+            if not self._failed and self.builds:
+                log.warning("raynas: the live report could not be refreshed (%s); the search goes on", why)
+            self._failed = True
+            return why
         self.builds += 1
-        self.last_build_s = took
-        return True
+        self.last_refresh_s = took
+        return None
 
     def _importance_for(self, results: ExperimentResults, force: bool) -> dict:
-        """The importances, recomputed only when the scored trials grew by a quarter (or 5):
+        """The importances, refitted only when the scored trials grew by a quarter (or 5):
         fitting fANOVA is the slowest part of a build (seconds for 1,000 trials)."""
         scored = sum(1 for t in results.trials if t.best is not None)
         if self._importance is not None and not force:
@@ -284,6 +340,20 @@ class LiveReport:
         value = importance_json(results)
         self._importance = (scored, value)
         return value
+
+
+def _watch(argv: list[str]) -> int:
+    """``python -m raynas.analysis.report --watch DIR [--interval S]``: until stdin closes."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m raynas.analysis.report")
+    parser.add_argument("--watch", required=True, metavar="DIR")
+    parser.add_argument("--interval", type=float, default=5.0)
+    args = parser.parse_args(argv)
+    logging.basicConfig(format="%(message)s")
+    done = threading.Event()
+    threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
+    return _Watcher(Path(args.watch), args.interval).run(done)
 
 
 def _stamp(path: Path) -> tuple | None:
@@ -375,3 +445,7 @@ __all__ = [
     "report_data",
     "write_report",
 ]
+
+
+if __name__ == "__main__":
+    sys.exit(_watch(sys.argv[1:]))
