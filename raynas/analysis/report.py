@@ -377,17 +377,17 @@ def _curve(t: TrialResult, metric: str) -> dict:
 
 
 def _axes(board: list[TrialResult], flatten, importance: dict) -> list[str]:
-    """Searched keys that vary between trials, the most important first, at most MAX_AXES."""
-    keys: list[str] = []
-    seen: dict[str, set] = {}
+    """Searched keys that vary between trials (or that only some trials have), the most
+    important first, at most MAX_AXES."""
+    keys: dict[str, set] = {}
+    counts: dict[str, int] = {}
     for t in board:
         for k, v in flatten(t.config).items():
-            if k not in seen:
-                keys.append(k)
-                seen[k] = set()
-            if len(seen[k]) < 2:
-                seen[k].add(repr(v))
-    varying = [k for k in keys if len(seen[k]) > 1 or any(k not in flatten(t.config) for t in board[:50])]
+            seen = keys.setdefault(k, set())
+            counts[k] = counts.get(k, 0) + 1
+            if len(seen) < 2:
+                seen.add(repr(v))
+    varying = [k for k, seen in keys.items() if len(seen) > 1 or counts[k] < len(board)]
     rated = (importance or {}).get("importances") or {}
     varying.sort(key=lambda k: -rated.get(k, -1.0))
     return varying[:MAX_AXES]
