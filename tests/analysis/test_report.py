@@ -131,9 +131,12 @@ def test_pareto_front_in_the_report(runs, tmp_path):
     front = analyze_json(folder, "--pareto")
     proc = raynas("report", folder)
     assert proc.returncode == 0, proc.stderr
-    with Page((folder / REPORT_FILE).as_uri()) as page:
+    first = front["front"][0]["trial_id"]
+    with Page((folder / REPORT_FILE).as_uri() + f"#trial={first}") as page:
         page.wait_for(RENDERED)
         assert page.evaluate("window.RAYNAS_ERRORS") == []
+        # A link to one trial opens its detail.
+        assert first in page.evaluate("document.querySelector('#detail h2').textContent")
         assert page.evaluate("document.getElementById('pareto-card').hidden") is False
         note = page.evaluate("document.getElementById('pareto-note').textContent")
         assert f"{len(front['front'])} of {front['scored']} scored trials on the front" in note
