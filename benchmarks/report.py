@@ -34,7 +34,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from _common import machine, table
+from _common import load, machine, table
 
 from raynas.experiment import (
     RESULT_FILE,
@@ -189,6 +189,7 @@ def main() -> None:
             "chromium_s": None if chromium_s is None else round(chromium_s, 2),
             "render_steps_ms": steps,
             "target_render_ms": TARGET_RENDER_MS,
+            "load_after": load(),
         }
     finally:
         shutil.rmtree(work, ignore_errors=True)
