@@ -351,6 +351,8 @@ def _watch(argv: list[str]) -> int:
     parser.add_argument("--interval", type=float, default=5.0)
     args = parser.parse_args(argv)
     logging.basicConfig(format="%(message)s")
+    if hasattr(os, "nice"):
+        os.nice(10)  # a view: the trials come first on a busy machine
     done = threading.Event()
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     return _Watcher(Path(args.watch), args.interval).run(done)
