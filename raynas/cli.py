@@ -74,13 +74,13 @@ def _parser() -> argparse.ArgumentParser:
                           "(default: 10%% beyond the worst scored trial on each; a negative first value: --reference=-1,5)")
     ana.add_argument("--curves", action="store_true",
                      help="with --format json or csv: every trial's per-epoch metrics (csv: one row per trial and epoch)")
+    ana.add_argument("--importance", action="store_true",
+                     help="how much each searched key explains the objective (Optuna's fANOVA over the scored trials)")
 
     tb = sub.add_parser("tensorboard", help="write TensorBoard event files of every trial (no Ray needed)",
                         description="Write TensorBoard event files of every trial in DIR: per-epoch scalars and the HParams table.")
     tb.add_argument("dir", metavar="DIR")
     tb.add_argument("--logdir", metavar="OUT", help="where to write (default: DIR/tensorboard); replaces what an earlier run wrote there")
-    ana.add_argument("--importance", action="store_true",
-                     help="how much each searched key explains the objective (Optuna's fANOVA over the scored trials)")
 
     rep = sub.add_parser("report", help="write the experiment's HTML report (one offline file; needs raynas[report])",
                          description="Write one self-contained HTML report of the experiment in DIR.")
