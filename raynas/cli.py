@@ -32,6 +32,8 @@ def _parser() -> argparse.ArgumentParser:
         sp.add_argument("--num-cpus", type=int, help="CPUs of the local Ray (default: all)")
         sp.add_argument("--no-metrics", dest="metrics", action="store_false",
                         help="do not export trial metrics through Ray's metrics API (Prometheus, Grafana)")
+        sp.add_argument("--no-report", dest="report", action="store_false",
+                        help="do not keep the HTML report (report.html) in the results folder while the search runs")
 
     run = sub.add_parser("run", help="run an experiment file", description="Run a NAS experiment described in FILE.")
     run.add_argument("file", metavar="FILE")
@@ -124,6 +126,7 @@ def _options(args):
         verbose=args.verbose,
         num_cpus=args.num_cpus,
         metrics=args.metrics,
+        report=getattr(args, "report", True),
     )
 
 

@@ -26,6 +26,7 @@ from tests.helpers import EXPERIMENTS, ROOT, raynas
 
 PARETO_SETS = ["--set", "objective={metric: [val_acc, params], mode: [max, min]}", "--set", "scheduler.metric=val_acc",
                "--set", "search.num_trials=16", "--name", "lookup_pareto"]
+OFF_SETS = ["--set", "search.num_trials=2", "--no-report", "--name", "lookup_off"]
 RENDERED = "document.body && document.body.getAttribute('data-render-ms')"
 
 
@@ -36,11 +37,11 @@ def runs(tmp_path_factory):
     ray_tmp = tempfile.mkdtemp(prefix="rt", dir="/tmp")
     try:
         out = {}
-        for key, extra in (("tiny", []), ("pareto", PARETO_SETS)):
+        for key, extra in (("tiny", []), ("pareto", PARETO_SETS), ("off", OFF_SETS)):
             proc = raynas("run", EXPERIMENTS / "lookup_tiny.yaml", "--storage-path", storage, "--quiet", *extra,
                           env={"RAY_TMPDIR": ray_tmp})
             assert proc.returncode == 0, proc.stderr[-3000:]
-            name = "lookup_pareto" if extra else "lookup_tiny"
+            name = extra[-1] if extra else "lookup_tiny"
             out[key] = (storage / name, proc.stdout)
         return out
     finally:
@@ -72,6 +73,12 @@ def test_run_writes_the_live_report_and_says_where(runs):
     # Self-contained: no script, style or image is loaded from anywhere else.
     for pattern in ('<script src="http', "<link ", '<img src="http', "@import"):
         assert pattern not in html
+
+
+def test_no_report_flag(runs):
+    folder, stdout = runs["off"]
+    assert "Report:" not in stdout and (folder / "trials.json").exists()
+    assert not (folder / REPORT_FILE).exists() and not (folder / DATA_FILE).exists()
 
 
 def test_report_command_and_page_offline_in_chromium(runs, tmp_path):
