@@ -109,9 +109,9 @@ def importance(results: ExperimentResults, evaluator: str = "fanova", seed: int 
         scored = random.Random(seed).sample(scored, max_trials)
         out.trials = max_trials
     flat = {t.trial_id: flatten(t.config) for t in scored}
-    keys: list[str] = []
+    keys: dict[str, None] = {}  # every key any trial has, in first-seen order
     for values in flat.values():
-        keys += [k for k in values if k not in keys]
+        keys.update(dict.fromkeys(values))
     space = _space_nodes(results)
     params: dict[str, Any] = {}
     for key in keys:
@@ -136,9 +136,12 @@ def importance(results: ExperimentResults, evaluator: str = "fanova", seed: int 
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    direction = "maximize" if results.mode == "max" else "minimize"
-    study = optuna.create_study(direction=direction)
+    verbosity = optuna.logging.get_verbosity()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # no "A new study created" line
+    try:
+        study = optuna.create_study(direction="maximize" if results.mode == "max" else "minimize")
+    finally:
+        optuna.logging.set_verbosity(verbosity)
     for t in scored:
         values = flat[t.trial_id]
         study.add_trial(optuna.trial.create_trial(
