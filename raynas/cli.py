@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from raynas import __version__
@@ -156,6 +157,10 @@ def _finish(exp_dir) -> int:
     print()
     print(table(results, top=5, width=_terminal_width()))
     print(f"\nResults: {exp_dir}\nRank them: raynas analyze {exp_dir}")
+    from raynas.analysis.report import REPORT_FILE
+
+    if (Path(exp_dir) / REPORT_FILE).is_file():
+        print(f"Report: {Path(exp_dir) / REPORT_FILE}")
     if run_status(exp_dir) is not RunStatus.FINISHED:
         print(f"raynas: the search stopped before its end; continue it with: raynas resume {exp_dir}", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -480,7 +480,9 @@ def _live_report(exp_dir: Path, opts: RunOptions):
     (see raynas.analysis.report); off with ``report=False``. It never raises into the run."""
     from raynas.analysis.report import LiveReport
 
-    stream = opts.stream or sys.stdout
+    # Beside the trial table; without it (--quiet, the Python API's progress=False) on stderr,
+    # so that a caller's stdout holds only what it prints itself.
+    stream = (opts.stream or sys.stdout) if opts.progress else sys.stderr
     return LiveReport(exp_dir, say=lambda line: print(line, file=stream, flush=True), enabled=opts.report)
 
 

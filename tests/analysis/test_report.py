@@ -42,7 +42,9 @@ def runs(tmp_path_factory):
                           env={"RAY_TMPDIR": ray_tmp})
             assert proc.returncode == 0, proc.stderr[-3000:]
             name = extra[-1] if extra else "lookup_tiny"
-            out[key] = (storage / name, proc.stdout)
+            # --quiet: raynas's own lines (the report's path) go to stderr, stdout stays empty.
+            assert "refreshes while the search runs" not in proc.stdout, proc.stdout
+            out[key] = (storage / name, proc.stderr)
         return out
     finally:
         shutil.rmtree(ray_tmp, ignore_errors=True)
@@ -63,8 +65,8 @@ pytestmark = pytest.mark.ray
 
 
 def test_run_writes_the_live_report_and_says_where(runs):
-    folder, stdout = runs["tiny"]
-    assert f"Report: {folder / REPORT_FILE} (refreshes while the search runs)" in stdout
+    folder, stderr = runs["tiny"]
+    assert f"Report: {folder / REPORT_FILE} (refreshes while the search runs)" in stderr
     html = (folder / REPORT_FILE).read_text()
     data = (folder / DATA_FILE).read_text()
     # The final page and data: no longer live, with the run's final status.
@@ -76,8 +78,8 @@ def test_run_writes_the_live_report_and_says_where(runs):
 
 
 def test_no_report_flag(runs):
-    folder, stdout = runs["off"]
-    assert "Report:" not in stdout and (folder / "trials.json").exists()
+    folder, stderr = runs["off"]
+    assert "Report:" not in stderr and (folder / "trials.json").exists()
     assert not (folder / REPORT_FILE).exists() and not (folder / DATA_FILE).exists()
 
 
