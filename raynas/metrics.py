@@ -191,15 +191,19 @@ class TrialMetrics(Callback):
                 self._status(trial)
             self._set_counts(trials)
 
+    def counts(self, trials: list) -> Counter:
+        """Trials by status (their values): the journal's, and Tune's trials it has not seen start."""
+        for trial in trials:
+            status = self._live.get(trial.trial_id)
+            if trial.status == "PENDING" and status is None:
+                self._live[trial.trial_id] = Status.PENDING
+            elif trial.status == "RUNNING" and status is Status.PAUSED:
+                self._live[trial.trial_id] = Status.RUNNING
+        return self._finished + Counter(status.value for status in self._live.values())
+
     def _set_counts(self, trials: list) -> None:
         try:
-            for trial in trials:  # a trial that is not the journal's yet waits for its start
-                status = self._live.get(trial.trial_id)
-                if trial.status == "PENDING" and status is None:
-                    self._live[trial.trial_id] = Status.PENDING
-                elif trial.status == "RUNNING" and status is Status.PAUSED:
-                    self._live[trial.trial_id] = Status.RUNNING
-            counts = self._finished + Counter(status.value for status in self._live.values())
+            counts = self.counts(trials)
             gauge = self._gauges[TRIALS_BY_STATUS]
             for status in Status:
                 gauge.set(float(counts.get(status.value, 0)), tags={"experiment": self.experiment, "status": status.value})
