@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import html
 import json
 import logging
 import math
@@ -28,7 +29,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from raynas.analysis.results import ExperimentResults, TrialResult, load_results
+from raynas.analysis.results import ExperimentResults, TrialResult, is_number, load_results
 from raynas.errors import ConfigError
 from raynas.experiment import JOURNAL_FILE, Status, read_meta, write_text_atomic
 
@@ -88,7 +89,7 @@ def report_data(results: ExperimentResults, live: bool = False, importance: dict
         if t0 and t.ended:
             row["t1"] = round(t.ended - t0, 1)
         row.update(_curve(t, results.metric))
-        row["m"] = {k: _num(v) for k, v in t.metrics.items() if k not in _NOT_METRICS and _is_number(v)}
+        row["m"] = {k: _num(v) for k, v in t.metrics.items() if k not in _NOT_METRICS and is_number(v)}
         if multi:
             point = t.objectives(results.metrics, results.modes) if t.status not in (Status.FAILED, Status.ERROR) else None
             if point is not None:
@@ -143,7 +144,7 @@ def render_html(data: dict) -> str:
     parts = {
         "/*PLOTLY_JS*/": plotly.offline.get_plotlyjs(),
         "/*REPORT_DATA*/": data_script(data),
-        "__TITLE__": _html_escape(title),
+        "__TITLE__": html.escape(title, quote=False),
     }
     out, rest = [], page
     while rest:
@@ -368,9 +369,9 @@ def _stamp(path: Path) -> tuple | None:
 
 def _curve(t: TrialResult, metric: str) -> dict:
     """The objective per epoch: ``{"y": [...]}`` when the epochs are 1, 2, ..., else with ``"x"``."""
-    rows = [r for r in t.curve if _is_number(r.get("epoch"))]
+    rows = [r for r in t.curve if is_number(r.get("epoch"))]
     xs = [int(r["epoch"]) for r in rows]
-    ys = [_num(r.get(metric)) if _is_number(r.get(metric)) else None for r in rows]
+    ys = [_num(r.get(metric)) if is_number(r.get(metric)) else None for r in rows]
     if not rows:
         return {}
     if xs == list(range(1, len(xs) + 1)):
@@ -408,10 +409,6 @@ def _pareto(results: ExperimentResults) -> dict:
     }
 
 
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
-
-
 def _num(value: Any) -> Any:
     """A number rounded to 6 significant digits (ints kept; non-finite as None)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
@@ -431,10 +428,6 @@ def _clean(value: Any) -> Any:
     if isinstance(value, (list, tuple)):
         return [_clean(v) for v in value]
     return value
-
-
-def _html_escape(text: str) -> str:
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 __all__ = [

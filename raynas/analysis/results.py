@@ -138,15 +138,15 @@ class TrialResult:
             >>> trial.objectives(["val_acc", "params"], ["max", "min"])  # doctest: +SKIP
             (7, {'val_acc': 0.91, 'params': 12345})
         """
-        scored = [row for row in self.curve if _finite(row.get(metrics[0]))]
+        scored = [row for row in self.curve if is_finite(row.get(metrics[0]))]
         if not scored:
             return None
         row = min(scored, key=lambda r: loss_sign(modes[0]) * r[metrics[0]])  # the first of equal values: earliest
         values = {m: row.get(m) for m in metrics}
-        if not all(_finite(v) for v in values.values()):
+        if not all(is_finite(v) for v in values.values()):
             return None
         epoch = row.get("epoch")
-        return (int(epoch) if _finite(epoch) else None), values
+        return (int(epoch) if is_finite(epoch) else None), values
 
 
 @dataclass
@@ -307,7 +307,7 @@ class ExperimentResults:
 
     def reported_metrics(self) -> list[str]:
         """Names of the numeric metrics any trial reported in any epoch, sorted."""
-        names = {k for t in self.trials for row in t.curve for k, v in row.items() if _number(v)}
+        names = {k for t in self.trials for row in t.curve for k, v in row.items() if is_number(v)}
         return sorted(names)
 
     def pareto(
@@ -506,7 +506,7 @@ def _check_objectives(metrics: list, modes: list, metric_path: str, mode_path: s
 
 def _check_reference(reference: Any, dims: int) -> list[float]:
     values = None if isinstance(reference, (str, bytes)) or not hasattr(reference, "__len__") else list(reference)
-    if values is None or len(values) != dims or not all(_finite(v) for v in values):
+    if values is None or len(values) != dims or not all(is_finite(v) for v in values):
         raise ConfigError(
             "reference",
             f"expected {dims} finite numbers (one per objective, in its own units), got {describe(reference)}",
@@ -514,12 +514,13 @@ def _check_reference(reference: Any, dims: int) -> list[float]:
     return [float(v) for v in values]
 
 
-def _number(value: Any) -> bool:
+def is_number(value: Any) -> bool:
+    """A real number that is not a bool (what a metric value is)."""
     return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
-def _finite(value: Any) -> bool:
-    return _number(value) and math.isfinite(value)
+def is_finite(value: Any) -> bool:
+    return is_number(value) and math.isfinite(value)
 
 
 def asha_rungs(scheduler: Any, max_epochs: int) -> list[int] | None:
@@ -544,7 +545,7 @@ def _trial(exp_dir: Path, rec: TrialRecord, metric: str, mode: str, rungs: list[
     curve_scored = [row for row in curve if "epoch" in row]
     best, best_epoch = rec.best, rec.best_epoch
     values = [(row.get(metric), row.get("epoch")) for row in curve_scored]
-    values = [(v, e) for v, e in values if _finite(v)]
+    values = [(v, e) for v, e in values if is_finite(v)]
     if values:
         best, best_epoch = min(values, key=lambda ve: loss_sign(mode) * ve[0])
     last = dict(curve[-1]) if curve else dict(rec.last)

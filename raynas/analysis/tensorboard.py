@@ -24,8 +24,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
-import numbers
 import os
 import re
 import time
@@ -33,6 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from raynas.analysis.results import is_finite, is_number
 from raynas.errors import ConfigError
 
 #: Where the command lists the run folders it owns in a logdir (replaced on the next write).
@@ -143,10 +142,10 @@ def _write_trial(writer, results, trial) -> None:
         stamps = {row.get("epoch"): row.get("timestamp") for row in read_results(results.dir / trial.dir)}
     in_epochs: set[str] = set()
     for row in trial.curve:
-        scalars = {k: v for k, v in row.items() if k != "epoch" and _number(v)}
+        scalars = {k: v for k, v in row.items() if k != "epoch" and is_number(v)}
         _add_scalars(writer, scalars, int(row["epoch"]), stamps.get(row["epoch"]))
         in_epochs.update(scalars)
-    _add_scalars(writer, {k: v for k, v in trial.metrics.items() if k != "epoch" and k not in in_epochs and _number(v)}, 0)
+    _add_scalars(writer, {k: v for k, v in trial.metrics.items() if k != "epoch" and k not in in_epochs and is_number(v)}, 0)
     for metric, mode in zip(results.metrics, results.modes):
         best = _best(trial.curve, metric, mode)
         if best is not None:
@@ -170,14 +169,14 @@ def _add_scalars(writer, scalars: dict[str, float], step: int, wall: Any = None)
 def _add(writer, summary, step: int = 0, wall: Any = None) -> None:
     from tensorboardX.proto.event_pb2 import Event
 
-    writer.write_event(Event(summary=summary, step=step, wall_time=float(wall) if _number(wall) else time.time()))
+    writer.write_event(Event(summary=summary, step=step, wall_time=float(wall) if is_number(wall) else time.time()))
 
 
 def _best(curve: list[dict], metric: str, mode: str) -> tuple[float, int] | None:
     """(value, epoch) of the best finite value of ``metric`` (the earliest on a tie)."""
     from raynas.experiment import loss_sign
 
-    values = [(row[metric], int(row["epoch"])) for row in curve if _number(row.get(metric)) and math.isfinite(row[metric])]
+    values = [(row[metric], int(row["epoch"])) for row in curve if is_finite(row.get(metric))]
     return min(values, key=lambda ve: loss_sign(mode) * ve[0]) if values else None
 
 
@@ -193,7 +192,7 @@ def _session_start(hparams: dict[str, Any]):
             continue  # an unset key: the table shows an empty cell
         if isinstance(value, bool):
             info.hparams[key].bool_value = value
-        elif _number(value):
+        elif is_number(value):
             info.hparams[key].number_value = float(value)
         elif isinstance(value, str):
             info.hparams[key].string_value = value
@@ -219,10 +218,6 @@ def _summary(tag: str, data):
 
     meta = SummaryMetadata(plugin_data=SummaryMetadata.PluginData(plugin_name=_PLUGIN, content=data.SerializeToString()))
     return Summary(value=[Summary.Value(tag=tag, metadata=meta)])
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
 
 
 def _check_writable(out: Path) -> None:
