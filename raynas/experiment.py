@@ -52,6 +52,7 @@ META_FILE = "raynas.json"
 SPEC_FILE = "experiment.yaml"
 JOURNAL_FILE = "trials.json"
 RESULT_FILE = "result.json"
+DATA_FILE = "data.json"  # the data's shape, classes, preprocessing and split sizes (Dataset.info)
 FORMAT_VERSION = 1
 
 

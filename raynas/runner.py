@@ -28,6 +28,7 @@ from raynas._tune.workers import quiet_ray_logs, ray_session
 from raynas.spec import ExperimentSpec, spec_from_dict
 from raynas.errors import ConfigError, ResumeError, SearchFailedError
 from raynas.experiment import (
+    DATA_FILE,
     META_FILE,
     SPEC_FILE,
     RunStatus,
@@ -35,6 +36,7 @@ from raynas.experiment import (
     is_experiment_dir,
     read_meta,
     update_meta,
+    write_json_atomic,
 )
 
 log = logging.getLogger("raynas")
@@ -139,6 +141,8 @@ def run(
     with open(exp_dir / SPEC_FILE, "w", encoding="utf-8") as f:
         f.write(f"# raynas {__version__}: the effective experiment (after --set overrides)\n")
         yaml.safe_dump(spec.to_raw(), f, sort_keys=False)
+    if dataset is not None:
+        write_json_atomic(exp_dir / DATA_FILE, dataset.info())
     update_meta(
         exp_dir,
         format=1,
@@ -241,6 +245,7 @@ def _load_data(spec: ExperimentSpec):
             max_samples=d.max_samples,
             params=d.params,
             base_dir=spec.base_dir,
+            test_fraction=d.test_fraction,
         )
     except ConfigError as err:
         raise err.with_file(spec.source_file) from None
@@ -413,7 +418,10 @@ def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME
         trainable=spec.trainable,
         params=dict(spec.trainable_params),
         constraints=dataclasses.asdict(spec.constraints),
+        extra={"test": True, "full_data": spec.retrain.full_data} if spec.retrain is not None else {},
     )
+    if dataset is not None and spec.retrain is None:
+        dataset = dataset.without_test()  # the search never sees the test split
     fn = tune.with_parameters(run_trial, job=job, data=dataset)
     # Tune names the trial actors (their class's repr in Ray's dashboard) and registers the
     # trainable after the function; the tasks they run name each trial (_tune.workers).
@@ -543,7 +551,12 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
     view = None
     if opts.progress:
         view = ProgressView(exp_dir.name, metric, mode, spec.num_trials, spec.max_epochs, stream=opts.stream)
-    searcher = SEARCHERS[spec.search.searcher].build(spec)
+    if spec.retrain is not None:
+        from raynas.search.searchers import ConfigsSearcher
+
+        searcher = ConfigsSearcher(spec.space, spec.retrain.configs(), metric=spec.objective.metric, mode=spec.objective.mode.value)
+    else:
+        searcher = SEARCHERS[spec.search.searcher].build(spec)
     scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))
     journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics),
                       scheduler=scheduler)

@@ -140,6 +140,25 @@ class GridSearcher(SpaceSearcher):
         return config
 
 
+class ConfigsSearcher(SpaceSearcher):
+    """Given configurations, each once, in order (``raynas retrain``'s candidates and seeds)."""
+
+    name = "configs"
+
+    def __init__(self, space: Space, configs: list[dict], metric=None, mode=None):
+        super().__init__(space, metric, mode, seed=0)
+        self.configs = list(configs)
+        self.position = 0
+
+    def _next(self, trial_id: str) -> Any:
+        if self.position >= len(self.configs):
+            return Searcher.FINISHED
+        config = self.configs[self.position]
+        self.position += 1
+        self.last_origin = {"how": f"given {self.position} of {len(self.configs)}"}
+        return config
+
+
 class OptunaSearcher(SpaceSearcher):
     """Optuna through the define-by-run bridge: TPE (multi-objective TPE for several
     objectives) unless ``sampler`` names NSGA-II or random sampling.

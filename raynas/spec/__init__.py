@@ -24,7 +24,9 @@ from raynas.spec.types import (
     ExperimentSpec,
     Mode,
     Objective,
+    RETRAIN_KEY,
     Resources,
+    RetrainSpec,
     SchedulerSpec,
     SearchSpec,
     TrainerSpec,
@@ -33,6 +35,6 @@ from raynas.spec.validate import spec_from_dict
 
 __all__ = [
     "BUILTIN_METRICS", "DEFAULT_NUM_TRIALS", "POPULATION_SCHEDULERS", "Constraints", "DataSpec", "Engine",
-    "ExperimentSpec", "Mode", "Objective", "Resources", "SchedulerSpec", "SearchSpec", "TrainerSpec",
+    "ExperimentSpec", "Mode", "Objective", "RETRAIN_KEY", "Resources", "RetrainSpec", "SchedulerSpec", "SearchSpec", "TrainerSpec",
     "apply_overrides", "check_value", "load_spec", "parse_yaml", "spec_from_dict", "unknown_keys",
 ]

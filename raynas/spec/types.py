@@ -41,6 +41,7 @@ class DataSpec:
     download: bool = False
     max_samples: int | None = None
     params: dict = field(default_factory=dict)
+    test_fraction: float = 0.0
 
 
 #: Trials a search runs when ``search.num_trials`` is not set (grid: the grid size).
@@ -148,6 +149,35 @@ class TrainerSpec:
 
 
 @dataclass
+class RetrainSpec:
+    """The ``retrain`` section that ``raynas retrain`` writes: this experiment trains the best
+    configurations of an earlier search again, from scratch, with several seeds, and scores
+    each on the test split at its last epoch (its trials read the test split; a search's never).
+
+    Attributes:
+        of: The search's experiment folder.
+        candidates: ``({"trial": id, "rank": n, "config": {...}}, ...)``, best first.
+        seeds: Trainings of each candidate, with seeds ``0 .. seeds - 1``.
+        full_data: Train on train + validation (the validation scores are then on data the
+            model trained on).
+    """
+
+    of: str
+    candidates: tuple
+    seeds: int = 1
+    full_data: bool = False
+
+    def configs(self) -> list[dict]:
+        """The trials' configurations, candidate by candidate, seed by seed."""
+        return [{**c["config"], RETRAIN_KEY: {"trial": c["trial"], "rank": c["rank"], "seed": seed}}
+                for c in self.candidates for seed in range(self.seeds)]
+
+
+#: In a retrain trial's config: which search trial it trains again, and with which seed.
+RETRAIN_KEY = "raynas_retrain"
+
+
+@dataclass
 class ExperimentSpec:
     """A validated experiment. Built by :func:`load_spec` or :func:`spec_from_dict`."""
 
@@ -166,13 +196,17 @@ class ExperimentSpec:
     trainer: TrainerSpec = field(default_factory=TrainerSpec)
     metrics: tuple[str, ...] | None = None
     storage_path: str | None = None
+    retrain: RetrainSpec | None = None
     source_file: str | None = None
     base_dir: str | None = None
     raw: dict = field(default_factory=dict)
 
     @property
     def num_trials(self) -> int:
-        """Trials the search runs (grid: the grid size unless ``num_trials`` is smaller)."""
+        """Trials the search runs (grid: the grid size unless ``num_trials`` is smaller;
+        a retrain: its candidates times its seeds)."""
+        if self.retrain is not None:
+            return len(self.retrain.candidates) * self.retrain.seeds
         if self.search.searcher == "grid":
             size = int(self.space.size())
             return size if self.search.num_trials is None else min(size, self.search.num_trials)

@@ -16,7 +16,7 @@ from raynas.experiment import BUDGETS
 from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS
 from raynas.spaces import Space
 from raynas.trainables.hparams import LR_SCHEDULES, OPTIMIZERS, TrainParams
-from raynas.spec.types import BUILTIN_METRICS, Constraints, DataSpec, Engine, ExperimentSpec, Mode, Objective, Resources, SchedulerSpec, SearchSpec, TrainerSpec
+from raynas.spec.types import BUILTIN_METRICS, Constraints, DataSpec, Engine, ExperimentSpec, Mode, Objective, Resources, RetrainSpec, SchedulerSpec, SearchSpec, TrainerSpec
 from raynas.spec.checks import _Section, _strategy_options, check_value, unknown_keys
 
 
@@ -35,6 +35,7 @@ _TOP_KEYS = (
     "trainer",
     "metrics",
     "storage_path",
+    "retrain",
 )
 
 
@@ -140,6 +141,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         _check_reference(trainable, "trainable", base_dir)
 
     storage_path = top.get("storage_path", "str")
+    retrain = _retrain_spec(raw.get("retrain"), trainable, data)
     spec = ExperimentSpec(
         name=name,
         space=space,
@@ -156,6 +158,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         trainer=trainer,
         metrics=metrics,
         storage_path=storage_path,
+        retrain=retrain,
         source_file=os.path.abspath(file) if file else None,
         base_dir=base_dir,
         raw=copy.deepcopy(raw),
@@ -163,6 +166,28 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
     for strategy in (SEARCHERS[search.searcher], SCHEDULERS[scheduler.name]):
         strategy.check(spec)  # its own rules (raynas.search.rules, raynas.search.pbt)
     return spec
+
+
+def _retrain_spec(raw: Any, trainable: str | None, data: DataSpec | None) -> RetrainSpec | None:
+    """The section ``raynas retrain`` writes (see RetrainSpec); checked like any other."""
+    if raw is None:
+        return None
+    sec = _Section(raw, "retrain", ["of", "candidates", "seeds", "full_data"])
+    if trainable is not None:
+        raise ConfigError("retrain", "retraining needs the built-in trainable (a user trainable has no test split to score)")
+    if data is None:
+        raise ConfigError("retrain", "retraining needs a data section")
+    of = sec.get("of", "str")
+    if not of:
+        raise ConfigError("retrain.of", "must name the search's experiment folder")
+    candidates = sec.raw.get("candidates")
+    if not isinstance(candidates, list) or not candidates:
+        raise ConfigError("retrain.candidates", f"expected a non-empty list, got {describe(candidates)}")
+    for i, c in enumerate(candidates):
+        if not isinstance(c, dict) or set(c) != {"trial", "rank", "config"} or not isinstance(c["config"], dict):
+            raise ConfigError(f"retrain.candidates.{i}", f"expected {{trial, rank, config}}, got {describe(c)}")
+    return RetrainSpec(of=of, candidates=tuple(candidates), seeds=sec.get("seeds", "int", 1, low=1),
+                       full_data=sec.get("full_data", "bool", False))
 
 
 def _trainable_ref(raw: Any) -> tuple[str | None, dict]:
@@ -353,7 +378,7 @@ def _scheduler_spec(raw: Any, max_epochs: int) -> SchedulerSpec:
 
 def _data_spec(raw: Any, base_dir: str | None, check_imports: bool) -> DataSpec:
     sec = _Section(
-        raw, "data", ["source", "val_fraction", "seed", "path", "target", "download", "max_samples", "params"]
+        raw, "data", ["source", "val_fraction", "test_fraction", "seed", "path", "target", "download", "max_samples", "params"]
     )
     spec = DataSpec(
         source=sec.get("source", "str", "digits"),
@@ -364,7 +389,22 @@ def _data_spec(raw: Any, base_dir: str | None, check_imports: bool) -> DataSpec:
         download=sec.get("download", "bool", False),
         max_samples=sec.get("max_samples", "int", None, low=2),
         params=sec.raw.get("params") or {},
+        test_fraction=sec.get("test_fraction", "float", 0.0, low=0, high=1, high_open=True),
     )
+    if spec.val_fraction + spec.test_fraction >= 1:
+        raise ConfigError(
+            "data.test_fraction",
+            f"val_fraction + test_fraction must be < 1 (something must be left to train on), got "
+            f"{spec.val_fraction:g} + {spec.test_fraction:g}",
+        )
+    from raynas.trainables.data.sources import _PUBLISHED_TEST
+
+    if spec.test_fraction and spec.source in _PUBLISHED_TEST:
+        raise ConfigError(
+            "data.test_fraction",
+            f"source {spec.source!r} holds out its official test set ({_PUBLISHED_TEST[spec.source]}); "
+            f"test_fraction applies to digits, csv and user sources, got {spec.test_fraction:g}",
+        )
     if not isinstance(spec.params, dict):
         raise ConfigError("data.params", f"expected a mapping of keyword arguments, got {describe(spec.params)}")
     from raynas.trainables.data import check_data_args

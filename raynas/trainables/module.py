@@ -228,15 +228,19 @@ class FastLoop:
             count += len(y)
         return (total / max(1, count)).item()
 
-    @torch.no_grad()
     def validate(self) -> tuple[float, float]:
         """Returns (mean validation loss, validation accuracy)."""
+        return self.evaluate(self.val_batches)
+
+    @torch.no_grad()
+    def evaluate(self, batches) -> tuple[float, float]:
+        """Returns (mean loss, accuracy) over ``batches`` (the module's validation step)."""
         module = self.module
         module.eval()
         loss_sum = torch.zeros((), device=self.device)
         correct = torch.zeros((), device=self.device, dtype=torch.long)
         count = 0
-        for batch_idx, batch in enumerate(self.val_batches):
+        for batch_idx, batch in enumerate(batches):
             with self._autocast():
                 out = module.validation_step(batch, batch_idx)
             loss_sum += out["loss_sum"].float()

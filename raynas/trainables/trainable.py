@@ -52,6 +52,8 @@ class TrialJob:
         seed: Experiment seed, mixed with the config into each trial's torch seed.
         trainable: A user ``package.module:function`` replacing the built-in training.
         constraints: Budgets (``max_params``, ``max_flops``, ``max_latency_ms``; None: no limit).
+        extra: ``{"test": True}`` for a retrain (score the test split after the last epoch),
+            with ``"full_data"`` (train on train + validation).
     """
 
     model: str | None = "mlp"
@@ -220,6 +222,10 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
             return tune.report({STATUS_KEY: "rejected", ERROR_KEY: f"over budget: {why}", **stats,
                                 "raynas_violation": [over.get(m, 0.0) for m in BUDGETS]})
     tensors = _device_tensors(data, device)
+    if job.extra.get("full_data"):
+        import torch
+
+        tensors = (torch.cat([tensors[0], tensors[2]]), torch.cat([tensors[1], tensors[3]]), *tensors[2:])
     if job.engine == "lightning":
         return _train_with_lightning(net, hp, tensors, job, device, stats)
     return _train_fast(net, hp, tensors, job, device, stats)
@@ -249,6 +255,8 @@ def _device_tensors(data: Any, device) -> tuple:
                 as_tensor(data.x_val, torch.float32),
                 as_tensor(data.y_val, torch.long),
             )
+            if getattr(data, "x_test", None) is not None:  # a retrain's data (search trials never get it)
+                cached += (as_tensor(data.x_test, torch.float32), as_tensor(data.y_test, torch.long))
         _TENSOR_CACHE[key] = cached
     return cached
 
@@ -392,7 +400,7 @@ def _train_fast(net, hp, tensors, job: TrialJob, device, stats: dict) -> None:
 
     from raynas.trainables.module import FastLoop, FastModule, TensorBatches
 
-    x_train, y_train, x_val, y_val = tensors
+    x_train, y_train, x_val, y_val = tensors[:4]
     generator = torch.Generator().manual_seed(int(torch.initial_seed() % (2**31)))
     train_batches = TensorBatches(x_train, y_train, hp.batch_size, shuffle=True, generator=generator)
     val_batches = TensorBatches(x_val, y_val, max(hp.batch_size, 1024), shuffle=False)
@@ -439,10 +447,31 @@ def _train_fast(net, hp, tensors, job: TrialJob, device, stats: dict) -> None:
         if exploited:
             metrics[EXPLOITED_KEY], exploited = exploited, None
         last = epoch == job.max_epochs
+        if last and job.extra.get("test") and len(tensors) == 6:
+            metrics["test_loss"], metrics["test_acc"] = loop.evaluate(
+                TensorBatches(tensors[4], tensors[5], max(hp.batch_size, 1024), shuffle=False))
         save = last or (job.checkpoint_every > 0 and epoch % job.checkpoint_every == 0)
         state = {EPOCH_KEY: epoch, LINEAGE_KEY: lineage, GENERATION_KEY: generation, "train_loss": train_loss,
                  "loop": loop.state_dict(), "generator": generator.get_state()}
         _report(metrics, state if save else None)
+
+
+def _test_scores(module, x, y) -> tuple[float, float]:
+    """(loss, accuracy) of ``module`` on the test split, in eval mode (the Lightning engine's)."""
+    import torch
+    import torch.nn.functional as F
+
+    training = module.training
+    module.eval()
+    loss = correct = 0.0
+    with torch.no_grad():
+        for start in range(0, len(x), 1024):
+            logits = module(x[start:start + 1024]).float()
+            target = y[start:start + 1024]
+            loss += float(F.cross_entropy(logits, target, reduction="sum"))
+            correct += float((logits.argmax(dim=1) == target).sum())
+    module.train(training)
+    return loss / max(1, len(x)), correct / max(1, len(x))
 
 
 def _train_with_lightning(net, hp, tensors, job: TrialJob, device, stats: dict) -> None:
@@ -456,7 +485,7 @@ def _train_with_lightning(net, hp, tensors, job: TrialJob, device, stats: dict) 
     for name in ("pytorch_lightning", "lightning", "lightning.pytorch", "lightning_fabric"):
         logging.getLogger(name).setLevel(logging.ERROR)
 
-    x_train, y_train, x_val, y_val = tensors
+    x_train, y_train, x_val, y_val = tensors[:4]
     train_batches = TensorBatches(x_train, y_train, hp.batch_size, shuffle=True)
     val_batches = TensorBatches(x_val, y_val, max(hp.batch_size, 1024), shuffle=False)
     module = ClassificationModule(net, hp, max_epochs=job.max_epochs, steps_per_epoch=len(train_batches))
@@ -493,6 +522,8 @@ def _train_with_lightning(net, hp, tensors, job: TrialJob, device, stats: dict) 
                 "epoch_time_s": time.perf_counter() - getattr(self, "began", time.perf_counter()),
                 **stats,
             }
+            if epoch == job.max_epochs and job.extra.get("test") and len(tensors) == 6:
+                metrics["test_loss"], metrics["test_acc"] = _test_scores(pl_module, tensors[4], tensors[5])
             save = epoch == job.max_epochs or (job.checkpoint_every > 0 and epoch % job.checkpoint_every == 0)
             write = (lambda folder: trainer.save_checkpoint(os.path.join(folder, "lightning.ckpt"))) if save else None
             report_with_checkpoint(metrics, write)

@@ -18,8 +18,9 @@ import numpy as np
 
 from raynas.errors import ConfigError, did_you_mean
 from raynas.experiment import atomic_file
-from raynas.trainables.data.dataset import _Pool, _Transform
+from raynas.trainables.data.dataset import _Pool
 from raynas.trainables.data.download import _download, _md5
+from raynas.trainables.data.preprocess import Preprocessing
 
 logger = logging.getLogger(__name__)
 
@@ -47,14 +48,7 @@ def _load_digits(path: str | None, target: str | None, download: bool, params: d
         table = np.loadtxt(f, delimiter=",", dtype=np.uint8)
     # Same layout as sklearn.datasets.load_digits: 64 pixel values (0..16), then the label.
     x = table[:, :-1].reshape(-1, 1, 8, 8)
-    return _Pool(x, table[:, -1], _scaler(16.0))
-
-
-def _scaler(top: float) -> _Transform:
-    def scale(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return tuple(np.divide(x, np.float32(top), dtype=np.float32) for x in (x_train, x_val))
-
-    return scale
+    return _Pool(x, table[:, -1], Preprocessing.scale((1, 8, 8), 16.0))
 
 # ----------------------------------------------------------------------------------------------
 # MNIST and Fashion-MNIST (IDX files)
@@ -146,7 +140,17 @@ def _idx_loader(source: str) -> Callable[..., _Pool]:
             )
         if images.dtype != np.uint8:
             raise ValueError(f"{source}: expected uint8 images in {found[0]}, got {images.dtype}")
-        return _Pool(images[:, None, :, :], labels, _scaler(255.0))
+        pool = _Pool(images[:, None, :, :], labels, Preprocessing.scale((1, *images.shape[1:]), 255.0))
+        test = [_find_idx(path, source, s) for s in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte")]
+        if None in test:
+            logger.warning("%s: no t10k-images/t10k-labels files in %s, so no test split (retrain and "
+                           "compress score on the validation split instead)", source, path)
+        else:
+            pool.x_test, pool.y_test = _read_idx(test[0])[:, None, :, :], _read_idx(test[1])
+            if pool.x_test.shape[1:] != pool.x.shape[1:] or len(pool.x_test) != len(pool.y_test):
+                raise ValueError(f"{source}: the test images {pool.x_test.shape} in {test[0]} and labels "
+                                 f"{pool.y_test.shape} do not match the training images {pool.x.shape}")
+        return pool
 
     return load
 
@@ -240,38 +244,15 @@ def _load_cifar10(path: str, target: str | None, download: bool, params: dict) -
     parts = [_read_cifar_batch(os.path.join(folder, b)) for b in _CIFAR_BATCHES]
     x = np.concatenate([p[0] for p in parts])
     y = np.concatenate([p[1] for p in parts])
-    return _Pool(x, y, _standardize_channels)
+    pool = _Pool(x, y, Preprocessing.channels((3, 32, 32)))
+    test_file = os.path.join(folder, "test_batch")
+    if os.path.isfile(test_file):
+        pool.x_test, pool.y_test = _read_cifar_batch(test_file)
+    else:
+        logger.warning("cifar10: no test_batch in %s, so no test split (retrain and compress score on "
+                       "the validation split instead)", folder)
+    return pool
 
-
-def _standardize_channels(
-    x_train: np.ndarray, x_val: np.ndarray
-) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel (x - mean) / std of uint8 images with the train split's statistics, into
-    float32, in chunks of images so that no full-size temporary is made."""
-    chunk = 4096
-    axes = (0, 2, 3)
-    total = np.zeros(x_train.shape[1], np.uint64)
-    squares = np.zeros(x_train.shape[1], np.uint64)
-    for start in range(0, len(x_train), chunk):
-        part = x_train[start:start + chunk]
-        # Integer sums are exact (255**2 fits uint16), so the variance has no rounding drift.
-        total += part.sum(axis=axes, dtype=np.uint64)
-        squares += np.square(part, dtype=np.uint16).sum(axis=axes, dtype=np.uint64)
-    count = x_train.size // x_train.shape[1]
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-    std[std == 0] = 1.0  # a constant channel stays constant (0) instead of NaN
-    shift = mean.astype(np.float32)[None, :, None, None]
-    scale = (1.0 / std).astype(np.float32)[None, :, None, None]
-    out = []
-    for x in (x_train, x_val):
-        result = np.empty(x.shape, np.float32)
-        for start in range(0, len(x), chunk):
-            view = result[start:start + chunk]
-            np.subtract(x[start:start + chunk], shift, out=view, dtype=np.float32)
-            view *= scale
-        out.append(result)
-    return out[0], out[1]
 
 # ----------------------------------------------------------------------------------------------
 # CSV
@@ -310,31 +291,15 @@ def _load_csv(path: str, target: str, download: bool, params: dict) -> _Pool:
                 "csv %s: column %r has %d distinct values, one-hot encoded into as many features; "
                 "drop it if it is an identifier", path, column, distinct,
             )
-    parts = [numeric.to_numpy(np.float32)]
-    if categorical.shape[1]:  # pandas 3's get_dummies fails on no columns
-        parts.append(pd.get_dummies(categorical, columns=list(categorical.columns), dtype=np.float32).to_numpy(np.float32))
-    x = np.concatenate(parts, axis=1)
+    # The levels in the order pandas.get_dummies gives them; the same encoder turns a user's
+    # raw rows into features when an exported model predicts (raynas.winner).
+    levels = {column: pd.Categorical(categorical[column]).categories.tolist() for column in categorical.columns}
+    prep = Preprocessing.table(list(numeric.columns), levels, target)
+    x = prep.encode_frame(features)
     bad = ~np.isfinite(x[:, : numeric.shape[1]]).all(axis=0)
     if bad.any():
         raise ValueError(f"csv {path}: infinite values in {', '.join(numeric.columns[bad])}")
-    return _Pool(x, ids.astype(np.int64), _standardize_columns(numeric.shape[1]),
-                 tuple(classes.tolist()))
-
-
-def _standardize_columns(n_numeric: int) -> _Transform:
-    """Standardizes the first ``n_numeric`` columns with train statistics; one-hot ones stay 0/1."""
-
-    def standardize(x_train: np.ndarray, x_val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x_train, x_val = x_train.astype(np.float32), x_val.astype(np.float32)  # copies
-        if n_numeric:
-            mean = x_train[:, :n_numeric].mean(axis=0, dtype=np.float64)
-            std = x_train[:, :n_numeric].std(axis=0, dtype=np.float64)
-            std[std == 0] = 1.0  # a constant column stays constant (0) instead of NaN
-            for x in (x_train, x_val):
-                x[:, :n_numeric] = (x[:, :n_numeric] - mean) / std
-        return x_train, x_val
-
-    return standardize
+    return _Pool(x, ids.astype(np.int64), prep, tuple(classes.tolist()))
 
 
 def _missing_column(target: str, columns: Sequence[str], path: str) -> str:

@@ -242,12 +242,18 @@ def load_dataset(
     max_samples: int | None = None,
     params: Mapping[str, Any] | None = None,
     base_dir: str | os.PathLike | None = None,
+    test_fraction: float = 0.0,
 ) -> Dataset:
-    """Loads a data source and splits its training data into train and validation sets.
+    """Loads a data source and splits it into train, validation and (optionally) test sets.
 
     The split is seeded and stratified where every class has at least two samples: the same
     seed gives the identical split, another seed a different one. Labels are remapped to
     ``0 .. K-1`` (sorted original labels; see ``Dataset.classes``).
+
+    The test split is the published test set of mnist, fashion_mnist and cifar10 (where its
+    files are in ``path``), or a seeded, stratified ``test_fraction`` of the other sources'
+    samples, held out before ``max_samples`` and the validation split (so it depends only on
+    ``seed`` and ``test_fraction``). Feature statistics come from the train split only.
 
     Args:
         source: ``digits``, ``mnist``, ``fashion_mnist``, ``cifar10``, ``csv``, another
@@ -259,6 +265,8 @@ def load_dataset(
         download: Fetch missing mnist/fashion_mnist/cifar10 files into ``path``.
         max_samples: Use at most this many samples in all (train + validation), a seeded
             stratified subsample, for quick runs. A user function's Dataset is used as is.
+        test_fraction: Share of the samples held out as the test split, in [0, 1) (0: none),
+            for digits, csv and user sources that return ``(x, y)``.
         params: Keyword arguments of a user function; for csv, extra ``pandas.read_csv``
             options (e.g. ``{"sep": ";"}``).
         base_dir: The experiment file's folder.
@@ -290,6 +298,19 @@ def load_dataset(
         raise ConfigError(
             "data.max_samples", f"must be an int >= 2 or null, got {describe(max_samples)}"
         )
+    if isinstance(test_fraction, bool) or not isinstance(test_fraction, numbers.Real) \
+            or not 0 <= test_fraction < 1 or val_fraction + test_fraction >= 1:
+        raise ConfigError(
+            "data.test_fraction",
+            f"must be a number in [0, 1) with val_fraction + test_fraction < 1, got {describe(test_fraction)} "
+            f"(val_fraction {val_fraction:g})",
+        )
+    if test_fraction and source in _PUBLISHED_TEST:
+        raise ConfigError(
+            "data.test_fraction",
+            f"source {source!r} holds out its official test set ({_PUBLISHED_TEST[source]}); "
+            f"test_fraction applies to the other sources, got {test_fraction:g}",
+        )
     params = dict(params or {})
     resolved = _resolve(path, base_dir) if path is not None else None
     if is_reference(source):
@@ -298,11 +319,17 @@ def load_dataset(
         load = _SOURCES[source].load
         result = load(path=resolved, target=target, download=download, params=params)
     rng = np.random.default_rng(seed)
-    return _to_dataset(result, source, float(val_fraction), rng, max_samples)
+    # Its own stream: the train/val split of test_fraction 0 is the one it always was.
+    test_rng = np.random.default_rng((seed, 0x7E57))
+    return _to_dataset(result, source, float(val_fraction), rng, max_samples, float(test_fraction), test_rng)
 
 # ----------------------------------------------------------------------------------------------
 # Built-in registrations
 # ----------------------------------------------------------------------------------------------
+
+#: The sources whose published test set is the test split.
+_PUBLISHED_TEST = {"mnist": "t10k files, 10,000 images", "fashion_mnist": "t10k files, 10,000 images",
+                   "cifar10": "test_batch, 10,000 images"}
 
 _SOURCES["digits"] = _Source(_load_digits, takes_params=False)
 for _name in ("mnist", "fashion_mnist"):
