@@ -1,4 +1,4 @@
-"""``raynas run | resume | submit | validate | analyze | tensorboard | report``.
+"""``raynas run | resume | submit | validate | analyze | tensorboard | report | retrain | export | compress``.
 
 Exit codes: 0 success, 1 an error (also: a search in which no trial scored the objective), 2 bad input (nothing started, nothing
 changed), 130 interrupted (resume it with ``raynas resume DIR``).
@@ -85,6 +85,17 @@ def _parser() -> argparse.ArgumentParser:
     tb.add_argument("dir", metavar="DIR")
     tb.add_argument("--logdir", metavar="OUT", help="where to write (default: DIR/tensorboard); replaces what an earlier run wrote there")
 
+    rt = sub.add_parser("retrain", help="train the best architectures again from scratch, several seeds each, and score the test split",
+                        description="Train the K best configurations of the search in DIR again from scratch, S seeds each, as "
+                                    "Ray Tune trials, and report test accuracy as mean ± sd per architecture. The results go "
+                                    "to DIR/retrain; running the command again continues an unfinished retrain.")
+    rt.add_argument("dir", metavar="DIR")
+    rt.add_argument("--top", type=int, default=3, metavar="K", help="how many of the best configurations (default 3)")
+    rt.add_argument("--seeds", type=int, default=3, metavar="S", help="trainings of each, with seeds 0..S-1 (default 3)")
+    rt.add_argument("--epochs", type=int, default=None, metavar="N", help="epochs of each training (default: the search's max_epochs)")
+    rt.add_argument("--full-data", action="store_true", help="train on train + validation (the test split stays held out)")
+    cluster_args(rt)
+
     rep = sub.add_parser("report", help="write the experiment's HTML report (one offline file; needs raynas[report])",
                          description="Write one self-contained HTML report of the experiment in DIR.")
     rep.add_argument("dir", metavar="DIR")
@@ -96,7 +107,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": _run, "resume": _resume, "submit": _submit, "validate": _validate, "analyze": _analyze,
-                    "tensorboard": _tensorboard, "report": _report}
+                    "tensorboard": _tensorboard, "report": _report, "retrain": _retrain}
         return commands[args.command](args)
     except ConfigError as err:
         print(f"raynas: error: {err}", file=sys.stderr)
@@ -202,6 +213,30 @@ def _resume(args) -> int:
     return _finish(exp_dir)
 
 
+def _retrain(args) -> int:
+    from raynas.experiment import RunStatus, run_status
+    from raynas.winner.retrain import check_experiment, render_summary, retrain, summary
+
+    exp_dir = check_experiment(args.dir)
+    _check_dashboard(args)
+    try:
+        target = retrain(exp_dir, top=args.top, seeds=args.seeds, epochs=args.epochs, full_data=args.full_data,
+                         opts=_options(args))
+    except KeyboardInterrupt:
+        print(f"\nraynas: interrupted; continue with: raynas retrain {args.dir} (the same options)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except ResumeError as err:
+        print(f"raynas: error: {err}", file=sys.stderr)
+        return EXIT_ERROR
+    print()
+    print(render_summary(summary(target)))
+    print(f"\nResults: {target}\nExport the best: raynas export {target} --rank 1 -o model.pt")
+    if run_status(target) is not RunStatus.FINISHED:
+        print(f"raynas: the retrain stopped before its end; continue it with: raynas retrain {args.dir}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
 def _submit(args) -> int:
     from raynas import submit
 
@@ -242,7 +277,9 @@ def _validate(args) -> int:
     data = spec.data.source if spec.data else "none"
     if dataset is not None:
         shape = "x".join(map(str, dataset.input_shape))
-        data += f" ({len(dataset.x_train):,} train, {len(dataset.x_val):,} val, input {shape}, {dataset.num_classes} classes)"
+        test = f"{len(dataset.x_test):,} test" if dataset.has_test else "no test split"
+        data += (f" ({len(dataset.x_train):,} train, {len(dataset.x_val):,} val, {test}, input {shape}, "
+                 f"{dataset.num_classes} classes)")
     what = f"trainable {spec.trainable}" if spec.trainable else f"model {spec.model}"
     sched = spec.scheduler.name + "".join(f" {k}={v}" for k, v in spec.scheduler.options.items() if v is not None)
     print(f"{args.file}: ok")

@@ -83,7 +83,7 @@ def test_validate_loads_the_data_and_warns_of_architectures_that_do_not_fit(tmp_
         "space": {"arch": {"depth": {"int": [1, 3]}}}})
     proc = raynas("validate", wine, env=ray_env)
     assert proc.returncode == 0, proc.stderr
-    assert "data: csv (142 train, 36 val, input 13, 3 classes)" in proc.stdout
+    assert "data: csv (142 train, 36 val, no test split, input 13, 3 classes)" in proc.stdout
     deep = write_yaml(tmp_path / "deep.yaml", {
         "name": "deep", "model": "cnn",
         "space": {"arch": {"stages": {"repeat": {"min": 1, "max": 5}, "block": {"channels": 8, "stride": 2}}}}})

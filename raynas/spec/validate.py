@@ -92,6 +92,8 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         if metrics is None:
             metrics = declared
     known = BUILTIN_METRICS if trainable is None else metrics
+    if raw.get("retrain") is not None and trainable is None:
+        known = (*BUILTIN_METRICS, "test_acc", "test_loss")  # a retrain scores the test split at its end
     objective = _objective(raw.get("objective"), known)
     constraints = _constraints(raw.get("constraints"), trainable)
 

@@ -1,0 +1,1 @@
+"""The winner of a search: retrain the best architectures, export one, load it, compress it."""
