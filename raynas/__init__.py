@@ -32,8 +32,12 @@ _EXPORTS = {
     "run": "raynas.runner",
     "resume": "raynas.runner",
     "RunOptions": "raynas.runner",
-    # results
+    # results and the winner
     "load_results": "raynas.analysis",
+    "load_model": "raynas.winner.export",
+    "export": "raynas.winner.export",
+    "retrain": "raynas.winner.retrain",
+    "compress": "raynas.winner.shrink",
     # search spaces
     "Space": "raynas.spaces",
     "Int": "raynas.spaces",

@@ -96,6 +96,39 @@ def _parser() -> argparse.ArgumentParser:
     rt.add_argument("--full-data", action="store_true", help="train on train + validation (the test split stays held out)")
     cluster_args(rt)
 
+    def trial_args(sp):
+        which = sp.add_mutually_exclusive_group()
+        which.add_argument("--trial", metavar="ID", help="this trial (an id as raynas analyze shows it, or its unique start)")
+        which.add_argument("--rank", type=int, metavar="N", help="the trial at this rank (default: 1, the best)")
+
+    def format_args(sp):
+        sp.add_argument("--format", default="state_dict", choices=("state_dict", "torchscript", "onnx"),
+                        help="state_dict (raynas.load_model rebuilds the model), torchscript, onnx (needs raynas[export]); "
+                             "default state_dict")
+        sp.add_argument("-o", "--output", metavar="PATH", help="where to write")
+
+    exp = sub.add_parser("export", help="write a trial's model as one file: weights, arch, preprocessing, classes, metrics",
+                         description="Write the model of a trial of DIR (default: the best) as one artifact that "
+                                     "raynas.load_model(PATH) turns back into a model with predict() on raw inputs.")
+    exp.add_argument("dir", metavar="DIR")
+    trial_args(exp)
+    format_args(exp)
+
+    cmp = sub.add_parser("compress", help="prune (magnitude or channels), fine-tune and quantize a trial's model; "
+                                          "print and store a before/after table",
+                         description="Prune, fine-tune and quantize the model of a trial of DIR (default: the best) and "
+                                     "measure parameters, non-zero parameters, size, CPU latency per sample and test "
+                                     "accuracy before and after. Each result goes to DIR/compressed as an artifact.")
+    cmp.add_argument("dir", metavar="DIR")
+    trial_args(cmp)
+    cmp.add_argument("--top", type=int, metavar="K", help="the K best trials (of the Pareto front for several objectives)")
+    cmp.add_argument("--prune", type=float, metavar="AMOUNT", help="share of the weights (or with --structured, of the channels) to remove, in (0, 1)")
+    cmp.add_argument("--structured", action="store_true", help="remove whole channels and neurons, so that layers shrink")
+    cmp.add_argument("--quantize", metavar="int8|fp16", help="post-training quantization: int8 (static for conv nets where "
+                                                              "possible, dynamic for linear layers) or fp16")
+    cmp.add_argument("--finetune-epochs", type=int, default=0, metavar="N", help="train N epochs after pruning (default 0)")
+    format_args(cmp)
+
     rep = sub.add_parser("report", help="write the experiment's HTML report (one offline file; needs raynas[report])",
                          description="Write one self-contained HTML report of the experiment in DIR.")
     rep.add_argument("dir", metavar="DIR")
@@ -107,7 +140,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         commands = {"run": _run, "resume": _resume, "submit": _submit, "validate": _validate, "analyze": _analyze,
-                    "tensorboard": _tensorboard, "report": _report, "retrain": _retrain}
+                    "tensorboard": _tensorboard, "report": _report, "retrain": _retrain,
+                    "export": _export, "compress": _compress}
         return commands[args.command](args)
     except ConfigError as err:
         print(f"raynas: error: {err}", file=sys.stderr)
@@ -228,12 +262,30 @@ def _retrain(args) -> int:
     except ResumeError as err:
         print(f"raynas: error: {err}", file=sys.stderr)
         return EXIT_ERROR
+    from raynas.analysis import load_results
+
     print()
-    print(render_summary(summary(target)))
+    print(render_summary(summary(target), load_results(exp_dir).metric))
     print(f"\nResults: {target}\nExport the best: raynas export {target} --rank 1 -o model.pt")
     if run_status(target) is not RunStatus.FINISHED:
         print(f"raynas: the retrain stopped before its end; continue it with: raynas retrain {args.dir}", file=sys.stderr)
         return EXIT_INTERRUPTED
+    return EXIT_OK
+
+
+def _export(args) -> int:
+    from raynas.winner.export import export
+
+    path = export(args.dir, trial=args.trial, rank=args.rank, fmt=args.format, output=args.output)
+    print(f"Exported: {path}\nLoad it: raynas.load_model({str(path)!r}).predict(inputs)")
+    return EXIT_OK
+
+
+def _compress(args) -> int:
+    from raynas.winner.shrink import compress
+
+    compress(args.dir, trial=args.trial, rank=args.rank, top=args.top, prune=args.prune, structured=args.structured,
+             quantize=args.quantize, finetune_epochs=args.finetune_epochs, fmt=args.format, output=args.output)
     return EXIT_OK
 
 

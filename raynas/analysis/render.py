@@ -65,6 +65,9 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
         return f"{results.name}: no trials yet"
     cols = varying_keys(board, limit=None if width else 6)
     fixed = ["rank", "#", "trial", "status", "epochs", f"best {results.metric}", "params", "flops", "latency_ms"]
+    tested = any(t.test is not None for t in results.trials)
+    if tested:  # raynas retrain's scores: test accuracy, mean ± sd over the seeds
+        fixed.insert(6, "test_acc")
     header = fixed + [k.split(".", 1)[-1] for k in cols] + ["searcher"]
     orders = {t.trial_id: t.order for t in results.trials}
     rows = []
@@ -77,6 +80,7 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
                 status_text(t),
                 str(t.epochs),
                 fmt_metric(t.best),
+                *([test_text(t.test)] if tested else []),
                 fmt_metric(t.params) if t.params is not None else "-",
                 _si(t.flops),
                 f"{t.latency_ms:.3f}" if isinstance(t.latency_ms, (int, float)) else "-",
@@ -91,7 +95,7 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
     order = [len(header) - 1, where["latency_ms"], where["flops"], *reversed(config), where["params"]]
     header, rows, dropped = _fit(header, rows, order, width)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    numeric = {i for i, h in enumerate(header) if h in ("rank", "#", "epochs", f"best {results.metric}", "params", "flops", "latency_ms")}
+    numeric = {i for i, h in enumerate(header) if h in ("rank", "#", "epochs", f"best {results.metric}", "test_acc", "params", "flops", "latency_ms")}
     fmt_row = lambda r: "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     total = len(results.leaderboard())
     title = f"{results.name}: {total} trial{'s' if total != 1 else ''}, ranked by best {results.metric} ({results.mode})"
@@ -103,6 +107,14 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
     for t in failed[:5]:
         lines.append(f"  #{t.order} {t.trial_id} {t.status.value}: {t.error}")
     return "\n".join(lines)
+
+
+def test_text(test: dict | None) -> str:
+    """A retrained trial's test accuracy: ``mean ± sd (n)``; ``-`` for one not retrained."""
+    if not test:
+        return "-"
+    sd = f" ± {test['sd']:.4f}" if test.get("sd") is not None else ""
+    return f"{test['mean']:.4f}{sd} ({test['n']})"
 
 
 def status_text(trial: TrialResult) -> str:

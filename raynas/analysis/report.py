@@ -88,6 +88,8 @@ def report_data(results: ExperimentResults, live: bool = False, importance: dict
             row["t0"] = round(t.started - t0, 1)
         if t0 and t.ended:
             row["t1"] = round(t.ended - t0, 1)
+        if t.test is not None:
+            row["te"] = [_num(t.test["mean"]), _num(t.test["sd"]), t.test["n"]]
         row.update(_curve(t, results.metric))
         row["m"] = {k: _num(v) for k, v in t.metrics.items() if k not in _NOT_METRICS and is_number(v)}
         if multi:

@@ -16,6 +16,8 @@ import yaml
 
 from raynas.experiment import (
     loss_sign,
+    RETRAIN_DIR,
+    RETRAIN_KEY,
     SPEC_FILE,
     Status,
     TrialRecord,
@@ -68,6 +70,8 @@ class TrialResult:
         curve: Every epoch's metrics, in order.
         order: 1 for the first trial started, 2 for the next, ...
         started, ended: When the trial started and ended (Unix seconds; None if not yet).
+        test: For a search trial that ``raynas retrain`` trained again: ``{"mean", "sd",
+            "n", "test_acc"}`` over its seeds (test split accuracy); None otherwise.
     """
 
     trial_id: str
@@ -86,6 +90,7 @@ class TrialResult:
     stopped_at: dict | None = None
     started: float | None = None
     ended: float | None = None
+    test: dict | None = None
 
     @property
     def params(self) -> Any:
@@ -117,6 +122,7 @@ class TrialResult:
             "dir": self.dir,
             "origin": self.origin,
             "stopped_at": self.stopped_at,
+            **({"test": self.test} if self.test is not None else {}),
         }
 
     def objectives(self, metrics: Sequence[str], modes: Sequence[str]) -> tuple[int | None, dict[str, float]] | None:
@@ -259,6 +265,8 @@ class ExperimentResults:
     trials: list[TrialResult]
     metrics: list[str] = field(default_factory=list)
     modes: list[str] = field(default_factory=list)
+    #: The retrain of this search (``DIR/retrain``), read; None without one.
+    retrain: ExperimentResults | None = None
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -439,6 +447,9 @@ class ExperimentResults:
             row = {k: v for k, v in t.to_json().items() if k not in ("metrics", "config")}
             row.update({f"metrics.{k}": v for k, v in t.metrics.items()})
             row.update({f"config.{k}": v for k, v in flatten(t.config).items()})
+            if t.test is not None:
+                row.pop("test", None)
+                row.update({"test_acc_mean": t.test["mean"], "test_acc_sd": t.test["sd"], "test_seeds": t.test["n"]})
             rows.append(row)
         return pd.DataFrame(rows)
 
@@ -467,7 +478,28 @@ def load_results(path: str | os.PathLike) -> ExperimentResults:
     rungs = asha_rungs(raw.get("scheduler"), max_epochs)
     trials = [_trial(exp_dir, rec, metrics[0], modes[0], rungs) for rec in records.values()]
     name = meta.get("name", exp_dir.name)
-    return ExperimentResults(exp_dir, name, metrics[0], modes[0], max_epochs, meta, trials, metrics, modes)
+    results = ExperimentResults(exp_dir, name, metrics[0], modes[0], max_epochs, meta, trials, metrics, modes)
+    if raw.get("retrain") is None and is_experiment_dir(exp_dir / RETRAIN_DIR):
+        results.retrain = load_results(exp_dir / RETRAIN_DIR)
+        _attach_test_scores(results)
+    return results
+
+
+def _attach_test_scores(results: ExperimentResults) -> None:
+    """Gives each retrained search trial its seeds' test accuracies (mean, sample sd)."""
+    import statistics
+
+    scores: dict[str, list[float]] = {}
+    for t in results.retrain.trials:
+        tag = t.config.get(RETRAIN_KEY) or {}
+        acc = t.metrics.get("test_acc")
+        if tag.get("trial") and is_finite(acc):
+            scores.setdefault(tag["trial"], []).append(float(acc))
+    for t in results.trials:
+        accs = scores.get(t.trial_id)
+        if accs:
+            t.test = {"mean": statistics.fmean(accs), "sd": statistics.stdev(accs) if len(accs) > 1 else None,
+                      "n": len(accs), "test_acc": accs}
 
 
 def _read_objective(objective: Any, file: str) -> tuple[list[str], list[str]]:

@@ -7,7 +7,7 @@ import enum
 from dataclasses import dataclass, field
 
 
-from raynas.experiment import BUDGETS
+from raynas.experiment import BUDGETS, RETRAIN_KEY
 from raynas.spaces import Space
 
 
@@ -173,8 +173,6 @@ class RetrainSpec:
                 for c in self.candidates for seed in range(self.seeds)]
 
 
-#: In a retrain trial's config: which search trial it trains again, and with which seed.
-RETRAIN_KEY = "raynas_retrain"
 
 
 @dataclass

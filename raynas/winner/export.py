@@ -172,8 +172,9 @@ def example_input(meta: dict):
     return torch.zeros((1, *meta["input_shape"]))
 
 
-def default_output(exp_dir: Path, trial_id: str, fmt: str, tag: str = "") -> Path:
-    return exp_dir / EXPORT_DIR / f"{trial_id}{tag}{_EXTENSIONS[fmt]}"
+def default_output(exp_dir: Path, trial_id: str, fmt: str, tag: str = "", subdir: str = EXPORT_DIR) -> Path:
+    """``DIR/exports/<trial><tag>.pt`` (``.torchscript.pt``, ``.onnx``)."""
+    return exp_dir / subdir / f"{trial_id}{tag}{_EXTENSIONS[fmt]}"
 
 
 def export(exp_dir: str | os.PathLike, trial: str | None = None, rank: int | None = None,

@@ -11,7 +11,6 @@ are the only ones that read the test split, once, after their last epoch.
 from __future__ import annotations
 
 import copy
-import math
 import statistics
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +19,17 @@ from typing import Any
 import yaml
 
 from raynas.errors import ConfigError
-from raynas.experiment import ORIGIN_KEY, SPEC_FILE, RunStatus, is_experiment_dir, read_json, read_meta, run_status
-
-#: The retrain's folder inside the search's.
-RETRAIN_DIR = "retrain"
+from raynas.experiment import (
+    ORIGIN_KEY,
+    RETRAIN_DIR,
+    RETRAIN_KEY,
+    SPEC_FILE,
+    RunStatus,
+    is_experiment_dir,
+    read_json,
+    read_meta,
+    run_status,
+)
 
 
 def search_spec_raw(exp_dir: Path) -> dict:
@@ -146,7 +152,6 @@ class Candidate:
     config: dict
     search_score: float | None
     test_acc: list[float] = field(default_factory=list)
-    test_loss: list[float] = field(default_factory=list)
     trials: list[str] = field(default_factory=list)
     params: Any = None
     latency_ms: Any = None
@@ -163,7 +168,7 @@ class Candidate:
     def to_json(self) -> dict:
         return {"trial": self.trial, "rank": self.rank, "search_score": self.search_score,
                 "test_acc_mean": self.mean, "test_acc_sd": self.sd, "test_acc": self.test_acc,
-                "test_loss": self.test_loss, "seeds_done": len(self.test_acc), "retrain_trials": self.trials,
+                "seeds_done": len(self.test_acc), "retrain_trials": self.trials,
                 "params": self.params, "latency_ms": self.latency_ms, "config": self.config}
 
 
@@ -171,32 +176,28 @@ def summary(exp_dir: str | Path) -> list[Candidate] | None:
     """The retrain's candidates with their seeds' test scores, best search rank first; None
     when ``exp_dir`` (the search's folder or the retrain's) has no retrain."""
     from raynas.analysis import load_results
-    from raynas.spec import RETRAIN_KEY
 
     path = Path(exp_dir).expanduser().resolve()
-    target = path if (path / SPEC_FILE).is_file() and search_spec_raw(path).get("retrain") else path / RETRAIN_DIR
-    if not is_experiment_dir(target) or not (target / SPEC_FILE).is_file():
+    if (path / SPEC_FILE).is_file() and search_spec_raw(path).get("retrain"):
+        path = Path(search_spec_raw(path)["retrain"]["of"])
+    results = load_results(path)
+    if results.retrain is None:
         return None
-    section = search_spec_raw(target).get("retrain") or {}
-    search = Path(section.get("of", target.parent))
-    scores = {}
-    if is_experiment_dir(search):
-        scores = {t.trial_id: t.best for t in load_results(search).trials}
-    found = {c["trial"]: Candidate(c["trial"], c["rank"], c["config"], scores.get(c["trial"]))
-             for c in section.get("candidates", [])}
-    for t in load_results(target).trials:
-        tag = t.config.get(RETRAIN_KEY) or {}
-        cand = found.get(tag.get("trial"))
-        acc = t.metrics.get("test_acc")
-        if cand is None or not isinstance(acc, (int, float)) or not math.isfinite(acc):
-            continue
-        cand.test_acc.append(float(acc))
-        loss = t.metrics.get("test_loss")
-        if isinstance(loss, (int, float)):
-            cand.test_loss.append(float(loss))
-        cand.trials.append(t.trial_id)
-        cand.params, cand.latency_ms = t.params, t.latency_ms
-    return sorted(found.values(), key=lambda c: c.rank)
+    section = search_spec_raw(results.retrain.dir).get("retrain") or {}
+    by_id = {t.trial_id: t for t in results.trials}
+    found = []
+    for c in section.get("candidates", []):
+        t = by_id.get(c["trial"])
+        cand = Candidate(c["trial"], c["rank"], c["config"], t.best if t else None)
+        if t is not None and t.test is not None:
+            cand.test_acc = list(t.test["test_acc"])
+        found.append(cand)
+    for r in results.retrain.trials:  # the retrained models' own size and latency
+        cand = next((c for c in found if c.trial == (r.config.get(RETRAIN_KEY) or {}).get("trial")), None)
+        if cand is not None and r.params is not None:
+            cand.params, cand.latency_ms = r.params, r.latency_ms
+            cand.trials.append(r.trial_id)
+    return sorted(found, key=lambda c: c.rank)
 
 
 def render_summary(candidates: list[Candidate], metric: str = "val_acc") -> str:
