@@ -37,7 +37,7 @@ _EXPORTS = {
     "load_model": "raynas.winner.export",
     "export": "raynas.winner.export",
     "retrain": "raynas.winner.retrain",
-    "compress": "raynas.winner.shrink",
+    "compress": "raynas.winner.compress_trials",
     # search spaces
     "Space": "raynas.spaces",
     "Int": "raynas.spaces",

@@ -282,7 +282,7 @@ def _export(args) -> int:
 
 
 def _compress(args) -> int:
-    from raynas.winner.shrink import compress
+    from raynas.winner.compress_trials import compress
 
     compress(args.dir, trial=args.trial, rank=args.rank, top=args.top, prune=args.prune, structured=args.structured,
              quantize=args.quantize, finetune_epochs=args.finetune_epochs, fmt=args.format, output=args.output)

@@ -15,6 +15,11 @@ QUICKSTART = EXPERIMENTS / "quickstart.yaml"
 SHARED = ROOT.parent / "shared"
 
 
+def folder_state(path: Path) -> dict:
+    """Every file and folder under ``path`` with its size and modification time."""
+    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in Path(path).rglob("*")}
+
+
 def write_yaml(path, data) -> Path:
     path = Path(path)
     path.write_text(yaml.safe_dump(data, sort_keys=False))

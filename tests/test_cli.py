@@ -8,11 +8,7 @@ import pytest
 from raynas.cli import _check_dashboard, main
 from raynas.errors import ConfigError
 
-from tests.helpers import EXPERIMENTS, QUICKSTART, raynas, write_yaml
-
-
-def folder_state(path: Path) -> dict:
-    return {p: (p.stat().st_size, p.stat().st_mtime_ns) for p in path.rglob("*")}
+from tests.helpers import EXPERIMENTS, QUICKSTART, folder_state, raynas, write_yaml
 
 
 @pytest.mark.parametrize("exp", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)

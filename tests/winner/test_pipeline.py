@@ -1,0 +1,242 @@
+"""run -> retrain -> compress -> export -> load_model().predict, as users take it: every step
+through the `raynas` console script, on digits (images) and on a CSV table (experiments/)."""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import raynas as api
+from raynas.trainables.data import load_dataset
+from tests.helpers import EXPERIMENTS, ROOT, folder_state, raynas
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+#: A compressed model's test accuracy may fall at most this much below the uncompressed one
+#: (50% of the channels pruned, 2 fine-tuning epochs, int8): the tolerance docs/winner.md states.
+ACCURACY_TOLERANCE = 0.05
+
+
+def _run(*args, env):
+    proc = raynas(*args, env=env)
+    assert proc.returncode == 0, (args, proc.stdout[-2000:], proc.stderr[-3000:])
+    return proc
+
+
+def _json(*args):
+    proc = raynas(*args, "--format", "json")
+    assert proc.returncode == 0, proc.stderr
+    return json.loads(proc.stdout)
+
+
+@pytest.fixture(scope="module")
+def ray_tmp():
+    path = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # AF_UNIX paths <= 107 bytes
+    yield {"RAY_TMPDIR": path}
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def digits(tmp_path_factory, ray_tmp):
+    """cnn_digits (a fifth of digits held out as test), then its 2 best retrained with 2 seeds."""
+    storage = tmp_path_factory.mktemp("winner")
+    _run("run", EXPERIMENTS / "cnn_digits.yaml", "--storage-path", storage, "--quiet", "--no-report",
+         "--set", "search.num_trials=4", "--set", "max_epochs=4", "--set", "scheduler.name=fifo", env=ray_tmp)
+    folder = storage / "cnn_digits"
+    proc = _run("retrain", folder, "--top", "2", "--seeds", "2", "--quiet", "--no-report", env=ray_tmp)
+    return folder, proc.stdout
+
+
+def _readme_winner() -> tuple[list[list[str]], str]:
+    """The README's winner section: its shell commands and its Python example."""
+    text = (ROOT / "README.md").read_text()
+    section = text.split("<!-- docs:winner -->", 1)[1]
+    bash, python = re.findall(r"```(?:bash|python)\n(.*?)```", section, flags=re.S)[:2]
+    return [shlex.split(line) for line in bash.strip().splitlines()], python
+
+
+@pytest.fixture(scope="module")
+def wine(tmp_path_factory, ray_tmp):
+    """The README's winner commands, as written, in a fresh folder beside the experiments."""
+    cwd = tmp_path_factory.mktemp("readme")
+    (cwd / "experiments").symlink_to(EXPERIMENTS)
+    commands, python = _readme_winner()
+    outputs = []
+    for command in commands:
+        assert command[0] == "raynas", command
+        proc = raynas(*command[1:], env=ray_tmp, cwd=cwd)
+        assert proc.returncode == 0, (command, proc.stdout[-2000:], proc.stderr[-3000:])
+        outputs.append(proc.stdout)
+    example = subprocess.run([sys.executable, "-c", python], cwd=cwd, capture_output=True, text=True, timeout=300)
+    assert example.returncode == 0, example.stderr
+    return cwd / "raynas_results" / "wine_csv", outputs, example.stdout
+
+
+def _digits_test():
+    """The digits test split as raw images (0..16, as the source file holds them) and labels."""
+    data = load_dataset("digits", seed=0, test_fraction=0.2)
+    return np.rint(data.x_test[:, 0] * 16).astype(np.uint8), np.asarray(data.classes)[data.y_test]
+
+
+def test_retrain_reports_test_accuracy_per_architecture(digits):
+    folder, out = digits
+    board = _json("analyze", folder)
+    retrained = [t for t in board if "test" in t]
+    assert [t["rank"] for t in retrained] == [1, 2]
+    runs = _json("analyze", folder / "retrain")
+    assert len(runs) == 4 and all(r["status"] == "completed" for r in runs)
+    for t in retrained:
+        accs = [r["metrics"]["test_acc"] for r in runs if r["config"]["raynas_retrain"]["trial"] == t["trial_id"]]
+        assert sorted(t["test"]["test_acc"]) == sorted(accs) and t["test"]["n"] == 2
+        assert t["test"]["mean"] == pytest.approx(np.mean(accs))
+        assert t["test"]["sd"] == pytest.approx(np.std(accs, ddof=1))
+        assert f"{t['test']['mean']:.4f} ± {t['test']['sd']:.4f}" in out
+    # Each seed trained its own model: the same architecture, other weights.
+    seeds = {(r["config"]["raynas_retrain"]["trial"], r["config"]["raynas_retrain"]["seed"]) for r in runs}
+    assert len(seeds) == 4
+    table = raynas("analyze", folder).stdout
+    assert "test_acc" in table.splitlines()[1]
+
+
+def test_retrain_again_continues_or_refuses_other_settings(digits, ray_tmp):
+    folder, out = digits
+    before = folder_state(folder)
+    again = _run("retrain", folder, "--top", "2", "--seeds", "2", "--quiet", env=ray_tmp)
+    assert again.stdout.strip().splitlines()[:4] == out.strip().splitlines()[:4]  # finished: shown, not rerun
+    other = raynas("retrain", folder, "--top", "2", "--seeds", "3", env=ray_tmp)
+    assert other.returncode == 2 and "other settings" in other.stderr, other.stderr
+    assert folder_state(folder) == before
+
+
+def test_exported_model_scores_what_retrain_reported(digits, tmp_path):
+    folder, _ = digits
+    best = _json("analyze", folder / "retrain")[0]
+    images, labels = _digits_test()
+    predictions = {}
+    for fmt in ("state_dict", "torchscript", "onnx"):
+        path = tmp_path / f"model.{fmt}"
+        proc = _run("export", folder / "retrain", "--rank", "1", "--format", fmt, "-o", path, env={})
+        assert f"Exported: {path}" in proc.stdout
+        model = api.load_model(path)
+        predictions[fmt] = model.predict(images)
+        assert model.meta["trial_id"] == best["trial_id"] and model.meta["arch"] == best["config"]["arch"]
+        assert float(np.mean(predictions[fmt] == labels)) == pytest.approx(best["metrics"]["test_acc"], abs=1e-9)
+    np.testing.assert_array_equal(predictions["onnx"], predictions["state_dict"])
+    # The folder itself loads too: its best trial, without writing a file.
+    direct = api.load_model(folder / "retrain")
+    np.testing.assert_array_equal(direct.predict(images), predictions["state_dict"])
+
+
+def test_compress_prunes_and_quantizes_within_tolerance(digits, tmp_path):
+    folder, _ = digits
+    proc = _run("compress", folder / "retrain", "--prune", "0.5", "--structured", "--finetune-epochs", "2",
+                "--quantize", "int8", env={})
+    out = proc.stdout
+    assert "structured (channel) pruning of 0.5" in out and "test accuracy" in out
+    tables = sorted((folder / "retrain" / "compressed").glob("*.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    before, after = table["before"], table["after"]
+    assert after["params"] < 0.75 * before["params"] and after["size_bytes"] < 0.5 * before["size_bytes"]
+    assert after["accuracy"] >= before["accuracy"] - ACCURACY_TOLERANCE
+    model = api.load_model(table["artifact"])
+    images, labels = _digits_test()
+    assert float(np.mean(model.predict(images) == labels)) == pytest.approx(after["accuracy"], abs=1e-9)
+    # Unstructured pruning keeps the shapes and zeroes weights: non-zeros fall, parameters do not.
+    out = tmp_path / "sparse.pt"
+    _run("compress", folder / "retrain", "--prune", "0.6", "-o", out, env={})
+    sparse = json.loads(Path(str(out) + ".json").read_text())
+    assert sparse["after"]["params"] == sparse["before"]["params"]
+    assert sparse["after"]["nonzero"] < 0.5 * sparse["before"]["nonzero"]
+
+
+def test_readme_winner_commands_on_a_csv(wine):
+    folder, outputs, printed = wine
+    run, retrain, compress, export = outputs
+    assert "test_acc (mean ± sd)" in retrain and len(_json("analyze", folder / "retrain")) == 9
+    assert "structured (channel) pruning of 0.5" in compress and "5 fine-tuning epochs" in compress
+    assert "Exported: wine_model.pt" in export
+    # The example prints five predictions, each a cultivar as the CSV names it.
+    names = re.findall(r"[a-z]+", printed)
+    assert len(names) == 5 and set(names) <= {"barolo", "grignolino", "barbera"}, printed
+
+
+def test_csv_model_scores_what_retrain_reported_from_raw_rows(wine):
+    folder, _, _ = wine
+    data = load_dataset("csv", path=str(EXPERIMENTS / "wine.csv"), target="cultivar", val_fraction=0.2,
+                        test_fraction=0.2, seed=0)
+    rows = pd.read_csv(EXPERIMENTS / "wine.csv")
+    from raynas.trainables.data.preprocess import Preprocessing
+
+    # The test split's raw rows, found by their features.
+    features = Preprocessing.from_dict(data.preprocessing)(rows)
+    test_rows = rows.iloc[[int(np.flatnonzero((features == row).all(axis=1))[0]) for row in data.x_test]]
+    best = _json("analyze", folder / "retrain")[0]
+    model = api.load_model(folder.parent.parent / "wine_model.pt")
+    assert model.meta["trial_id"] == best["trial_id"]
+    labels = model.predict(test_rows)  # raw CSV rows, target column included
+    assert float(np.mean(labels == test_rows["cultivar"].to_numpy())) == pytest.approx(best["metrics"]["test_acc"], abs=1e-9)
+    one = model.predict(test_rows.drop(columns=["cultivar"]).iloc[0].to_dict())
+    assert one[0] == labels[0]
+    compressed = api.load_model(next((folder / "retrain" / "compressed").glob("*.pt")))
+    table = json.loads(next((folder / "retrain" / "compressed").glob("*.json")).read_text())
+    assert float(np.mean(compressed.predict(test_rows) == test_rows["cultivar"].to_numpy())) == pytest.approx(
+        table["after"]["accuracy"], abs=1e-9)
+
+
+def test_bad_input_exits_2_and_changes_nothing(digits, tmp_path):
+    folder, _ = digits
+    before = folder_state(folder)
+    fresh = {"RAY_TMPDIR": tempfile.mkdtemp(prefix="rt", dir="/tmp")}
+    cases = [
+        (("export", folder, "--trial", "nosuchtrial"), "is no trial"),
+        (("export", folder, "--rank", "99"), "no rank 99"),
+        (("export", tmp_path), "is not a raynas experiment folder"),
+        (("compress", folder, "--prune", "1.5"), "in (0, 1)"),
+        (("compress", folder, "--prune", "0"), "in (0, 1)"),
+        (("compress", folder, "--quantize", "int4"), "int8, fp16"),
+        (("compress", folder), "nothing to do"),
+        (("compress", folder, "--structured", "--quantize", "int8"), "give --prune"),
+        (("retrain", folder / "retrain"), "is a retrain already"),
+        (("retrain", folder, "--top", "0"), "--top"),
+    ]
+    for args, words in cases:
+        proc = raynas(*args, env=fresh)
+        assert proc.returncode == 2, (args, proc.stderr)
+        assert words in proc.stderr and proc.stderr.startswith("raynas: error: "), (args, proc.stderr)
+        assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert folder_state(folder) == before
+    assert not any(Path(fresh["RAY_TMPDIR"]).iterdir()), "Ray must not start on bad input"
+    shutil.rmtree(fresh["RAY_TMPDIR"])
+
+
+def test_failed_trials_and_a_search_without_test_split_are_refused(tmp_path, ray_tmp):
+    storage = tmp_path / "r"
+    # Every architecture over budget: trials are rejected before training (the run exits 1).
+    proc = raynas("run", EXPERIMENTS / "wine_csv.yaml", "--storage-path", storage, "--quiet", "--no-report",
+                  "--set", "search.num_trials=1", "--set", "constraints.max_params=10", env=ray_tmp)
+    assert proc.returncode == 1, proc.stderr
+    folder = storage / "wine_csv"
+    trial = _json("analyze", folder)[0]["trial_id"]
+    before = folder_state(folder)
+    proc = raynas("export", folder, "--trial", trial)
+    assert proc.returncode == 2 and "rejected" in proc.stderr and "export a trial that trained" in proc.stderr
+    proc = raynas("retrain", folder)
+    assert proc.returncode == 2 and "nothing to retrain" in proc.stderr
+    assert folder_state(folder) == before
+    _run("run", EXPERIMENTS / "wine_csv.yaml", "--storage-path", storage, "--name", "notest", "--quiet", "--no-report",
+         "--set", "search.num_trials=1", "--set", "max_epochs=2", "--set", "data.test_fraction=0", env=ray_tmp)
+    before = folder_state(storage / "notest")
+    proc = raynas("retrain", storage / "notest")
+    assert proc.returncode == 2 and "held out no test split" in proc.stderr and "data.test_fraction" in proc.stderr
+    assert folder_state(storage / "notest") == before
