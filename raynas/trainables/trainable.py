@@ -223,9 +223,9 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
                                 "raynas_violation": [over.get(m, 0.0) for m in BUDGETS]})
     tensors = _device_tensors(data, device)
     if job.extra.get("full_data"):
-        import torch
-
         tensors = (torch.cat([tensors[0], tensors[2]]), torch.cat([tensors[1], tensors[3]]), *tensors[2:])
+    if job.extra.get("test"):  # a retrain says what it trained on (no cost to a search's trials)
+        stats["train_samples"] = len(tensors[0])
     if job.engine == "lightning":
         return _train_with_lightning(net, hp, tensors, job, device, stats)
     return _train_fast(net, hp, tensors, job, device, stats)

@@ -108,6 +108,20 @@ def test_retrain_reports_test_accuracy_per_architecture(digits):
     assert "test_acc" in table.splitlines()[1]
 
 
+def test_retrain_on_full_data_trains_on_train_and_validation(digits, tmp_path, ray_tmp):
+    folder, _ = digits
+    copy = tmp_path / "cnn_digits"
+    shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("retrain"))
+    _run("retrain", copy, "--top", "1", "--seeds", "1", "--epochs", "2", "--full-data", "--quiet", "--no-report",
+         env=ray_tmp)
+    (trial,) = _json("analyze", copy / "retrain")
+    sizes = json.loads((copy / "data.json").read_text())["sizes"]
+    assert trial["metrics"]["train_samples"] == sizes["train"] + sizes["val"] and trial["epochs"] == 2
+    assert 0 < trial["metrics"]["test_acc"] <= 1
+    (plain,) = [r for r in _json("analyze", folder / "retrain") if r["rank"] == 1]
+    assert plain["metrics"]["train_samples"] == sizes["train"]
+
+
 def test_retrain_again_continues_or_refuses_other_settings(digits, ray_tmp):
     folder, out = digits
     before = folder_state(folder)
