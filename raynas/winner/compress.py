@@ -14,7 +14,8 @@ Example:
     >>> result = prune(model, 0.5, structured=True, example_input=torch.zeros(2, 1, 8, 8))
     >>> result.pruned[0]
     '1: 32 -> 16 channels (into 3)'
-    >>> model_stats(result.model, (1, 8, 8), repeats=3)["params"] < model_stats(model, (1, 8, 8), repeats=3)["params"]
+    >>> smaller = model_stats(result.model, (1, 8, 8), repeats=3)
+    >>> smaller["params"] < model_stats(model, (1, 8, 8), repeats=3)["params"]
     True
 """
 
@@ -57,7 +58,7 @@ class CompressError(RaynasError, ValueError):
 
 @dataclass
 class PruneResult:
-    """A pruned copy of a model, what was pruned (with the channel counts) and what was not (why)."""
+    """A pruned copy of a model, what was pruned (channel counts) and what was not (why)."""
 
     model: nn.Module
     pruned: list[str] = field(default_factory=list)
@@ -189,7 +190,9 @@ def _prune_channels(model: nn.Module, amount: float, example_input: torch.Tensor
     # The traced graph shares its leaf modules with `model`: shapes are recorded on its nodes.
     with _eval(model), torch.no_grad():
         ShapeProp(graph).propagate(example_input)
+    # Uses of each module: calls, and reads of its tensors (``self.fc.weight``) in forward.
     calls = Counter(n.target for n in graph.graph.nodes if n.op == "call_module")
+    calls.update(n.target.rpartition(".")[0] for n in graph.graph.nodes if n.op == "get_attr")
     pairs, skipped = [], []
     for node in graph.graph.nodes:
         if node.op != "call_module":
@@ -248,7 +251,7 @@ def _prune_channels(model: nn.Module, amount: float, example_input: torch.Tensor
 def _follow(model: nn.Module, node: fx.Node, calls: Counter) -> _Pair | str:
     """The pair that starts at ``node``, or why its output channels cannot be dropped."""
     if calls[node.target] > 1:
-        return f"called {calls[node.target]} times in forward (shared weights)"
+        return f"used {calls[node.target]} times in forward (shared weights)"
     producer = model.get_submodule(node.target)
     channels, shape = producer.weight.shape[0], _shape(node)
     if shape is None or len(shape) != (4 if isinstance(producer, nn.Conv2d) else 2):
@@ -272,7 +275,7 @@ def _follow(model: nn.Module, node: fx.Node, calls: Counter) -> _Pair | str:
                 spatial = shape[2] * shape[3]
         else:
             if calls[user.target] > 1:
-                return f"its output reaches {user.target}, called {calls[user.target]} times"
+                return f"its output reaches {user.target}, used {calls[user.target]} times"
             module = model.get_submodule(user.target)
             if isinstance(module, nn.Linear) and ndim == 2:
                 if module.in_features != channels * spatial:
@@ -335,7 +338,7 @@ def _shape(node: fx.Node) -> tuple[int, ...] | None:
 
 
 def _expand(index: torch.Tensor, spatial: int) -> torch.Tensor:
-    """Channel indices -> feature indices of a channel-major flatten with ``spatial`` per channel."""
+    """Channel indices -> feature indices of a channel-major flatten, ``spatial`` per channel."""
     if spatial == 1:
         return index
     return (index[:, None] * spatial + torch.arange(spatial)).flatten()
@@ -343,35 +346,32 @@ def _expand(index: torch.Tensor, spatial: int) -> torch.Tensor:
 
 def _slice(module: nn.Module, out_index: torch.Tensor | None,
            in_index: torch.Tensor | None) -> nn.Module:
-    """A new module of the same kind keeping the given output and input channels."""
-    w = module.weight.detach() if getattr(module, "weight", None) is not None else None
+    """A new module like ``module`` keeping only the given output and input channels."""
     if isinstance(module, _BATCH_NORMS):
         new = type(module)(len(out_index), module.eps, module.momentum, module.affine,
                            module.track_running_stats)
-        for name in ("weight", "bias", "running_mean", "running_var"):
-            if getattr(module, name) is not None:
-                getattr(new, name).data.copy_(getattr(module, name).detach()[out_index])
-        if module.num_batches_tracked is not None:
-            new.num_batches_tracked.copy_(module.num_batches_tracked)
-        return new
-    depthwise = isinstance(module, nn.Conv2d) and module.groups > 1
-    if out_index is not None:
-        w = w[out_index]
-    if in_index is not None and not depthwise:
-        w = w[:, in_index]
-    bias = module.bias.detach()[out_index] if module.bias is not None and out_index is not None \
-        else module.bias.detach() if module.bias is not None else None
-    if isinstance(module, nn.Linear):
-        new = nn.Linear(w.shape[1], w.shape[0], bias=bias is not None)
+        state = {k: v[out_index] if v.ndim else v for k, v in module.state_dict().items()}
     else:
-        cin = w.shape[0] if depthwise else w.shape[1]
-        new = nn.Conv2d(cin, w.shape[0], module.kernel_size, module.stride, module.padding,
-                        module.dilation, groups=w.shape[0] if depthwise else 1,
-                        bias=bias is not None, padding_mode=module.padding_mode)
-    new = new.to(device=w.device, dtype=w.dtype)
-    new.weight.data.copy_(w)
-    if bias is not None:
-        new.bias.data.copy_(bias)
+        depthwise = isinstance(module, nn.Conv2d) and module.groups > 1
+        weight = module.weight.detach()
+        out_index = torch.arange(len(weight)) if out_index is None else out_index
+        weight = weight[out_index] if depthwise or in_index is None \
+            else weight[out_index][:, in_index]
+        out, bias = len(weight), module.bias is not None
+        if isinstance(module, nn.Linear):
+            new = nn.Linear(weight.shape[1], out, bias=bias)
+        else:
+            new = nn.Conv2d(out if depthwise else weight.shape[1], out, module.kernel_size,
+                            module.stride, module.padding, module.dilation,
+                            groups=out if depthwise else 1, bias=bias,
+                            padding_mode=module.padding_mode)
+        state = {"weight": weight}
+        if bias:
+            state["bias"] = module.bias.detach()[out_index]
+    like = next(iter(state.values()), None)  # the old module's device and float dtype
+    if like is not None:
+        new = new.to(device=like.device, dtype=like.dtype)
+    new.load_state_dict(state)
     return new
 
 
