@@ -381,8 +381,10 @@ def _roundtrip(model: nn.Module, x: torch.Tensor) -> None:
 def test_compressed_models_trace_save_and_load(name, shape):
     model = _model(name, shape)
     x = _batch(shape, 4)
-    _roundtrip(prune(model, 0.5, structured=True, example_input=x).model, x)
+    pruned = prune(model, 0.5, structured=True, example_input=x).model
+    _roundtrip(pruned, x)
     _roundtrip(quantize(model, "int8", calibration=x).model, x)
+    _roundtrip(quantize(pruned, "int8", calibration=x).model, x)  # pruned, then quantized
     _roundtrip(quantize(model, "fp16", calibration=x).model, x)
 
 
