@@ -16,12 +16,12 @@ from pathlib import Path
 
 from raynas.errors import ConfigError, did_you_mean
 from raynas.experiment import write_json_atomic
+from raynas.winner.compress import QUANTIZE_MODES
 
 log = logging.getLogger("raynas")
 
 #: Where ``raynas compress`` writes, inside the experiment folder.
 COMPRESS_DIR = "compressed"
-QUANTIZE_MODES = ("int8", "fp16")
 #: The rows of the before/after table: (key, label).
 ROWS = (("params", "parameters"), ("nonzero", "non-zero parameters"), ("size_bytes", "size on disk (bytes)"),
         ("latency_ms", "CPU latency per sample (ms)"), ("accuracy", "accuracy"))
@@ -160,7 +160,7 @@ def compress(exp_dir: str | os.PathLike, *, trial: str | None = None, rank: int 
                 steps.append(f"{kind} pruning of {prune:g}")
                 notes += [f"not pruned: {s}" for s in result.skipped]
                 if finetune_epochs:
-                    finetune(model, dataset, meta["config"].get("train"), finetune_epochs)
+                    finetune(model, dataset, meta["config"].get("train"), finetune_epochs, keep_zeros=not structured)
                     steps.append(f"{finetune_epochs} fine-tuning epoch{'s' if finetune_epochs != 1 else ''}")
             if quantize is not None:
                 result = engine.quantize(model, quantize, calibration=torch.as_tensor(dataset.x_train[:512]))

@@ -53,10 +53,15 @@ def accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 1024) -> flo
     return correct / max(1, len(x))
 
 
-def finetune(net, dataset, train: dict | None, epochs: int, seed: int = 0) -> list[float]:
+def finetune(net, dataset, train: dict | None, epochs: int, seed: int = 0, keep_zeros: bool = False) -> list[float]:
     """Trains ``net`` in place for ``epochs`` more epochs on the train split with the trial's
-    hyperparameters (a fresh schedule over those epochs); returns each epoch's loss."""
+    hyperparameters (a fresh schedule over those epochs); returns each epoch's loss.
+
+    ``keep_zeros``: weights of conv and linear layers that are zero stay zero (after magnitude
+    pruning), through torch's pruning masks while training, made permanent after.
+    """
     import torch
+    from torch.nn.utils import prune
 
     from raynas.trainables.hparams import TrainParams
     from raynas.trainables.module import FastLoop, FastModule, TensorBatches
@@ -66,8 +71,16 @@ def finetune(net, dataset, train: dict | None, epochs: int, seed: int = 0) -> li
     x, y = torch.as_tensor(dataset.x_train), torch.as_tensor(dataset.y_train)
     batches = TensorBatches(x, y, hp.batch_size, shuffle=True, generator=torch.Generator().manual_seed(seed))
     val = TensorBatches(torch.as_tensor(dataset.x_val), torch.as_tensor(dataset.y_val), 1024, shuffle=False)
+    masked = []
+    if keep_zeros:
+        for layer in net.modules():
+            if isinstance(layer, (torch.nn.Conv2d, torch.nn.Linear)) and bool((layer.weight == 0).any()):
+                prune.custom_from_mask(layer, "weight", mask=layer.weight != 0)
+                masked.append(layer)
     module = FastModule(net, hp, max_epochs=epochs, steps_per_epoch=len(batches))
     loop = FastLoop(module, batches, val, torch.device("cpu"))
     losses = [loop.train_epoch() for _ in range(epochs)]
+    for layer in masked:
+        prune.remove(layer, "weight")
     net.eval()
     return losses

@@ -154,18 +154,18 @@ def test_csv_test_split_and_raw_rows(tmp_path, caplog):
 
 
 def test_user_sources_hold_out_a_test_split(tmp_path):
-    (tmp_path / "my_nas_data.py").write_text(USER_MODULE + '''
+    (tmp_path / "my_split_data.py").write_text(USER_MODULE + '''
 def with_test():
     d = as_dict()
     d["x_test"], d["y_test"] = d["x_val"][:4], d["y_val"][:4]
     return d
 ''')
-    data = load_dataset("my_nas_data:as_tuple", params={"n": 50}, base_dir=str(tmp_path), test_fraction=0.2)
+    data = load_dataset("my_split_data:as_tuple", params={"n": 50}, base_dir=str(tmp_path), test_fraction=0.2)
     assert (len(data.x_train), len(data.x_val), len(data.x_test)) == (32, 8, 10)
-    given = load_dataset("my_nas_data:with_test", base_dir=str(tmp_path))
+    given = load_dataset("my_split_data:with_test", base_dir=str(tmp_path))
     assert len(given.x_test) == 4 and given.x_test.shape[1:] == given.input_shape
     with pytest.raises(ValueError, match="return x_test and y_test"):
-        load_dataset("my_nas_data:as_dict", base_dir=str(tmp_path), test_fraction=0.2)
+        load_dataset("my_split_data:as_dict", base_dir=str(tmp_path), test_fraction=0.2)
 
 
 def test_the_spec_checks_test_fraction_before_anything_loads():

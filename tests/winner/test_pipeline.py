@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 import raynas as api
 from raynas.trainables.data import load_dataset
@@ -108,10 +109,13 @@ def test_retrain_reports_test_accuracy_per_architecture(digits):
     assert "test_acc" in table.splitlines()[1]
 
 
-def test_retrain_on_full_data_trains_on_train_and_validation(digits, tmp_path, ray_tmp):
+def test_retrain_on_full_data_with_lightning_trains_on_train_and_validation(digits, tmp_path, ray_tmp):
     folder, _ = digits
     copy = tmp_path / "cnn_digits"
     shutil.copytree(folder, copy, ignore=shutil.ignore_patterns("retrain"))
+    # The retrain takes the search's settings: here the Lightning engine, which scores the test split too.
+    spec = yaml.safe_load((copy / "experiment.yaml").read_text())
+    (copy / "experiment.yaml").write_text(yaml.safe_dump({**spec, "trainer": {"engine": "lightning"}}))
     _run("retrain", copy, "--top", "1", "--seeds", "1", "--epochs", "2", "--full-data", "--quiet", "--no-report",
          env=ray_tmp)
     (trial,) = _json("analyze", copy / "retrain")
