@@ -106,7 +106,23 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
     failed = [t for t in board if t.error and t.status in (Status.FAILED, Status.REJECTED, Status.ERROR)]
     for t in failed[:5]:
         lines.append(f"  #{t.order} {t.trial_id} {t.status.value}: {t.error}")
+    compressed = [(t, c) for t in board for c in t.compressed]
+    if compressed:
+        lines.append("compressed (raynas compress):")
+        lines += [f"  {t.trial_id}: {compressed_text(c)}" for t, c in compressed]
     return "\n".join(lines)
+
+
+def compressed_text(table: dict) -> str:
+    """One compressed model: its steps and what they changed."""
+    b, a = table["before"], table["after"]
+
+    def change(key: str, fmt) -> str:
+        return f"{fmt(b[key])} -> {fmt(a[key])}" if isinstance(b.get(key), (int, float)) and isinstance(a.get(key), (int, float)) else "-"
+
+    return (f"{', '.join(table.get('steps') or [])}: {table.get('split', 'test')} accuracy {change('accuracy', lambda v: f'{v:.4f}')}, "
+            f"params {change('params', lambda v: f'{int(v):,}')}, size {change('size_bytes', lambda v: f'{v / 1024:.1f} KiB')}, "
+            f"latency {change('latency_ms', lambda v: f'{v:.3f} ms')}")
 
 
 def test_text(test: dict | None) -> str:

@@ -62,7 +62,7 @@ def report_data(results: ExperimentResults, live: bool = False, importance: dict
         live: Whether the page should keep loading ``report_data.js`` for newer data.
         importance: ``Importance.to_json()`` to show (default: computed here; ``{}``: none).
     """
-    from raynas.analysis.render import origin_text, status_text
+    from raynas.analysis.render import compressed_text, origin_text, status_text
     from raynas.spaces import flatten
 
     board = results.leaderboard()
@@ -90,6 +90,8 @@ def report_data(results: ExperimentResults, live: bool = False, importance: dict
             row["t1"] = round(t.ended - t0, 1)
         if t.test is not None:
             row["te"] = [_num(t.test["mean"]), _num(t.test["sd"]), t.test["n"]]
+        if t.compressed:
+            row["cm"] = [compressed_text(c) for c in t.compressed]
         row.update(_curve(t, results.metric))
         row["m"] = {k: _num(v) for k, v in t.metrics.items() if k not in _NOT_METRICS and is_number(v)}
         if multi:

@@ -72,6 +72,8 @@ class TrialResult:
         started, ended: When the trial started and ended (Unix seconds; None if not yet).
         test: For a search trial that ``raynas retrain`` trained again: ``{"mean", "sd",
             "n", "test_acc"}`` over its seeds (test split accuracy); None otherwise.
+        compressed: What ``raynas compress`` made of this trial's model: its stored
+            before/after tables (``steps``, ``before``, ``after``, ``split``, ``artifact``).
     """
 
     trial_id: str
@@ -91,6 +93,7 @@ class TrialResult:
     started: float | None = None
     ended: float | None = None
     test: dict | None = None
+    compressed: list[dict] = field(default_factory=list)
 
     @property
     def params(self) -> Any:
@@ -123,6 +126,7 @@ class TrialResult:
             "origin": self.origin,
             "stopped_at": self.stopped_at,
             **({"test": self.test} if self.test is not None else {}),
+            **({"compressed": self.compressed} if self.compressed else {}),
         }
 
     def objectives(self, metrics: Sequence[str], modes: Sequence[str]) -> tuple[int | None, dict[str, float]] | None:
@@ -447,6 +451,7 @@ class ExperimentResults:
             row = {k: v for k, v in t.to_json().items() if k not in ("metrics", "config")}
             row.update({f"metrics.{k}": v for k, v in t.metrics.items()})
             row.update({f"config.{k}": v for k, v in flatten(t.config).items()})
+            row.pop("compressed", None)
             if t.test is not None:
                 row.pop("test", None)
                 row.update({"test_acc_mean": t.test["mean"], "test_acc_sd": t.test["sd"], "test_seeds": t.test["n"]})
@@ -482,7 +487,24 @@ def load_results(path: str | os.PathLike) -> ExperimentResults:
     if raw.get("retrain") is None and is_experiment_dir(exp_dir / RETRAIN_DIR):
         results.retrain = load_results(exp_dir / RETRAIN_DIR)
         _attach_test_scores(results)
+    _attach_compressed(results)
     return results
+
+
+#: Where ``raynas compress`` writes its artifacts and before/after tables (``*.json``).
+COMPRESS_DIR = "compressed"
+
+
+def _attach_compressed(results: ExperimentResults) -> None:
+    by_id = {t.trial_id: t for t in results.trials}
+    for path in sorted((results.dir / COMPRESS_DIR).glob("*.json")):
+        try:
+            table = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a table being written, or not raynas's
+        trial = by_id.get(table.get("trial_id")) if isinstance(table, dict) else None
+        if trial is not None and isinstance(table.get("before"), dict) and isinstance(table.get("after"), dict):
+            trial.compressed.append(table)
 
 
 def _attach_test_scores(results: ExperimentResults) -> None:

@@ -15,13 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from raynas.errors import ConfigError, did_you_mean
+from raynas.analysis.results import COMPRESS_DIR
 from raynas.experiment import write_json_atomic
 from raynas.winner.compress import QUANTIZE_MODES
 
 log = logging.getLogger("raynas")
 
-#: Where ``raynas compress`` writes, inside the experiment folder.
-COMPRESS_DIR = "compressed"
 #: The rows of the before/after table: (key, label).
 ROWS = (("params", "parameters"), ("nonzero", "non-zero parameters"), ("size_bytes", "size on disk (bytes)"),
         ("latency_ms", "CPU latency per sample (ms)"), ("accuracy", "accuracy"))

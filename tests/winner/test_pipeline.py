@@ -19,6 +19,7 @@ import yaml
 
 import raynas as api
 from raynas.trainables.data import load_dataset
+from tests.analysis._chromium import Page, require_chromium
 from tests.helpers import EXPERIMENTS, ROOT, folder_state, raynas
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
@@ -136,6 +137,25 @@ def test_retrain_again_continues_or_refuses_other_settings(digits, ray_tmp):
     assert folder_state(folder) == before
 
 
+def test_report_shows_the_test_scores(digits, tmp_path):
+    require_chromium()
+    folder, _ = digits
+    target = tmp_path / "report.html"
+    _run("report", folder, "-o", target, env={})
+    board = _json("analyze", folder)
+    with Page(target.as_uri()) as page:
+        page.wait_for("document.body && document.body.getAttribute('data-render-ms')")
+        assert page.evaluate("window.RAYNAS_ERRORS") == []
+        head = page.evaluate("Array.from(document.querySelectorAll('#board th')).map(c => c.textContent)")
+        assert "test_acc" in head
+        column = head.index("test_acc")
+        cells = page.evaluate(f"Array.from(document.querySelectorAll('#board tbody tr')).map(r => r.cells[{column}].textContent)")
+        expected = [f"{t['test']['mean']:.4f} ± {t['test']['sd']:.4f} (2)" if "test" in t else "-" for t in board]
+        assert cells == expected
+        page.evaluate(f"document.querySelector('#board tr[data-id=\"{board[0]['trial_id']}\"]').click()")
+        assert f"{board[0]['test']['mean']:.4f}" in page.evaluate("document.getElementById('detail').innerText")
+
+
 def test_exported_model_scores_what_retrain_reported(digits, tmp_path):
     folder, _ = digits
     best = _json("analyze", folder / "retrain")[0]
@@ -170,6 +190,10 @@ def test_compress_prunes_and_quantizes_within_tolerance(digits, tmp_path):
     model = api.load_model(table["artifact"])
     images, labels = _digits_test()
     assert float(np.mean(model.predict(images) == labels)) == pytest.approx(after["accuracy"], abs=1e-9)
+    # analyze shows what compress made of the trial
+    (shown,) = [t for t in _json("analyze", folder / "retrain") if t["trial_id"] == table["trial_id"]]
+    assert shown["compressed"][0]["after"] == after
+    assert f"{table['trial_id']}: structured (channel) pruning of 0.5" in raynas("analyze", folder / "retrain").stdout
     # Unstructured pruning keeps the shapes and zeroes weights: non-zeros fall, parameters do not.
     out = tmp_path / "sparse.pt"
     _run("compress", folder / "retrain", "--prune", "0.6", "-o", out, env={})
