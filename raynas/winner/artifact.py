@@ -13,8 +13,9 @@ Formats (:data:`FORMATS`):
     the module from its family and arch, so the family's code must be importable; the file
     itself holds plain data and loads with ``torch.load(weights_only=True)``. A compressed
     model (``meta["compression"]`` set: pruned or quantized, its structure no longer follows
-    the arch) is stored whole under ``"module"``: that file is a pickle, like any torch model
-    file, so load only files you trust.
+    the arch) and a user trainable's model (``meta["family"]`` None: no builder) are stored
+    whole under ``"module"``: such a file is a pickle, like any torch model file, so load only
+    files you trust.
 ``torchscript``
     ``torch.jit.trace`` of the model in eval mode, saved with the metadata as the extra file
     ``raynas.json``. Loads without the family's code (torch only).
@@ -52,7 +53,7 @@ from raynas.errors import ConfigError, did_you_mean
 from raynas.experiment import atomic_file
 from raynas.trainables.data.preprocess import Preprocessing
 
-__all__ = ["FORMATS", "ExportedModel", "OnnxModel", "load_artifact", "write_artifact"]
+__all__ = ["FORMATS", "ExportedModel", "OnnxModel", "check_format", "load_artifact", "write_artifact"]
 
 FORMATS = ("state_dict", "torchscript", "onnx")
 ARTIFACT_VERSION = 1
@@ -75,7 +76,7 @@ def write_artifact(path: str | os.PathLike, model: nn.Module, meta: dict, fmt: s
     Args:
         path: The file to write (its folder is created); replaced only once complete.
         model: The trained module; it is exported in eval mode and its mode is restored.
-        meta: JSON-able metadata: ``family``, ``arch``, ``base_dir``, ``input_shape``,
+        meta: JSON-able metadata: ``family`` (None for a user trainable's model), ``arch``, ``base_dir``, ``input_shape``,
             ``num_classes``, ``classes``, ``preprocessing``, ``metrics``, ``config``,
             ``trial_id``, ``experiment``, ``compression`` (None or a dict describing pruning
             or quantization). ``raynas_version``, ``format`` and ``torch`` are added.
@@ -87,14 +88,12 @@ def write_artifact(path: str | os.PathLike, model: nn.Module, meta: dict, fmt: s
         The path written.
 
     Raises:
-        ConfigError: An unknown format, or ``onnx`` without the export extra installed.
+        ConfigError: An unknown format, or ``onnx`` without the export extra installed
+            (:func:`check_format`).
         ValueError: ``meta`` lacks a required key or is not JSON-able, or the model cannot be
             exported in this format (the message says which and suggests another format).
     """
-    if fmt not in FORMATS:
-        raise ConfigError("--format", f"unknown format {fmt!r}{did_you_mean(fmt, FORMATS)}; known: {', '.join(FORMATS)}")
-    if fmt == "onnx":
-        _require_export_extra()
+    check_format(fmt)
     meta = _complete_meta(meta, fmt)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,8 +137,9 @@ def _plain_json(value: Any) -> Any:
 
 def _write_state_dict(f, model: nn.Module, meta: dict) -> None:
     payload: dict[str, Any] = {"raynas_artifact": ARTIFACT_VERSION, "meta": meta}
-    if meta.get("compression"):
-        # A pruned or quantized module no longer matches what its arch builds: keep it whole.
+    if meta.get("compression") or meta.get("family") is None:
+        # A pruned or quantized module no longer matches what its arch builds, and a user
+        # trainable's (family None) has no builder: keep the module whole.
         payload["module"] = model
     else:
         payload["state_dict"] = model.state_dict()
@@ -170,9 +170,13 @@ def _quiet_jit() -> Iterator[None]:
         yield
 
 
-def _require_export_extra() -> None:
+def check_format(fmt: str) -> None:
+    """Raises ConfigError (key ``--format``) for an unknown format, or for ``onnx`` without
+    the export extra (onnx, onnxscript): bad input, reported before any work is done."""
+    if fmt not in FORMATS:
+        raise ConfigError("--format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}{did_you_mean(fmt, FORMATS)}")
     missing = [name for name in ("onnx", "onnxscript") if importlib.util.find_spec(name) is None]
-    if missing:
+    if fmt == "onnx" and missing:
         raise ConfigError("--format", f"onnx needs the export extra: {EXPORT_HINT} (missing: {', '.join(missing)})")
 
 

@@ -24,6 +24,7 @@ from raynas.winner.artifact import (
     FORMATS,
     ExportedModel,
     OnnxModel,
+    check_format,
     load_artifact,
     write_artifact,
 )
@@ -229,6 +230,26 @@ def test_a_pruned_model_is_stored_whole_and_predicts_as_before(digits, tmp_path)
     assert (first.weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
 
 
+class _UserNet(nn.Module):
+    """A user trainable's own network: no family builds it."""
+
+    def __init__(self):
+        super().__init__()
+        self.linear = nn.Linear(64, 10)
+
+    def forward(self, x):
+        return self.linear(x.flatten(1))
+
+
+def test_a_user_trainables_model_is_stored_whole(digits, tmp_path):
+    model = _train(_UserNet(), digits.x_train, digits.y_train, epochs=2)
+    path = write_artifact(tmp_path / "user.pt", model, _meta(None, None, digits), "state_dict",
+                          torch.from_numpy(digits.x_train[:4]))
+    loaded = load_artifact(path)
+    assert isinstance(loaded.net, _UserNet) and loaded.meta["family"] is None
+    np.testing.assert_array_equal(loaded.predict(np.rint(digits.x_test[:, 0] * 16)), _logits(model, digits.x_test).argmax(1))
+
+
 class _Branchy(nn.Module):
     """A model whose control flow depends on the data: torch.export cannot export it."""
 
@@ -253,12 +274,16 @@ def test_a_failed_export_names_the_format_and_leaves_the_old_file(digits, tmp_pa
 def test_bad_formats_and_a_missing_extra_are_config_errors(digits, tmp_path, monkeypatch):
     model = _build("mlp", {"depth": 1, "width": 8}, digits)
     meta, example = _meta("mlp", {"depth": 1, "width": 8}, digits), torch.zeros(2, 1, 8, 8)
-    with pytest.raises(ConfigError, match=r"--format: unknown format 'onxx' \(did you mean 'onnx'\?\)") as err:
+    with pytest.raises(ConfigError, match=r"--format: must be one of state_dict, torchscript, onnx, got 'onxx' \(did you mean 'onnx'\?\)") as err:
         write_artifact(tmp_path / "m", model, meta, "onxx", example)
     assert err.value.path == "--format"
+    check_format("onnx")  # the extra is installed here
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if the export extra were not installed
     with pytest.raises(ConfigError, match=r"raynas\[export\].*missing: onnxscript"):
         write_artifact(tmp_path / "m", model, meta, "onnx", example)
+    with pytest.raises(ConfigError, match="export extra"):
+        check_format("onnx")
+    check_format("torchscript")  # the other formats need no extra
     with pytest.raises(ValueError, match="lacks 'num_classes'"):
         write_artifact(tmp_path / "m", model, {k: v for k, v in meta.items() if k != "num_classes"}, "state_dict", example)
     with pytest.raises(ValueError, match="JSON-able"):
