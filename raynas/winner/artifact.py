@@ -13,9 +13,11 @@ Formats (:data:`FORMATS`):
     the module from its family and arch, so the family's code must be importable; the file
     itself holds plain data and loads with ``torch.load(weights_only=True)``. A compressed
     model (``meta["compression"]`` set: pruned or quantized, its structure no longer follows
-    the arch) and a user trainable's model (``meta["family"]`` None: no builder) are stored
-    whole under ``"module"``: such a file is a pickle, like any torch model file, so load only
-    files you trust.
+    the arch) is stored as the bytes of its TorchScript archive under ``"torchscript"``
+    (still plain data: torch's FX int8 models do not survive a pickle round trip). A user
+    trainable's model (``meta["family"]`` None: no builder), or a compressed one that cannot
+    be traced, is stored whole under ``"module"``: that file is a pickle, like any torch model
+    file, so load only files you trust.
 ``torchscript``
     ``torch.jit.trace`` of the model in eval mode, saved with the metadata as the extra file
     ``raynas.json``. Loads without the family's code (torch only).
@@ -35,10 +37,12 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+import io
 import json
 import logging
 import os
 import pickle
+import re
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -88,10 +92,10 @@ def write_artifact(path: str | os.PathLike, model: nn.Module, meta: dict, fmt: s
         The path written.
 
     Raises:
-        ConfigError: An unknown format, or ``onnx`` without the export extra installed
-            (:func:`check_format`).
-        ValueError: ``meta`` lacks a required key or is not JSON-able, or the model cannot be
-            exported in this format (the message says which and suggests another format).
+        ConfigError: An unknown format, ``onnx`` without the export extra installed
+            (:func:`check_format`), or a model that cannot be written in this format (the
+            message says why and suggests another format); nothing is written then.
+        ValueError: ``meta`` lacks a required key or is not JSON-able.
     """
     check_format(fmt)
     meta = _complete_meta(meta, fmt)
@@ -102,7 +106,7 @@ def write_artifact(path: str | os.PathLike, model: nn.Module, meta: dict, fmt: s
     try:
         with atomic_file(path, "wb") as f:
             if fmt == "state_dict":
-                _write_state_dict(f, model, meta)
+                _write_state_dict(f, model, meta, example_input)
             elif fmt == "torchscript":
                 _write_torchscript(f, model, meta, example_input)
             else:
@@ -135,19 +139,26 @@ def _plain_json(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serializable: {value!r:.60}")
 
 
-def _write_state_dict(f, model: nn.Module, meta: dict) -> None:
+def _write_state_dict(f, model: nn.Module, meta: dict, example_input: torch.Tensor) -> None:
     payload: dict[str, Any] = {"raynas_artifact": ARTIFACT_VERSION, "meta": meta}
-    if meta.get("compression") or meta.get("family") is None:
-        # A pruned or quantized module no longer matches what its arch builds, and a user
-        # trainable's (family None) has no builder: keep the module whole.
-        payload["module"] = model
+    if meta.get("compression"):
+        # A pruned or quantized module no longer matches what its arch builds. Pickled whole,
+        # an FX-quantized GraphModule fails to load (its fused modules are rebuilt out of
+        # order: "'ConvReLU2d' object has no attribute '_modules'"); TorchScript keeps it.
+        archive = io.BytesIO()
+        try:
+            _write_torchscript(archive, model, meta, example_input)
+            payload["torchscript"] = archive.getvalue()
+        except ConfigError:
+            payload["module"] = model  # a model torch.jit.trace cannot take: pickled whole
+    elif meta.get("family") is None:
+        payload["module"] = model  # a user trainable's model: no builder, so the module itself
     else:
         payload["state_dict"] = model.state_dict()
     try:
         torch.save(payload, f)
     except (pickle.PicklingError, AttributeError, TypeError) as err:
-        raise ValueError(f"this compressed model cannot be stored whole ({err}); "
-                         "the torchscript format keeps it") from err
+        raise ConfigError("--format", f"this model cannot be pickled ({err}); the torchscript format keeps it") from err
 
 
 def _write_torchscript(f, model: nn.Module, meta: dict, example_input: torch.Tensor) -> None:
@@ -155,8 +166,8 @@ def _write_torchscript(f, model: nn.Module, meta: dict, example_input: torch.Ten
         try:
             traced = torch.jit.trace(model, example_input)
         except Exception as err:
-            raise ValueError(f"this model cannot be traced to TorchScript ({type(err).__name__}: {_first_line(err)}); "
-                             "the state_dict format keeps it") from err
+            raise ConfigError("--format", f"this model cannot be traced to TorchScript ({_first_line(err)}); "
+                                          "the state_dict format keeps it") from err
         torch.jit.save(traced, f, _extra_files={META_FILE: json.dumps(meta)})
 
 
@@ -199,8 +210,8 @@ def _onnx_bytes(model: nn.Module, meta: dict, example_input: torch.Tensor) -> by
                                         input_names=["input"], output_names=["logits"],
                                         dynamic_shapes=({0: batch},), external_data=False)
     except Exception as err:
-        raise ValueError(f"this model cannot be exported to ONNX ({type(err).__name__}: {_first_line(err)}); "
-                         "the torchscript or state_dict format keeps it") from err
+        raise ConfigError("--format", f"this model cannot be exported to ONNX ({_first_line(err)}); "
+                                      "the torchscript or state_dict format keeps it") from err
     proto = program.model_proto
     entry = proto.metadata_props.add()
     entry.key, entry.value = ONNX_META_KEY, json.dumps(meta)
@@ -223,10 +234,13 @@ def _without_torchvision_notes() -> Iterator[None]:
         registration.removeFilter(note)
 
 
-def _first_line(err: Exception) -> str:
-    """The first line of an exporter's error (torch's run to pages of graph dumps)."""
-    text = str(err).strip()
-    return text.splitlines()[0] if text else ""
+def _first_line(err: BaseException) -> str:
+    """The root cause's first line, without terminal colours: torch's exporters wrap the cause
+    in pages of advice and graph dumps."""
+    while err.__cause__ is not None:
+        err = err.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -279,7 +293,7 @@ def _load_torch_save(path: Path, marked: bool) -> ExportedModel:
         if not marked:
             raise ValueError(f"{path}: not a raynas artifact (a torch file holding objects other "
                              "than tensors and plain data)") from None
-        # A compressed model stored whole: a pickle (see the module docstring: trusted files only).
+        # A user trainable's model stored whole: a pickle (see the module docstring: trusted files only).
         payload = torch.load(path, map_location="cpu", weights_only=False)
     if not isinstance(payload, dict) or "raynas_artifact" not in payload:
         what = f"a dict with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else type(payload).__name__
@@ -289,6 +303,9 @@ def _load_torch_save(path: Path, marked: bool) -> ExportedModel:
         raise ValueError(f"{path}: artifact version {payload['raynas_artifact']} is newer than this "
                          f"raynas reads ({ARTIFACT_VERSION}); upgrade raynas")
     meta = payload["meta"]
+    if "torchscript" in payload:
+        with _quiet_jit():
+            return ExportedModel(torch.jit.load(io.BytesIO(payload["torchscript"]), map_location="cpu"), meta)
     if "module" in payload:
         return ExportedModel(payload["module"], meta)
     from raynas.trainables.families import build_model

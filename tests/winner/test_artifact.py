@@ -212,22 +212,38 @@ def test_table_model_predicts_string_labels_from_raw_rows(table, fmt):
 # ----------------------------------------------------------------------------------------------
 
 
-def test_a_pruned_model_is_stored_whole_and_predicts_as_before(digits, tmp_path):
-    model = _train(_build("mlp", ARCHS["mlp"], digits),
-                   digits.x_train, digits.y_train, epochs=2)
+def test_a_pruned_model_is_stored_as_torchscript_and_predicts_as_before(digits, tmp_path):
+    model = _train(_build("mlp", ARCHS["mlp"], digits), digits.x_train, digits.y_train, epochs=2)
     for layer in model.modules():
         if isinstance(layer, nn.Linear):
             prune.l1_unstructured(layer, "weight", amount=0.5)
     meta = _meta("mlp", ARCHS["mlp"], digits, compression={"pruning": {"method": "l1_unstructured", "amount": 0.5}})
     path = write_artifact(tmp_path / "pruned.pt", model, meta, "state_dict", torch.from_numpy(digits.x_train[:4]))
-    with pytest.raises(Exception, match="Weights only load failed"):
-        torch.load(path, weights_only=True)  # a pickle, as documented
+    payload = torch.load(path, weights_only=True)  # plain data: no pickle of the module
+    assert isinstance(payload["torchscript"], bytes) and "state_dict" not in payload and "module" not in payload
     loaded = load_artifact(path)
     assert loaded.meta["compression"] == meta["compression"]
     np.testing.assert_allclose(_loaded_logits(loaded, digits.x_test), _logits(model, digits.x_test), rtol=1e-5, atol=1e-5)
     # Half of each layer's weights are zero in the loaded copy too.
-    first = next(m for m in loaded.net.modules() if isinstance(m, nn.Linear))
-    assert (first.weight == 0).float().mean().item() == pytest.approx(0.5, abs=0.01)
+    first = next(p for name, p in loaded.net.named_parameters() if name.endswith("weight_orig"))
+    mask = next(b for name, b in loaded.net.named_buffers() if name.endswith("weight_mask"))
+    assert first.shape == mask.shape and mask.float().mean().item() == pytest.approx(0.5, abs=0.01)
+
+
+def test_an_int8_model_round_trips_in_every_torch_format(digits, tmp_path):
+    """raynas compress's static int8 (an FX GraphModule): pickled whole it would not load back."""
+    from raynas.winner.compress import quantize
+
+    model = _train(_build("cnn", ARCHS["cnn"], digits), digits.x_train, digits.y_train, epochs=2)
+    int8 = quantize(model, "int8", calibration=torch.from_numpy(digits.x_train[:256])).model
+    meta = _meta("cnn", ARCHS["cnn"], digits, compression={"quantize": "int8"})
+    expected = _logits(int8, digits.x_test)
+    for fmt in ("state_dict", "torchscript"):
+        loaded = load_artifact(write_artifact(tmp_path / fmt, int8, meta, fmt, torch.from_numpy(digits.x_train[:1])))
+        np.testing.assert_allclose(_loaded_logits(loaded, digits.x_test), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ConfigError, match=r"--format: this model cannot be exported to ONNX \(.*\); the torchscript"):
+        write_artifact(tmp_path / "int8.onnx", int8, meta, "onnx", torch.from_numpy(digits.x_train[:1]))
+    assert not (tmp_path / "int8.onnx").exists()
 
 
 class _UserNet(nn.Module):
@@ -265,7 +281,7 @@ class _Branchy(nn.Module):
 def test_a_failed_export_names_the_format_and_leaves_the_old_file(digits, tmp_path):
     path = tmp_path / "model.onnx"
     path.write_bytes(b"old")
-    with pytest.raises(ValueError, match="cannot be exported to ONNX.*torchscript or state_dict"):
+    with pytest.raises(ConfigError, match=r"--format: this model cannot be exported to ONNX \(.+\); the torchscript or state_dict"):
         write_artifact(path, _Branchy(), _meta("pkg.mod:branchy", {}, digits), "onnx", torch.ones(4, 1, 8, 8))
     assert path.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["model.onnx"]
