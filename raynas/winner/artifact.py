@@ -294,7 +294,11 @@ def _load_torch_save(path: Path, marked: bool) -> ExportedModel:
             raise ValueError(f"{path}: not a raynas artifact (a torch file holding objects other "
                              "than tensors and plain data)") from None
         # A user trainable's model stored whole: a pickle (see the module docstring: trusted files only).
-        payload = torch.load(path, map_location="cpu", weights_only=False)
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=False)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"{path}: the model stored whole cannot be loaded ({err}); "
+                             "its class must be importable as it was when it was written") from err
     if not isinstance(payload, dict) or "raynas_artifact" not in payload:
         what = f"a dict with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else type(payload).__name__
         raise ValueError(f"{path}: not a raynas artifact (a torch file holding {what}, "
