@@ -128,15 +128,13 @@ def compress(exp_dir: str | os.PathLike, *, trial: str | None = None, rank: int 
     import torch
 
     from raynas.winner import compress as engine
-    from raynas.winner.artifact import FORMATS, check_format, write_artifact
+    from raynas.winner.artifact import check_format, write_artifact
     from raynas.winner.evaluate import accuracy, experiment_data, finetune, held_out
     from raynas.winner.export import default_output, trial_model
     from raynas.winner.retrain import check_experiment
 
     check_args(prune, structured, quantize, finetune_epochs)
-    if fmt not in FORMATS:
-        raise ConfigError("--format", f"must be one of {', '.join(FORMATS)}, got {fmt!r}{did_you_mean(fmt, FORMATS)}")
-    check_format(fmt)
+    check_format(fmt)  # an unknown format or a missing extra is bad input: said before any work
     exp_dir = check_experiment(exp_dir, "the search or retrain whose model to compress")
     ids = pick_trials(exp_dir, trial, rank, top)
     if output is not None and len(ids) > 1:

@@ -53,7 +53,7 @@ def digits(tmp_path_factory, ray_tmp):
     """cnn_digits (a fifth of digits held out as test), then its 2 best retrained with 2 seeds."""
     storage = tmp_path_factory.mktemp("winner")
     _run("run", EXPERIMENTS / "cnn_digits.yaml", "--storage-path", storage, "--quiet", "--no-report",
-         "--set", "search.num_trials=4", "--set", "max_epochs=4", "--set", "scheduler.name=fifo", env=ray_tmp)
+         "--set", "search.num_trials=4", "--set", "max_epochs=4", "--set", "scheduler={name: fifo}", env=ray_tmp)
     folder = storage / "cnn_digits"
     proc = _run("retrain", folder, "--top", "2", "--seeds", "2", "--quiet", "--no-report", env=ray_tmp)
     return folder, proc.stdout
