@@ -168,7 +168,7 @@ def test_exported_model_scores_what_retrain_reported(digits, tmp_path):
         model = api.load_model(path)
         predictions[fmt] = model.predict(images)
         assert model.meta["trial_id"] == best["trial_id"] and model.meta["arch"] == best["config"]["arch"]
-        assert float(np.mean(predictions[fmt] == labels)) == pytest.approx(best["metrics"]["test_acc"], abs=1e-9)
+        assert float(np.mean(predictions[fmt] == labels)) == pytest.approx(best["metrics"]["test_acc"], abs=1e-6)  # float32 in the trial
     np.testing.assert_array_equal(predictions["onnx"], predictions["state_dict"])
     # The folder itself loads too: its best trial, without writing a file.
     direct = api.load_model(folder / "retrain")
@@ -189,7 +189,7 @@ def test_compress_prunes_and_quantizes_within_tolerance(digits, tmp_path):
     assert after["accuracy"] >= before["accuracy"] - ACCURACY_TOLERANCE
     model = api.load_model(table["artifact"])
     images, labels = _digits_test()
-    assert float(np.mean(model.predict(images) == labels)) == pytest.approx(after["accuracy"], abs=1e-9)
+    assert float(np.mean(model.predict(images) == labels)) == pytest.approx(after["accuracy"], abs=1e-6)  # float32 in the trial
     # analyze shows what compress made of the trial
     (shown,) = [t for t in _json("analyze", folder / "retrain") if t["trial_id"] == table["trial_id"]]
     assert shown["compressed"][0]["after"] == after
@@ -227,13 +227,13 @@ def test_csv_model_scores_what_retrain_reported_from_raw_rows(wine):
     model = api.load_model(folder.parent.parent / "wine_model.pt")
     assert model.meta["trial_id"] == best["trial_id"]
     labels = model.predict(test_rows)  # raw CSV rows, target column included
-    assert float(np.mean(labels == test_rows["cultivar"].to_numpy())) == pytest.approx(best["metrics"]["test_acc"], abs=1e-9)
+    assert float(np.mean(labels == test_rows["cultivar"].to_numpy())) == pytest.approx(best["metrics"]["test_acc"], abs=1e-6)  # float32 in the trial
     one = model.predict(test_rows.drop(columns=["cultivar"]).iloc[0].to_dict())
     assert one[0] == labels[0]
     compressed = api.load_model(next((folder / "retrain" / "compressed").glob("*.pt")))
     table = json.loads(next((folder / "retrain" / "compressed").glob("*.json")).read_text())
     assert float(np.mean(compressed.predict(test_rows) == test_rows["cultivar"].to_numpy())) == pytest.approx(
-        table["after"]["accuracy"], abs=1e-9)
+        table["after"]["accuracy"], abs=1e-6)  # float32 in the trial
 
 
 def test_bad_input_exits_2_and_changes_nothing(digits, tmp_path):
@@ -264,15 +264,16 @@ def test_bad_input_exits_2_and_changes_nothing(digits, tmp_path):
 
 def test_failed_trials_and_a_search_without_test_split_are_refused(tmp_path, ray_tmp):
     storage = tmp_path / "r"
-    # Every architecture over budget: trials are rejected before training (the run exits 1).
+    # A learning rate that makes the loss NaN: the trial fails (and the run exits 1).
     proc = raynas("run", EXPERIMENTS / "wine_csv.yaml", "--storage-path", storage, "--quiet", "--no-report",
-                  "--set", "search.num_trials=1", "--set", "constraints.max_params=10", env=ray_tmp)
+                  "--set", "search.num_trials=1", "--set", "max_epochs=2", "--set", "space.train.lr=1.0e+30", env=ray_tmp)
     assert proc.returncode == 1, proc.stderr
     folder = storage / "wine_csv"
     trial = _json("analyze", folder)[0]["trial_id"]
     before = folder_state(folder)
     proc = raynas("export", folder, "--trial", trial)
-    assert proc.returncode == 2 and "rejected" in proc.stderr and "export a trial that trained" in proc.stderr
+    assert proc.returncode == 2 and "failed: training loss became nan" in proc.stderr, proc.stderr
+    assert "export a trial that trained" in proc.stderr
     proc = raynas("retrain", folder)
     assert proc.returncode == 2 and "nothing to retrain" in proc.stderr
     assert folder_state(folder) == before
