@@ -100,3 +100,14 @@ def did_you_mean(word: Any, options: Iterable[Any]) -> str:
         return f" (did you mean {prefixed[0]!r}?)"
     close = difflib.get_close_matches(lowered, list(names), n=1, cutoff=0.6)
     return f" (did you mean {names[close[0]]!r}?)" if close else ""
+
+
+def first_line(err: BaseException, root: bool = False) -> str:
+    """``Type: first line`` of an exception, without terminal colours; with ``root``, of the
+    exception that caused it (torch wraps a cause in pages of advice and graph dumps)."""
+    import re
+
+    while root and err.__cause__ is not None:
+        err = err.__cause__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0]}" if text else type(err).__name__

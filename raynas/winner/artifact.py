@@ -42,7 +42,6 @@ import json
 import logging
 import os
 import pickle
-import re
 import warnings
 import zipfile
 from collections.abc import Iterator
@@ -53,7 +52,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from raynas.errors import ConfigError, did_you_mean
+from raynas.errors import ConfigError, did_you_mean, first_line
 from raynas.experiment import atomic_file
 from raynas.trainables.data.preprocess import Preprocessing
 
@@ -166,7 +165,7 @@ def _write_torchscript(f, model: nn.Module, meta: dict, example_input: torch.Ten
         try:
             traced = torch.jit.trace(model, example_input)
         except Exception as err:
-            raise ConfigError("--format", f"this model cannot be traced to TorchScript ({_first_line(err)}); "
+            raise ConfigError("--format", f"this model cannot be traced to TorchScript ({first_line(err, root=True)}); "
                                           "the state_dict format keeps it") from err
         torch.jit.save(traced, f, _extra_files={META_FILE: json.dumps(meta)})
 
@@ -210,7 +209,7 @@ def _onnx_bytes(model: nn.Module, meta: dict, example_input: torch.Tensor) -> by
                                         input_names=["input"], output_names=["logits"],
                                         dynamic_shapes=({0: batch},), external_data=False)
     except Exception as err:
-        raise ConfigError("--format", f"this model cannot be exported to ONNX ({_first_line(err)}); "
+        raise ConfigError("--format", f"this model cannot be exported to ONNX ({first_line(err, root=True)}); "
                                       "the torchscript or state_dict format keeps it") from err
     proto = program.model_proto
     entry = proto.metadata_props.add()
@@ -232,15 +231,6 @@ def _without_torchvision_notes() -> Iterator[None]:
         yield
     finally:
         registration.removeFilter(note)
-
-
-def _first_line(err: BaseException) -> str:
-    """The root cause's first line, without terminal colours: torch's exporters wrap the cause
-    in pages of advice and graph dumps."""
-    while err.__cause__ is not None:
-        err = err.__cause__
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 # ----------------------------------------------------------------------------------------------

@@ -35,7 +35,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 from torch.nn import functional as F
 from torch.nn.utils import prune as torch_prune
 
-from raynas.errors import RaynasError
+from raynas.errors import RaynasError, first_line
 from raynas.trainables.families import measure_latency_ms
 
 __all__ = [
@@ -185,7 +185,7 @@ def _prune_channels(model: nn.Module, amount: float, example_input: torch.Tensor
     except Exception as err:
         raise CompressError(
             f"structured pruning needs to trace {label} with torch.fx, which failed "
-            f"({type(err).__name__}: {_first_line(err)}); unstructured pruning still works"
+            f"({first_line(err)}); unstructured pruning still works"
         ) from err
     # The traced graph shares its leaf modules with `model`: shapes are recorded on its nodes.
     with _eval(model), torch.no_grad():
@@ -429,7 +429,7 @@ def quantize(
                 raise RuntimeError("the quantized model's output shape differs")
             return QuantizeResult(quantized, mode, "static int8 (FX)", notes)
         except Exception as err:  # noqa: BLE001 - any unsupported op: fall back, say which
-            static_failed = f"static int8 (FX) failed: {_first_line(err)}"
+            static_failed = f"static int8 (FX) failed: {first_line(err)}"
     if not has_linear:
         why = (static_failed or notes[0]) if has_conv else "it has no Conv2d or Linear layer"
         raise CompressError(f"nothing to quantize in {label}: no Linear layer for dynamic int8, "
@@ -474,7 +474,7 @@ class _NodeNamer(fx.Interpreter):
             target = getattr(n.target, "__name__", n.target)
             if n.op == "call_module":
                 target = f"{n.target} ({type(self.module.get_submodule(n.target)).__name__})"
-            raise RuntimeError(f"{n.op} {target}: {_first_line(err)}") from err
+            raise RuntimeError(f"{n.op} {target}: {first_line(err)}") from err
 
 
 def _run_by_node(graph: fx.GraphModule, x: torch.Tensor) -> torch.Tensor:
@@ -493,7 +493,7 @@ def _check_fp16(half: HalfPrecision, x: torch.Tensor, label: str) -> None:
         where = current[-1] if current else "the forward pass"
         kind = type(half.model.get_submodule(current[-1])).__name__ if current else label
         raise CompressError(f"fp16 does not run on this CPU for {label}: layer {where} ({kind}) "
-                            f"failed: {_first_line(err)}") from err
+                            f"failed: {first_line(err)}") from err
     finally:
         for hook in hooks:
             hook.remove()
@@ -569,8 +569,3 @@ def _eval(model: nn.Module):
 
 def _output_shape(out) -> tuple | str:
     return tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-
-
-def _first_line(err: BaseException) -> str:
-    text = str(err).strip()
-    return f"{type(err).__name__}: {text.splitlines()[0] if text else ''}".rstrip(": ")

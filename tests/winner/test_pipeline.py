@@ -4,12 +4,15 @@ through the `raynas` console script, on digits (images) and on a CSV table (expe
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,9 +21,10 @@ import pytest
 import yaml
 
 import raynas as api
+from raynas.experiment import Status, read_journal
 from raynas.trainables.data import load_dataset
 from tests.analysis._chromium import Page, require_chromium
-from tests.helpers import EXPERIMENTS, ROOT, folder_state, raynas
+from tests.helpers import CONSOLE_SCRIPT, EXPERIMENTS, ROOT, folder_state, raynas
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
@@ -50,12 +54,28 @@ def ray_tmp():
 
 @pytest.fixture(scope="module")
 def digits(tmp_path_factory, ray_tmp):
-    """cnn_digits (a fifth of digits held out as test), then its 2 best retrained with 2 seeds."""
+    """cnn_digits (a fifth of digits held out as test), then its 2 best retrained with 2 seeds,
+    interrupted and continued."""
     storage = tmp_path_factory.mktemp("winner")
     _run("run", EXPERIMENTS / "cnn_digits.yaml", "--storage-path", storage, "--quiet", "--no-report",
          "--set", "search.num_trials=4", "--set", "max_epochs=4", "--set", "scheduler={name: fifo}", env=ray_tmp)
     folder = storage / "cnn_digits"
-    proc = _run("retrain", folder, "--top", "2", "--seeds", "2", "--quiet", "--no-report", env=ray_tmp)
+    # Ctrl-C once a retrain trial has finished, then the same command again: it continues.
+    args = ["retrain", folder, "--top", "2", "--seeds", "2", "--quiet", "--no-report"]
+    child = subprocess.Popen([str(CONSOLE_SCRIPT), *map(str, args)], env={**os.environ, **ray_tmp},
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 300
+    while child.poll() is None and time.monotonic() < deadline:
+        journal = read_journal(folder / "retrain") if (folder / "retrain" / "trials.json").exists() else {}
+        if any(r.status is Status.COMPLETED for r in journal.values()):
+            break
+        time.sleep(0.2)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=300)
+    assert child.returncode == 130 and f"raynas retrain {folder}" in err, err[-3000:]
+    done = [r for r in read_journal(folder / "retrain").values() if r.status is Status.COMPLETED]
+    assert 1 <= len(done) < 4
+    proc = _run(*args, env=ray_tmp)
     return folder, proc.stdout
 
 
@@ -283,3 +303,71 @@ def test_failed_trials_and_a_search_without_test_split_are_refused(tmp_path, ray
     proc = raynas("retrain", storage / "notest")
     assert proc.returncode == 2 and "held out no test split" in proc.stderr and "data.test_fraction" in proc.stderr
     assert folder_state(storage / "notest") == before
+
+
+USER_TRAINABLE = '''
+import os
+import tempfile
+
+import torch
+from ray import tune
+
+
+def train(config, context):
+    data = context.data
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    x, y = torch.as_tensor(data.x_train), torch.as_tensor(data.y_train)
+    opt = torch.optim.Adam(net.parameters(), lr=0.05)
+    for epoch in range(1, context.max_epochs + 1):
+        for _ in range(30):
+            opt.zero_grad()
+            torch.nn.functional.cross_entropy(net(x), y).backward()
+            opt.step()
+        with torch.no_grad():
+            acc = float((net(torch.as_tensor(data.x_val)).argmax(1).numpy() == data.y_val).mean())
+        with tempfile.TemporaryDirectory() as folder:
+            if config["whole"]:
+                torch.save(net, os.path.join(folder, "model.pt"))
+            else:
+                torch.save(net.state_dict(), os.path.join(folder, "weights.pt"))
+            tune.report({"val_acc": acc, "epoch": epoch}, checkpoint=tune.Checkpoint.from_directory(folder))
+'''
+
+
+def test_user_trainable_exports_what_its_checkpoint_holds(tmp_path, ray_tmp):
+    (tmp_path / "my_trainer.py").write_text(USER_TRAINABLE)
+    spec = {"name": "mine", "trainable": "my_trainer:train", "metrics": ["val_acc", "epoch"],
+            "data": {"source": "digits", "test_fraction": 0.2}, "space": {"whole": {"choice": [True, False]}},
+            "search": {"searcher": "grid"}, "max_epochs": 2, "objective": {"metric": "val_acc", "mode": "max"}}
+    (tmp_path / "mine.yaml").write_text(yaml.safe_dump(spec))
+    _run("run", tmp_path / "mine.yaml", "--storage-path", tmp_path / "r", "--quiet", "--no-report", env=ray_tmp)
+    folder = tmp_path / "r" / "mine"
+    trials = {t["config"]["whole"]: t for t in _json("analyze", folder)}
+    out = tmp_path / "mine.pt"
+    _run("export", folder, "--trial", trials[True]["trial_id"], "-o", out, env={})
+    model = api.load_model(out)
+    images, labels = _digits_test()
+    accuracy = float(np.mean(model.predict(images) == labels))
+    assert model.meta["family"] is None and 0.8 < accuracy <= 1.0  # raw 0..16 images, scaled as in training
+    before = folder_state(folder)
+    proc = raynas("export", folder, "--trial", trials[False]["trial_id"])
+    assert proc.returncode == 2 and "user trainable 'my_trainer:train'" in proc.stderr and "weights.pt" in proc.stderr
+    assert "model.pt" in proc.stderr and folder_state(folder) == before
+    proc = raynas("retrain", folder)
+    assert proc.returncode == 2 and "raynas retrains only its built-in trainable" in proc.stderr
+
+
+def test_compress_top_k_of_a_pareto_front(tmp_path, ray_tmp):
+    """Two objectives: --top takes the front, best first; without a test split the table says
+    it scores on validation, and the run warns so."""
+    _run("run", EXPERIMENTS / "pareto_digits.yaml", "--storage-path", tmp_path, "--quiet", "--no-report",
+         "--set", "search.num_trials=6", "--set", "max_epochs=2", env=ray_tmp)
+    folder = tmp_path / "pareto_digits"
+    front = _json("analyze", folder, "--pareto")
+    ids = [f["trial_id"] for f in front["front"]][:2]
+    proc = _run("compress", folder, "--top", "2", "--quantize", "int8", env={})
+    assert "validation split" in proc.stderr and "val accuracy" in proc.stdout
+    tables = [json.loads(p.read_text()) for p in sorted((folder / "compressed").glob("*.json"))]
+    assert sorted(t["trial_id"] for t in tables) == sorted(ids)
+    assert all(t["split"] == "val" and t["after"]["size_bytes"] < t["before"]["size_bytes"] for t in tables)
