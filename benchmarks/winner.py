@@ -9,8 +9,9 @@ the `raynas` console script as a user would:
    table each one stores: parameters, non-zero parameters, size (state dict bytes), CPU latency
    per sample (one thread, median of 50 runs: as trials measure it) and test accuracy.
 
-Recipes: structured (channel) pruning of half the channels + fine-tuning + int8; magnitude
-pruning of half the weights + int8; int8 alone; fp16 alone.
+Recipes: structured (channel) pruning of half the channels + 3 fine-tuning epochs + int8;
+magnitude pruning of half the weights + int8, without and with fine-tuning; int8 alone; fp16
+alone.
 
 Examples:
     python benchmarks/winner.py                   # both examples, as the files say (~15 min on 2 cores)
@@ -34,6 +35,7 @@ from _common import ROOT, load, machine, ray_tmpdir, table
 RECIPES = {
     "channels 50% + ft 3 + int8": ["--prune", "0.5", "--structured", "--finetune-epochs", "3", "--quantize", "int8"],
     "magnitude 50% + int8": ["--prune", "0.5", "--quantize", "int8"],
+    "magnitude 50% + ft 3 + int8": ["--prune", "0.5", "--finetune-epochs", "3", "--quantize", "int8"],
     "int8": ["--quantize", "int8"],
     "fp16": ["--quantize", "fp16"],
 }

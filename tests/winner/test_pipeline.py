@@ -29,7 +29,7 @@ from tests.helpers import CONSOLE_SCRIPT, EXPERIMENTS, ROOT, folder_state, rayna
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 #: A compressed model's test accuracy may fall at most this much below the uncompressed one
-#: (50% of the channels pruned, 2 fine-tuning epochs, int8): the tolerance docs/winner.md states.
+#: (50% of the channels pruned, 5 fine-tuning epochs, int8): the tolerance docs/winner.md states.
 ACCURACY_TOLERANCE = 0.05
 
 
@@ -197,7 +197,7 @@ def test_exported_model_scores_what_retrain_reported(digits, tmp_path):
 
 def test_compress_prunes_and_quantizes_within_tolerance(digits, tmp_path):
     folder, _ = digits
-    proc = _run("compress", folder / "retrain", "--prune", "0.5", "--structured", "--finetune-epochs", "2",
+    proc = _run("compress", folder / "retrain", "--prune", "0.5", "--structured", "--finetune-epochs", "5",
                 "--quantize", "int8", env={})
     out = proc.stdout
     assert "structured (channel) pruning of 0.5" in out and "test accuracy" in out
@@ -282,7 +282,7 @@ def test_bad_input_exits_2_and_changes_nothing(digits, tmp_path):
     shutil.rmtree(fresh["RAY_TMPDIR"])
 
 
-def test_failed_trials_and_a_search_without_test_split_are_refused(tmp_path, ray_tmp):
+def test_a_failed_trial_is_refused(tmp_path, ray_tmp):
     storage = tmp_path / "r"
     # A learning rate that makes the loss NaN: the trial fails (and the run exits 1).
     proc = raynas("run", EXPERIMENTS / "wine_csv.yaml", "--storage-path", storage, "--quiet", "--no-report",
@@ -297,12 +297,6 @@ def test_failed_trials_and_a_search_without_test_split_are_refused(tmp_path, ray
     proc = raynas("retrain", folder)
     assert proc.returncode == 2 and "nothing to retrain" in proc.stderr
     assert folder_state(folder) == before
-    _run("run", EXPERIMENTS / "wine_csv.yaml", "--storage-path", storage, "--name", "notest", "--quiet", "--no-report",
-         "--set", "search.num_trials=1", "--set", "max_epochs=2", "--set", "data.test_fraction=0", env=ray_tmp)
-    before = folder_state(storage / "notest")
-    proc = raynas("retrain", storage / "notest")
-    assert proc.returncode == 2 and "held out no test split" in proc.stderr and "data.test_fraction" in proc.stderr
-    assert folder_state(storage / "notest") == before
 
 
 USER_TRAINABLE = '''
@@ -359,13 +353,17 @@ def test_user_trainable_exports_what_its_checkpoint_holds(tmp_path, ray_tmp):
 
 
 def test_compress_top_k_of_a_pareto_front(tmp_path, ray_tmp):
-    """Two objectives: --top takes the front, best first; without a test split the table says
-    it scores on validation, and the run warns so."""
+    """Two objectives: --top takes the front, best first. Without a test split, retrain is
+    refused and compress says that it scores on the validation split."""
     _run("run", EXPERIMENTS / "pareto_digits.yaml", "--storage-path", tmp_path, "--quiet", "--no-report",
          "--set", "search.num_trials=6", "--set", "max_epochs=2", env=ray_tmp)
     folder = tmp_path / "pareto_digits"
     front = _json("analyze", folder, "--pareto")
     ids = [f["trial_id"] for f in front["front"]][:2]
+    before = folder_state(folder)
+    proc = raynas("retrain", folder)  # the validation split chose these architectures: nothing unbiased to score
+    assert proc.returncode == 2 and "held out no test split" in proc.stderr and "data.test_fraction" in proc.stderr
+    assert folder_state(folder) == before
     proc = _run("compress", folder, "--top", "2", "--quantize", "int8", env={})
     assert "validation split" in proc.stderr and "val accuracy" in proc.stdout
     tables = [json.loads(p.read_text()) for p in sorted((folder / "compressed").glob("*.json"))]
