@@ -73,6 +73,21 @@ def _change(a, b) -> str:
     return f"{(b - a) / a * 100:+.1f}%"
 
 
+def paired_latency_ms(first, second, input_shape: tuple, rounds: int = 7, repeats: int = 30) -> tuple[float, float]:
+    """Both models' CPU latency per sample, as trials measure it (one thread, the median of
+    ``repeats``), in alternating rounds; each model's median over the rounds. Measured one
+    after the other, a busy moment of the machine would fall on one model only."""
+    import statistics
+
+    from raynas.trainables.families import measure_latency_ms
+
+    a, b = [], []
+    for _ in range(rounds):
+        a.append(measure_latency_ms(first, input_shape, repeats=repeats))
+        b.append(measure_latency_ms(second, input_shape, repeats=repeats))
+    return statistics.median(a), statistics.median(b)
+
+
 def check_args(prune: float | None, structured: bool, quantize: str | None, finetune_epochs: int) -> None:
     """Raises ConfigError for options that break a rule (before anything loads)."""
     if prune is None and quantize is None:
@@ -146,7 +161,7 @@ def compress(exp_dir: str | os.PathLike, *, trial: str | None = None, rank: int 
     for trial_id in ids:
         net, meta = trial_model(exp_dir, trial_id)
         shape = tuple(meta["input_shape"])
-        before = {**engine.model_stats(net, shape), "accuracy": accuracy(net, x_eval, y_eval)}
+        before = {**engine.model_stats(net, shape, repeats=1), "accuracy": accuracy(net, x_eval, y_eval)}
         model, steps, notes = copy.deepcopy(net), [], []
         example = torch.as_tensor(dataset.x_train[:64])
         try:
@@ -167,7 +182,8 @@ def compress(exp_dir: str | os.PathLike, *, trial: str | None = None, rank: int 
         except engine.CompressError as err:
             raise ConfigError("--prune" if prune is not None and not steps else "--quantize",
                               f"trial {trial_id}: {err}") from None
-        after = {**engine.model_stats(model, shape), "accuracy": accuracy(model, x_eval, y_eval)}
+        after = {**engine.model_stats(model, shape, repeats=1), "accuracy": accuracy(model, x_eval, y_eval)}
+        before["latency_ms"], after["latency_ms"] = paired_latency_ms(net, model, shape)
         meta = {**meta, "compression": {"prune": prune, "structured": structured, "quantize": quantize,
                                         "finetune_epochs": finetune_epochs, "steps": steps},
                 "metrics": {**meta["metrics"], f"{split}_acc_compressed": after["accuracy"]}}
