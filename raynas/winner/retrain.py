@@ -26,7 +26,6 @@ from raynas.experiment import (
     SPEC_FILE,
     RunStatus,
     is_experiment_dir,
-    read_json,
     read_meta,
     run_status,
 )
@@ -72,8 +71,9 @@ def retrain_spec(exp_dir: Path, top: int, seeds: int, epochs: int | None, full_d
     ranked = [t for t in results.leaderboard() if t.best is not None]
     if not ranked:
         raise ConfigError("DIR", f"no trial of {exp_dir} scored {results.metric!r}; there is nothing to retrain")
-    data = read_json(exp_dir / "data.json") or {}
-    if data and not data.get("sizes", {}).get("test"):
+    from raynas.winner.export import data_info
+
+    if not data_info(exp_dir).get("sizes", {}).get("test"):  # a folder without data.json: the data loaded again
         raise ConfigError(
             "data.test_fraction",
             f"the search in {exp_dir} held out no test split, so a retrain has nothing unbiased to score "
