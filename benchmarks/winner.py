@@ -15,7 +15,7 @@ alone.
 
 Examples:
     python benchmarks/winner.py                   # both examples, as the files say (~15 min on 2 cores)
-    python benchmarks/winner.py --quick --json    # 4 trials x 3 epochs each, for the smoke test
+    python benchmarks/winner.py --quick --json    # 2 trials x 2 epochs each, for the smoke test
 """
 
 from __future__ import annotations
@@ -51,7 +51,7 @@ def raynas(*args, env: dict) -> str:
 
 
 def example(name: str, storage: Path, quick: bool, top: int, seeds: int, recipes: list[str], env: dict) -> dict:
-    extra = ["--set", "search.num_trials=4", "--set", "max_epochs=3"] if quick else []
+    extra = ["--set", "search.num_trials=2", "--set", "max_epochs=2"] if quick else []
     began = time.perf_counter()
     raynas("run", ROOT / "experiments" / f"{name}.yaml", "--storage-path", storage, "--quiet", "--no-report", *extra, env=env)
     search_s = time.perf_counter() - began
@@ -76,7 +76,7 @@ def example(name: str, storage: Path, quick: bool, top: int, seeds: int, recipes
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="4 trials x 3 epochs per search, top 1 x 2 seeds")
+    parser.add_argument("--quick", action="store_true", help="2 trials x 2 epochs per search, top 1 x 2 seeds")
     parser.add_argument("--json", action="store_true", help="one JSON object on the last line")
     parser.add_argument("--examples", nargs="+", default=list(EXAMPLES), choices=EXAMPLES)
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES), choices=list(RECIPES))

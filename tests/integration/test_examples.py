@@ -18,6 +18,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 SMALL = {
     "quickstart": ["search.num_trials=3", "max_epochs=2"],
     "cnn_digits": ["search.num_trials=3", "max_epochs=2"],
+    "wine_csv": ["search.num_trials=2", "max_epochs=2"],
     "resnet_digits": ["search.num_trials=3", "max_epochs=2"],
     "mbconv_digits": ["search.num_trials=3", "max_epochs=2"],
     "evolution_digits": ["search.num_trials=3", "max_epochs=2", "search.population_size=2", "search.sample_size=2"],

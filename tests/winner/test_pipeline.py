@@ -58,7 +58,7 @@ def digits(tmp_path_factory, ray_tmp):
     interrupted and continued."""
     storage = tmp_path_factory.mktemp("winner")
     _run("run", EXPERIMENTS / "cnn_digits.yaml", "--storage-path", storage, "--quiet", "--no-report",
-         "--set", "search.num_trials=4", "--set", "max_epochs=4", "--set", "scheduler={name: fifo}", env=ray_tmp)
+         "--set", "search.num_trials=3", "--set", "max_epochs=4", "--set", "scheduler={name: fifo}", env=ray_tmp)
     folder = storage / "cnn_digits"
     # Ctrl-C once a retrain trial has finished, then the same command again: it continues.
     args = ["retrain", folder, "--top", "2", "--seeds", "2", "--quiet", "--no-report"]
@@ -137,11 +137,11 @@ def test_retrain_on_full_data_with_lightning_trains_on_train_and_validation(digi
     # The retrain takes the search's settings: here the Lightning engine, which scores the test split too.
     spec = yaml.safe_load((copy / "experiment.yaml").read_text())
     (copy / "experiment.yaml").write_text(yaml.safe_dump({**spec, "trainer": {"engine": "lightning"}}))
-    _run("retrain", copy, "--top", "1", "--seeds", "1", "--epochs", "2", "--full-data", "--quiet", "--no-report",
+    _run("retrain", copy, "--top", "1", "--seeds", "1", "--epochs", "1", "--full-data", "--quiet", "--no-report",
          env=ray_tmp)
     (trial,) = _json("analyze", copy / "retrain")
     sizes = json.loads((copy / "data.json").read_text())["sizes"]
-    assert trial["metrics"]["train_samples"] == sizes["train"] + sizes["val"] and trial["epochs"] == 2
+    assert trial["metrics"]["train_samples"] == sizes["train"] + sizes["val"] and trial["epochs"] == 1
     assert 0 < trial["metrics"]["test_acc"] <= 1
     (plain,) = [r for r in _json("analyze", folder / "retrain") if r["rank"] == 1]
     assert plain["metrics"]["train_samples"] == sizes["train"]
@@ -225,7 +225,7 @@ def test_compress_prunes_and_quantizes_within_tolerance(digits, tmp_path):
 def test_readme_winner_commands_on_a_csv(wine):
     folder, outputs, printed = wine
     run, retrain, compress, export = outputs
-    assert "test_acc (mean ± sd)" in retrain and len(_json("analyze", folder / "retrain")) == 9
+    assert "test_acc (mean ± sd)" in retrain and len(_json("analyze", folder / "retrain")) == 6
     assert "structured (channel) pruning of 0.5" in compress and "5 fine-tuning epochs" in compress
     assert "Exported: wine_model.pt" in export
     # The example prints five predictions, each a cultivar as the CSV names it.
@@ -358,7 +358,7 @@ def test_compress_top_k_of_a_pareto_front(tmp_path, ray_tmp):
     """Two objectives: --top takes the front, best first. Without a test split, retrain is
     refused and compress says that it scores on the validation split."""
     _run("run", EXPERIMENTS / "pareto_digits.yaml", "--storage-path", tmp_path, "--quiet", "--no-report",
-         "--set", "search.num_trials=6", "--set", "max_epochs=2", env=ray_tmp)
+         "--set", "search.num_trials=4", "--set", "max_epochs=2", env=ray_tmp)
     folder = tmp_path / "pareto_digits"
     front = _json("analyze", folder, "--pareto")
     ids = [f["trial_id"] for f in front["front"]][:2]
