@@ -196,7 +196,6 @@ def _finish(exp_dir) -> int:
     returns) exits 130 with the command that continues it."""
     from raynas.analysis import load_results
     from raynas.analysis.render import table
-    from raynas.experiment import RunStatus, run_status
 
     results = load_results(exp_dir)
     print()
@@ -206,8 +205,16 @@ def _finish(exp_dir) -> int:
 
     if (Path(exp_dir) / REPORT_FILE).is_file():
         print(f"Report: {Path(exp_dir) / REPORT_FILE}")
-    if run_status(exp_dir) is not RunStatus.FINISHED:
-        print(f"raynas: the search stopped before its end; continue it with: raynas resume {exp_dir}", file=sys.stderr)
+    return _exit_code(exp_dir, "search", f"raynas resume {exp_dir}")
+
+
+def _exit_code(folder, what: str, again: str) -> int:
+    """0 for a finished run; 130, saying how to continue, for one that stopped before its end
+    (Ctrl-C: Tune stops gracefully and returns)."""
+    from raynas.experiment import RunStatus, run_status
+
+    if run_status(folder) is not RunStatus.FINISHED:
+        print(f"raynas: the {what} stopped before its end; continue it with: {again}", file=sys.stderr)
         return EXIT_INTERRUPTED
     return EXIT_OK
 
@@ -236,41 +243,40 @@ def _resume(args) -> int:
         print(f"raynas: {args.dir} finished already; nothing to resume. Rank it with: raynas analyze {args.dir}")
         return EXIT_OK
     _check_dashboard(args)
+    exp_dir, code = _continuing(lambda: resume(args.dir, _options(args)), f"raynas resume {args.dir}")
+    return code if exp_dir is None else _finish(exp_dir)
+
+
+def _continuing(call, again: str):
+    """``(call(), None)``, or ``(None, exit code)`` after Ctrl-C (saying ``again`` continues it)
+    or a resume that cannot go on."""
     try:
-        exp_dir = resume(args.dir, _options(args))
+        return call(), None
     except KeyboardInterrupt:
-        print(f"\nraynas: interrupted; continue with: raynas resume {args.dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        print(f"\nraynas: interrupted; continue with: {again}", file=sys.stderr)
+        return None, EXIT_INTERRUPTED
     except ResumeError as err:
         print(f"raynas: error: {err}", file=sys.stderr)
-        return EXIT_ERROR
-    return _finish(exp_dir)
+        return None, EXIT_ERROR
 
 
 def _retrain(args) -> int:
-    from raynas.experiment import RunStatus, run_status
     from raynas.winner.retrain import check_experiment, render_summary, retrain, summary
 
     exp_dir = check_experiment(args.dir)
     _check_dashboard(args)
-    try:
-        target = retrain(exp_dir, top=args.top, seeds=args.seeds, epochs=args.epochs, full_data=args.full_data,
-                         opts=_options(args))
-    except KeyboardInterrupt:
-        print(f"\nraynas: interrupted; continue with: raynas retrain {args.dir} (the same options)", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    except ResumeError as err:
-        print(f"raynas: error: {err}", file=sys.stderr)
-        return EXIT_ERROR
+    target, code = _continuing(
+        lambda: retrain(exp_dir, top=args.top, seeds=args.seeds, epochs=args.epochs, full_data=args.full_data,
+                        opts=_options(args)),
+        f"raynas retrain {args.dir} (the same options)")
+    if target is None:
+        return code
     from raynas.analysis import load_results
 
     print()
     print(render_summary(summary(target), load_results(exp_dir).metric))
     print(f"\nResults: {target}\nExport the best: raynas export {target} --rank 1 -o model.pt")
-    if run_status(target) is not RunStatus.FINISHED:
-        print(f"raynas: the retrain stopped before its end; continue it with: raynas retrain {args.dir}", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    return EXIT_OK
+    return _exit_code(target, "retrain", f"raynas retrain {args.dir}")
 
 
 def _export(args) -> int:

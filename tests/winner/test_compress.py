@@ -231,12 +231,16 @@ def _trained_mlp() -> tuple[nn.Module, torch.Tensor]:
     x = centers[labels] + torch.randn(300, 20, generator=gen)
     torch.manual_seed(0)
     model = build_model("mlp", {"depth": 2, "width": 64}, TABLE, 3)
+    return _fit(model, x, labels, steps=60), x
+
+
+def _fit(model: nn.Module, x: torch.Tensor, labels: torch.Tensor, steps: int) -> nn.Module:
     opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(60):
+    for _ in range(steps):
         opt.zero_grad()
         nn.functional.cross_entropy(model(x), labels).backward()
         opt.step()
-    return model.eval(), x
+    return model.eval()
 
 
 def _trained_cnn() -> tuple[nn.Module, torch.Tensor]:
@@ -249,12 +253,7 @@ def _trained_cnn() -> tuple[nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     model = build_model("cnn", {"stages": [{"channels": 8}, {"channels": 16, "pool": True}]},
                         DIGITS, 4)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
-    for _ in range(40):
-        opt.zero_grad()
-        nn.functional.cross_entropy(model(x), labels).backward()
-        opt.step()
-    return model.eval(), x
+    return _fit(model, x, labels, steps=40), x
 
 
 def _agreement(a: nn.Module, b: nn.Module, x: torch.Tensor) -> float:
