@@ -138,8 +138,6 @@ def compress(exp_dir: str | os.PathLike, *, trial: str | None = None, rank: int 
         ConfigError: Bad options, an unknown or failed trial, a format whose extra is missing,
             or a model that cannot be pruned or quantized as asked (nothing is written then).
     """
-    import copy
-
     import torch
 
     from raynas.winner import compress as engine
@@ -162,7 +160,7 @@ def compress(exp_dir: str | os.PathLike, *, trial: str | None = None, rank: int 
         net, meta = trial_model(exp_dir, trial_id)
         shape = tuple(meta["input_shape"])
         before = {**engine.model_stats(net, shape, repeats=1), "accuracy": accuracy(net, x_eval, y_eval)}
-        model, steps, notes = copy.deepcopy(net), [], []
+        model, steps, notes = net, [], []  # prune and quantize return new models; net stays as it is
         example = torch.as_tensor(dataset.x_train[:64])
         try:
             if prune is not None:

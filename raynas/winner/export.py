@@ -69,16 +69,9 @@ def data_info(exp_dir: Path) -> dict:
     info = read_json(exp_dir / DATA_FILE)
     if info:
         return info
-    from raynas.runner import _load_data
-    from raynas.spec import spec_from_dict
-    from raynas.winner.retrain import search_spec_raw
+    from raynas.winner.evaluate import experiment_data
 
-    spec = spec_from_dict(search_spec_raw(exp_dir), file=str(exp_dir / "experiment.yaml"),
-                          base_dir=read_meta(exp_dir).get("base_dir"))
-    dataset = _load_data(spec)
-    if dataset is None:
-        raise ConfigError("data", f"{exp_dir} has no data section, so raynas does not know the model's inputs")
-    return dataset.info()
+    return experiment_data(exp_dir).info()
 
 
 def _weights(folder: Path) -> tuple[dict, int | None]:
@@ -114,21 +107,20 @@ def trial_model(exp_dir: str | os.PathLike, trial: str | None = None, rank: int 
     from raynas.winner.retrain import check_experiment, search_spec_raw
 
     exp_dir = check_experiment(exp_dir, "the search or retrain to export from")
-    results, chosen = pick_trial(exp_dir, trial, rank)
+    _, chosen = pick_trial(exp_dir, trial, rank)
     raw = search_spec_raw(exp_dir)
     folder = _checkpoint(exp_dir, chosen)
     base_dir = read_meta(exp_dir).get("base_dir")
     config = {k: v for k, v in chosen.config.items() if k != ORIGIN_KEY}
+    info = data_info(exp_dir) if raw.get("data") is not None else {}
     if raw.get("trainable") is not None:
         net, epoch = _user_checkpoint(folder, raw["trainable"], chosen.trial_id)
         family, arch = None, config.get("arch")
     else:
         family, arch = raw.get("model") or "mlp", config.get("arch", {})
         state, epoch = _weights(folder)
-        info = data_info(exp_dir)
         net = build_model(family, arch, tuple(info["input_shape"]), int(info["num_classes"]), base_dir=base_dir)
         net.load_state_dict(state)
-    info = data_info(exp_dir) if raw.get("data") is not None else {}
     rows = [r for r in chosen.curve if r.get("epoch") == epoch] if epoch is not None else []
     meta = {
         "family": family, "arch": arch, "base_dir": base_dir,
