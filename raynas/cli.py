@@ -261,7 +261,8 @@ def _continuing(call, again: str):
 
 
 def _retrain(args) -> int:
-    from raynas.winner.retrain import check_experiment, render_summary, retrain, summary
+    from raynas.winner.folder import check_experiment
+    from raynas.winner.retrain import render_summary, retrain, summary
 
     exp_dir = check_experiment(args.dir)
     _check_dashboard(args)

@@ -142,9 +142,9 @@ def compress(exp_dir: str | os.PathLike, *, trial: str | None = None, rank: int 
 
     from raynas.winner import compress as engine
     from raynas.winner.artifact import check_format, write_artifact
-    from raynas.winner.evaluate import accuracy, experiment_data, finetune, held_out
+    from raynas.winner.evaluate import accuracy, finetune, held_out
     from raynas.winner.export import default_output, trial_model
-    from raynas.winner.retrain import check_experiment
+    from raynas.winner.folder import check_experiment, experiment_data
 
     check_args(prune, structured, quantize, finetune_epochs)
     check_format(fmt)  # an unknown format or a missing extra is bad input: said before any work

@@ -7,28 +7,11 @@ seed, so the splits are the ones the search and the retrain used.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import numpy as np
 
-from raynas.errors import ConfigError
 
 log = logging.getLogger("raynas")
-
-
-def experiment_data(exp_dir: Path):
-    """The experiment's Dataset (with its test split, if it has one)."""
-    from raynas.experiment import read_meta
-    from raynas.runner import _load_data
-    from raynas.spec import spec_from_dict
-    from raynas.winner.retrain import search_spec_raw
-
-    spec = spec_from_dict(search_spec_raw(exp_dir), file=str(exp_dir / "experiment.yaml"),
-                          base_dir=read_meta(exp_dir).get("base_dir"))
-    dataset = _load_data(spec)
-    if dataset is None:
-        raise ConfigError("data", f"{exp_dir} has no data section: raynas has no data to score the model on")
-    return dataset
 
 
 def held_out(dataset) -> tuple[np.ndarray, np.ndarray, str]:

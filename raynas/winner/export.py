@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 from raynas.errors import ConfigError, did_you_mean
-from raynas.experiment import DATA_FILE, ORIGIN_KEY, Status, checkpoint_dirs, read_json, read_meta
+from raynas.winner.folder import check_experiment, data_info, search_spec_raw
+from raynas.experiment import ORIGIN_KEY, Status, checkpoint_dirs, read_meta
 
 #: Where ``raynas export`` writes by default, inside the experiment folder.
 EXPORT_DIR = "exports"
@@ -64,16 +65,6 @@ def _checkpoint(exp_dir: Path, trial) -> Path:
     return folders[-1]
 
 
-def data_info(exp_dir: Path) -> dict:
-    """The experiment's ``data.json``; for a folder written without one, the data loaded again."""
-    info = read_json(exp_dir / DATA_FILE)
-    if info:
-        return info
-    from raynas.winner.evaluate import experiment_data
-
-    return experiment_data(exp_dir).info()
-
-
 def _weights(folder: Path) -> tuple[dict, int | None]:
     """The network's state dict (``net.`` prefix removed) and the epoch of a built-in checkpoint."""
     import torch
@@ -104,7 +95,6 @@ def trial_model(exp_dir: str | os.PathLike, trial: str | None = None, rank: int 
         ConfigError: See :func:`pick_trial`; a user trainable's checkpoint raynas cannot read.
     """
     from raynas.trainables.families import build_model
-    from raynas.winner.retrain import check_experiment, search_spec_raw
 
     exp_dir = check_experiment(exp_dir, "the search or retrain to export from")
     _, chosen = pick_trial(exp_dir, trial, rank)

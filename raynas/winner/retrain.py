@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from raynas.errors import ConfigError
+from raynas.winner.folder import check_experiment, data_info, search_spec_raw
 from raynas.experiment import (
     ORIGIN_KEY,
     RETRAIN_DIR,
@@ -29,23 +29,6 @@ from raynas.experiment import (
     read_meta,
     run_status,
 )
-
-
-def search_spec_raw(exp_dir: Path) -> dict:
-    """The experiment file a folder was run with (after overrides), as a dict."""
-    with open(exp_dir / SPEC_FILE, encoding="utf-8") as f:
-        return yaml.safe_load(f) or {}
-
-
-def check_experiment(exp_dir: str | Path, what: str = "a search") -> Path:
-    """The resolved folder; ConfigError unless it is a raynas experiment folder."""
-    path = Path(exp_dir).expanduser().resolve()
-    if not path.is_dir():
-        raise ConfigError("DIR", f"no such folder: {path}")
-    if not is_experiment_dir(path) or not (path / SPEC_FILE).is_file():
-        raise ConfigError("DIR", f"{path} is not a raynas experiment folder (no raynas.json and {SPEC_FILE}); "
-                                 f"give the folder `raynas run` wrote for {what}")
-    return path
 
 
 def retrain_spec(exp_dir: Path, top: int, seeds: int, epochs: int | None, full_data: bool):
@@ -71,7 +54,6 @@ def retrain_spec(exp_dir: Path, top: int, seeds: int, epochs: int | None, full_d
     ranked = [t for t in results.leaderboard() if t.best is not None]
     if not ranked:
         raise ConfigError("DIR", f"no trial of {exp_dir} scored {results.metric!r}; there is nothing to retrain")
-    from raynas.winner.export import data_info
 
     if not data_info(exp_dir).get("sizes", {}).get("test"):  # a folder without data.json: the data loaded again
         raise ConfigError(
