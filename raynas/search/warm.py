@@ -39,6 +39,13 @@ def load_priors(spec) -> tuple[list[Prior], list[str]]:
     for i, path in enumerate(spec.search.warm_start):
         key = f"search.warm_start[{i}]"
         folder = Path(path)
+        if not folder.exists():
+            written = spec.raw.get("search", {}).get("warm_start")
+            written = written[i] if isinstance(written, list) and i < len(written) else written
+            raise ConfigError(
+                key, f"{path} does not exist (a relative path, here {written!r}, is read from the folder raynas "
+                "runs in; run the earlier experiment first, or give its folder)", spec.source_file,
+            )
         if not is_experiment_dir(folder):
             raise ConfigError(key, f"{path} is not a raynas experiment folder (no raynas.json in it)", spec.source_file)
         try:
