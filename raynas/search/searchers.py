@@ -133,6 +133,12 @@ class SpaceSearcher(Searcher):
         """
         return f"{self.name}: does not learn from earlier trials; the {len(priors)} given are not used"
 
+    def screened_out(self, trial_id: str, score: float) -> None:
+        """A suggestion that a prescreen (``search.prescreen``) scored below another and did not
+        train. This base class forgets it (random search has nothing to learn); subclasses
+        may learn from it."""
+        self.live.pop(trial_id, None)
+
     # -- for subclasses
     def _next(self, trial_id: str) -> Any:
         raise NotImplementedError
@@ -344,6 +350,15 @@ class OptunaSearcher(SpaceSearcher):
         for point in points:
             study.enqueue_trial(self.space.params(point), skip_if_exists=False)
         self.num_points += len(points)
+
+    def screened_out(self, trial_id: str, score: float) -> None:
+        """Told as pruned before its first epoch: TPE ranks it below every trial that trained."""
+        import optuna
+
+        super().screened_out(trial_id, score)
+        if trial_id in self.optuna_ids:
+            _, number = self.optuna_ids.pop(trial_id)
+            self._ensure_study().tell(number, state=optuna.trial.TrialState.PRUNED)
 
     def warm_start(self, priors: list[Prior]) -> str:
         """Adds the earlier trials to the study: complete ones with their values, stopped ones
