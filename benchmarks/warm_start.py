@@ -23,6 +23,7 @@ Usage::
     python benchmarks/warm_start.py                    # the table in docs/warm_start.md
     python benchmarks/warm_start.py --seeds 5 --json
     python benchmarks/warm_start.py --smoke            # a quick check (CI)
+    python benchmarks/warm_start.py --as-same-data     # ablation: earlier values mixed in as they are
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ def one_pair(name: str, source: str, target: str, seed: int, args, rows: dict, c
     searcher, _ = searcher_for(name, source, args.budget, args.workers, seed, table)
     earlier = run_search(searcher, rows, source, args.budget, args.workers)
     priors = [Prior(config=configs[k], value=rows[k][f"val_accuracy_{source}"], epochs=1, complete=True,
-                    source=f"{source}/{i}", same_data=source == target) for i, k in enumerate(earlier)]
+                    source=f"{source}/{i}", same_data=source == target or args.as_same_data) for i, k in enumerate(earlier)]
     cold_searcher, _ = searcher_for(name, target, args.budget, args.workers, seed, table)
     cold = run_search(cold_searcher, rows, target, args.budget, args.workers)
     final = max(rows[k][f"val_accuracy_{target}"] for k in cold)
@@ -105,6 +106,8 @@ def main(argv=None) -> int:
     parser.add_argument("--searchers", default=",".join(SEARCHERS))
     parser.add_argument("--table", default=str(TABLE))
     parser.add_argument("--smoke", action="store_true", help="one pair, 1 seed, 24 evaluations")
+    parser.add_argument("--as-same-data", action="store_true",
+                        help="an ablation: hand the earlier trials over as if trained on the same data (values mixed in)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     pairs = PAIRS
