@@ -20,12 +20,10 @@ from typing import Any, Callable, Dict, Optional
 
 from ray.tune.search import Searcher
 
-from raynas.experiment import ORIGIN_KEY, atomic_file, write_json_atomic
+from raynas.experiment import ORIGIN_KEY, SCREENED_FILE, atomic_file, write_json_atomic
 
 __all__ = ["PrescreenSearcher", "SCREENED_FILE", "make_scorer"]
 
-#: The candidates a prescreen did not train, with their proxy scores (in the results folder).
-SCREENED_FILE = "screened.json"
 #: Seconds to wait for the candidates' scores before the run stops with an error.
 SCORE_TIMEOUT = 600
 
