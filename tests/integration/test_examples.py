@@ -25,6 +25,7 @@ SMALL = {
     "evolution_digits": ["search.num_trials=3", "max_epochs=2", "search.population_size=2", "search.sample_size=2"],
     "pbt_digits": ["search.num_trials=3", "max_epochs=4", "search.max_concurrent=3"],
     "pareto_digits": ["search.num_trials=4", "max_epochs=2"],
+    "prescreen_digits": ["search.num_trials=3", "max_epochs=2", "search.prescreen.candidates=4"],
     "lcbench": ["search.num_trials=4", "max_epochs=3", "trainable.params.speedup=1000"],
     "lookup_tiny": ["search.num_trials=4"],
 }
@@ -68,6 +69,14 @@ def test_experiment_file_runs_through_the_console_script(tmp_path, ray_env, name
         assert [t["origin"]["how"] for t in trials].count("given point 1 of 1") == 1
         given = next(t for t in trials if t["origin"]["how"] == "given point 1 of 1")
         assert given["config"]["arch"] == {"depth": 2, "width": 512, "activation": "relu", "dropout": 0.1}
+    if name == "prescreen_digits":
+        # Each trained trial was the best of 4 by naswot, recorded as a metric too; 9 were screened out.
+        assert all(t["origin"]["prescreen"].startswith("naswot ") for t in trials)
+        assert all(isinstance(t["metrics"].get("naswot"), float) for t in trials)
+        screened = json.loads((folder / "screened.json").read_text())
+        assert screened["proxy"] == "naswot" and len(screened["screened"]) == 9
+        table = raynas("analyze", folder)
+        assert "prescreen: 9 candidates screened out by naswot without training" in table.stdout, table.stdout
     if name == "pareto_digits":
         front = raynas("analyze", folder, "--pareto", "--format", "json")
         assert front.returncode == 0, front.stderr
