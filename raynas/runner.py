@@ -418,6 +418,7 @@ def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME
         trainable=spec.trainable,
         params=dict(spec.trainable_params),
         constraints=dataclasses.asdict(spec.constraints),
+        proxies=tuple(spec.proxies),
         extra={"test": True, "full_data": spec.retrain.full_data} if spec.retrain is not None else {},
     )
     if dataset is not None and spec.retrain is None:
