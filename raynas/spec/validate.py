@@ -88,11 +88,11 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         metrics = tuple(metrics)
         if trainable is None:
             raise ConfigError("metrics", "only a user trainable declares its metrics; the built-in one reports " + ", ".join(BUILTIN_METRICS))
+    proxies = _proxies(raw.get("proxies"), trainable)  # before the trainable is imported: says what is wrong first
     if trainable is not None and check_imports:
         trainable_params, declared = _trainable_params(trainable, trainable_params, base_dir, max_epochs, space)
         if metrics is None:
             metrics = declared
-    proxies = _proxies(raw.get("proxies"), trainable)
     known = (*BUILTIN_METRICS, *proxies) if trainable is None else metrics
     if raw.get("retrain") is not None and trainable is None:
         known = (*known, "test_acc", "test_loss")  # a retrain scores the test split at its end

@@ -250,8 +250,11 @@ def build_trial_model(config: dict, job: TrialJob, data: Any):
 
     from raynas.trainables.families import build_model
 
+    from raynas.trainables.registry import resolve_family
+
     torch.manual_seed(trial_seed(config, job.seed))
-    family = _resolve(job.model, job.base_dir)  # the driver resolved names to references
+    # The driver resolved names to references; a caller's TrialJob may still hold a name.
+    family = _resolve(resolve_family(job.model), job.base_dir)
     return build_model(family, config.get("arch", {}), tuple(data.input_shape), int(data.num_classes))
 
 
