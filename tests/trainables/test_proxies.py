@@ -232,3 +232,39 @@ def test_a_run_reports_the_proxies_to_the_objective_and_to_analyze(tmp_path, ray
     assert {float(r["naswot"]) for r in rows} == {t["proxies"]["naswot"] for t in board}
     front = json.loads(raynas("analyze", folder, "--pareto", "--format", "json").stdout)
     assert front["metrics"] == ["val_acc", "naswot"] and front["front"]
+
+
+def test_analyze_shows_the_proxies_of_a_folder(tmp_path):
+    """A hand-written folder (no Ray): proxies become columns of the table and the CSV, and a
+    ``proxies`` entry of each JSON trial; a folder without them shows no such column."""
+    from raynas.analysis import load_results, render
+    from raynas.experiment import Status, TrialRecord, update_meta, write_journal
+
+    def folder(name: str, proxied: bool):
+        exp = tmp_path / name
+        exp.mkdir()
+        update_meta(exp, name=name)
+        (exp / "experiment.yaml").write_text("objective: {metric: val_acc, mode: max}\nmax_epochs: 1\n")
+        records = {}
+        for order in (1, 2):
+            (exp / f"trial_t{order}").mkdir()
+            row = {"epoch": 1, "val_acc": 0.5 * order, "params": 100 * order}
+            if proxied:
+                row.update(naswot=123.456 * order, synflow=1.5e12 * order, jacob_cov=float("nan"))
+            (exp / f"trial_t{order}" / "result.json").write_text(json.dumps(row) + "\n")
+            records[f"t{order}"] = TrialRecord(f"t{order}", order=order, status=Status.COMPLETED, config={"arch": {"w": order}},
+                                               dir=f"trial_t{order}", epochs=1)
+        write_journal(exp, records)
+        return load_results(exp)
+
+    results = folder("proxied", True)
+    text = render.table(results)
+    header = text.splitlines()[1].split()
+    assert header[header.index("latency_ms") + 1:][:3] == ["synflow", "naswot", "jacob_cov"], header
+    assert "3e+12" in text and "246.9" in text and "nan" in text
+    board = json.loads(render.json_list(results))
+    assert board[0]["proxies"] == {"synflow": 3e12, "naswot": 246.912, "jacob_cov": None}
+    rows = list(csv.DictReader(io.StringIO(render.csv(results))))
+    assert [float(r["naswot"]) for r in rows] == [246.912, 123.456]
+    plain = folder("plain", False)
+    assert "naswot" not in render.table(plain) and "proxies" not in json.loads(render.json_list(plain))[0]
