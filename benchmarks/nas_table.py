@@ -68,7 +68,7 @@ def build_table(path: Path) -> None:
     from raynas.trainables import proxies as P
     from raynas.trainables.data import load_dataset
     from raynas.trainables.families import count_flops, count_params
-    from raynas.trainables.trainable import TrialJob, build_trial_model
+    from raynas.trainables.trainable import TrialJob, build_trial_model, score_config
 
     import torch
 
@@ -82,7 +82,7 @@ def build_table(path: Path) -> None:
         out.writerow(["key", "val_acc", "params", "flops", "train_s", *names])
         for i, arch in enumerate(archs):
             config = {"arch": arch, "train": dict(TRAIN)}
-            values = P.score_config(config, job, data, names)
+            values = score_config(config, job, data, names)
             net = build_trial_model(config, job, data)
             val_acc, seconds = train(config, job, data, EPOCHS)
             out.writerow([key_of(arch), f"{val_acc:.6f}", count_params(net), count_flops(net, tuple(data.input_shape)),

@@ -4,7 +4,7 @@ For each space (the ``space.arch`` of an experiment file in experiments/), the s
 ``--archs`` distinct architectures (raynas's own sampler, seeded), and for each one:
 
 * computes every proxy of :mod:`raynas.trainables.proxies` exactly as a trial with
-  ``proxies: [...]`` does (:func:`~raynas.trainables.proxies.score_config`: the trial's model,
+  ``proxies: [...]`` does (:func:`~raynas.trainables.trainable.score_config`: the trial's model,
   seed and batch), timing each, plus ``params`` and ``flops`` as the baselines a proxy must beat;
 * trains the same model (same seed, same initial weights) with the built-in trainable's fast
   loop for ``--epochs`` epochs with one fixed recipe (Adam, lr 3e-3, batch 64, constant lr):
@@ -105,7 +105,7 @@ def train(config: dict, job, data, epochs: int) -> tuple[float, float]:
 def run_space(name: str, archs: int, epochs: int, seed: int, data, log) -> dict:
     from raynas.trainables import proxies as P
     from raynas.trainables.families import count_flops, count_params
-    from raynas.trainables.trainable import TrialJob, build_trial_model
+    from raynas.trainables.trainable import TrialJob, build_trial_model, score_config
 
     path, family = SPACES[name]
     job = TrialJob(model=family, max_epochs=epochs, seed=seed)
@@ -113,7 +113,7 @@ def run_space(name: str, archs: int, epochs: int, seed: int, data, log) -> dict:
     for i, arch in enumerate(sample_archs(path, archs, seed)):
         config = {"arch": arch, "train": dict(TRAIN)}
         timings, notes = {}, {}
-        values = P.score_config(config, job, data, P.names(), timings=timings, notes=notes)
+        values = score_config(config, job, data, P.names(), timings=timings, notes=notes)
         net = build_trial_model(config, job, data)
         values["params"] = count_params(net)
         values["flops"] = count_flops(net, tuple(data.input_shape))

@@ -61,7 +61,7 @@ from torch import nn
 
 from raynas.errors import did_you_mean
 
-__all__ = ["PROXIES", "BATCH_SIZE", "names", "compute", "batch", "score_config", "synflow", "naswot", "grad_norm",
+__all__ = ["PROXIES", "BATCH_SIZE", "names", "compute", "batch", "synflow", "naswot", "grad_norm",
            "snip", "jacob_cov"]
 
 log = logging.getLogger(__name__)
@@ -289,27 +289,3 @@ def batch(data: Any, size: int = BATCH_SIZE, seed: int = 0) -> tuple[torch.Tenso
     x = torch.as_tensor(np.asarray(data.x_train)[rows], dtype=torch.float32)
     y = torch.as_tensor(np.asarray(data.y_train)[rows], dtype=torch.long)
     return x, y
-
-
-def score_config(config: dict, job: Any, data: Any, names: Sequence[str], *,
-                 timings: dict[str, float] | None = None, notes: dict[str, str] | None = None) -> dict[str, float]:
-    """The proxies of one configuration, with no training: the model is built exactly as the
-    trial would build it (:func:`raynas.trainables.trainable.build_trial_model`: family, arch,
-    input shape, classes, the trial's seed), on the batch the trial would use.
-
-    Args:
-        config: A sampled configuration (``{"arch": {...}, "train": {...}}``).
-        job: The experiment's :class:`~raynas.trainables.trainable.TrialJob` (its seed and model).
-        data: The experiment's dataset.
-        names: Proxies to compute.
-        timings, notes: As for :func:`compute`.
-
-    Raises:
-        ArchError: The architecture does not build for the data.
-    """
-    from raynas.trainables.trainable import build_trial_model
-
-    with torch.random.fork_rng(devices=[]):  # the caller's RNG is not moved by the model's init
-        net = build_trial_model(config, job, data)
-    x, y = batch(data, BATCH_SIZE, job.seed)
-    return compute(net, x, y, names, seed=job.seed, timings=timings, notes=notes)

@@ -24,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from raynas.experiment import BUDGETS, ERROR_KEY, EXPLOITED_KEY, ORIGIN_KEY, STATUS_KEY
 
@@ -256,6 +256,48 @@ def build_trial_model(config: dict, job: TrialJob, data: Any):
     # The driver resolved names to references; a caller's TrialJob may still hold a name.
     family = _resolve(resolve_family(job.model), job.base_dir)
     return build_model(family, config.get("arch", {}), tuple(data.input_shape), int(data.num_classes))
+
+
+def score_config(config: dict, job: Any, data: Any, names: Sequence[str], *,
+                 timings: dict[str, float] | None = None, notes: dict[str, str] | None = None) -> dict[str, float]:
+    """The zero-cost proxies (:mod:`raynas.trainables.proxies`) of one configuration, with no
+    training: the model is built exactly as the trial would build it (:func:`build_trial_model`: family, arch,
+    input shape, classes, the trial's seed), on the batch the trial would use.
+
+    Args:
+        config: A sampled configuration (``{"arch": {...}, "train": {...}}``).
+        job: The experiment's :class:`TrialJob` (its seed and model).
+        data: The experiment's dataset.
+        names: Proxies to compute.
+        timings, notes: As for :func:`raynas.trainables.proxies.compute`.
+
+    Raises:
+        ArchError: The architecture does not build for the data.
+    """
+    import torch
+
+    from raynas.trainables.proxies import BATCH_SIZE, batch, compute
+
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG is not moved by the model's init
+        net = build_trial_model(config, job, data)
+    x, y = batch(data, BATCH_SIZE, job.seed)
+    return compute(net, x, y, names, seed=job.seed, timings=timings, notes=notes)
+
+
+def score_candidate(config: dict, job: Any, data: Any, proxy: str) -> float:
+    """One prescreen candidate's score (``search.prescreen``), run as a Ray task on a worker:
+    NaN when its model does not build or the proxy fails, so that it never wins."""
+    import math
+
+    import torch
+
+    from raynas.errors import ArchError
+
+    torch.set_num_threads(1)  # the task reserves no CPU: it shares the worker's with the trials
+    try:
+        return float(score_config(config, job, data, [proxy])[proxy])
+    except (ArchError, ValueError, TypeError, RuntimeError):
+        return math.nan
 
 
 _TENSOR_CACHE: dict = {}

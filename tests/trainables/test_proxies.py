@@ -16,7 +16,7 @@ from raynas.errors import ArchError
 from raynas.experiment import PROXY_NAMES
 from raynas.trainables import proxies as P
 from raynas.trainables.families import build_model
-from raynas.trainables.trainable import TrialJob, build_trial_model
+from raynas.trainables.trainable import TrialJob, build_trial_model, score_config
 
 from tests.helpers import QUICKSTART, raynas, write_yaml
 
@@ -154,12 +154,12 @@ def test_score_config_builds_the_trials_model(digits):
     job = TrialJob(model="mlp", seed=3)
     torch.manual_seed(7)
     rng = torch.get_rng_state()
-    scores = P.score_config(config, job, digits, ["naswot", "snip"])
+    scores = score_config(config, job, digits, ["naswot", "snip"])
     assert torch.equal(torch.get_rng_state(), rng)
     net = build_trial_model(config, job, digits)
     assert scores == P.compute(net, *P.batch(digits, P.BATCH_SIZE, 3), ["naswot", "snip"], seed=3)
     with pytest.raises(ArchError, match="arch.stages"):
-        P.score_config({"arch": {"stages": [{"channels": 4, "stride": 2}] * 5}}, TrialJob(model="cnn"), digits, ["naswot"])
+        score_config({"arch": {"stages": [{"channels": 4, "stride": 2}] * 5}}, TrialJob(model="cnn"), digits, ["naswot"])
 
 
 def test_training_is_the_same_with_and_without_proxies(digits, monkeypatch):
