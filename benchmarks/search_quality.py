@@ -206,6 +206,17 @@ def summarise(runs: list[dict], args) -> dict:
             "regret_quarter": statistics.fmean(v["regret_quarter"] for v in per_task.values()),
             "regret_half": statistics.fmean(v["regret_half"] for v in per_task.values()),
         }
+        # Standard errors over seeds: each seed's regret averaged over the tasks it ran on.
+        for key, k in (("regret_quarter", CURVE_POINTS // 4 - 1), ("regret_half", CURVE_POINTS // 2 - 1),
+                       ("regret", CURVE_POINTS - 1)):
+            by_seed: dict = {}
+            for r in runs:
+                if r["method"] == m:
+                    best = anytime(r["events"], grid)[k]
+                    by_seed.setdefault(r["seed"], []).append(reference[r["task"]] - best if best is not None
+                                                             else reference[r["task"]])
+            per_seed = [statistics.fmean(v) for v in by_seed.values()]
+            table[m][key + "_se"] = statistics.stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1 else 0.0
     # Mean rank of the final regret across tasks (1 = best).
     for t in tasks:
         order = sorted(methods, key=lambda m: table[m]["tasks"][t]["regret"])
@@ -229,6 +240,7 @@ def render(summary: dict) -> str:
         f"LCBench search quality: {len(tasks)} task(s), {s['seeds']} seed(s), {s['workers']} workers, "
         f"budget {s['budget_sim_s']:g} simulated s, speed-up {s['speedup']:g}x",
         "best val_accuracy at the end of the budget (mean ± sd over seeds), regret = best seen by any method - incumbent",
+        "(mean over tasks and seeds ± standard error over seeds of the per-seed mean over tasks)",
         "",
     ]
     header = ["method"] + [f"task {t}" for t in tasks] + ["regret@25%", "regret@50%", "regret@100%", "rank", "trials", "wall util"]
@@ -241,8 +253,8 @@ def render(summary: dict) -> str:
             cells.append("-" if v["best_mean"] is None else f"{v['best_mean']:.2f} ± {v['best_sd']:.2f}")
         trials = statistics.fmean(row["tasks"][t]["trials"] for t in tasks)
         util = statistics.fmean(row["tasks"][t]["wall_utilization"] for t in tasks)
-        cells += [f"{row['regret_quarter']:.2f}", f"{row['regret_half']:.2f}", f"{row['regret']:.2f}",
-                  f"{row['rank']:.1f}", f"{trials:.0f}", f"{util:.0%}"]
+        cells += [f"{row[k]:.2f} ± {row[k + '_se']:.2f}" for k in ("regret_quarter", "regret_half", "regret")]
+        cells += [f"{row['rank']:.1f}", f"{trials:.0f}", f"{util:.0%}"]
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
