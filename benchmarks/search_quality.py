@@ -297,7 +297,8 @@ def plot(summary: dict, path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tasks", nargs="+", help="LCBench OpenML task ids, e.g. 3945 167168 189906")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per task and method (default 5)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per task and method (default 5; with --from-runs: seeds 0..N-1 of the log, default all)")
     parser.add_argument("--budget", type=float, default=200.0, help="simulated seconds per run (default 200)")
     parser.add_argument("--speedup", type=float, default=100.0, help="simulated seconds per wall second (default 100)")
     parser.add_argument("--workers", type=int, default=8, help="simulated workers (default 8)")
@@ -314,6 +315,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.workers, args.budget, args.speedup = 1, 2, 60.0, 200.0
+    chosen_seeds, args.seeds = args.seeds, 5 if args.seeds is None else args.seeds
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or args.seeds < 1 or args.workers < 1 or args.budget <= 0 or args.speedup <= 0:
@@ -322,7 +324,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_runs:
         with open(args.from_runs, encoding="utf-8") as f:
             runs = [json.loads(line) for line in f if line.strip()]
-        runs = [r for r in runs if r["task"] in args.tasks and r["method"] in methods]
+        runs = [r for r in runs if r["task"] in args.tasks and r["method"] in methods
+                and (chosen_seeds is None or r["seed"] < chosen_seeds)]
         args.seeds = len({r["seed"] for r in runs})
         return report(runs, args)
 
