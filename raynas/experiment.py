@@ -37,6 +37,11 @@ EXPLOITED_KEY = "raynas_exploited"  # in a result: the trial folder whose weight
 #: (``raynas_violation``); fixed by the architecture, they do not improve with training.
 BUDGETS = ("params", "flops", "latency_ms")
 
+#: Zero-cost proxies a trial computes before training when the experiment lists them
+#: (``proxies:``), each reported as a metric of that name; fixed by the architecture like the
+#: budgets. The functions are in :mod:`raynas.trainables.proxies` (which imports torch).
+PROXY_NAMES = ("synflow", "naswot", "grad_norm", "snip", "jacob_cov")
+
 
 def better(a: float, b: float, mode: str) -> bool:
     """Whether ``a`` is strictly better than ``b`` for ``mode`` (``"max"`` or ``"min"``)."""
@@ -52,6 +57,8 @@ META_FILE = "raynas.json"
 SPEC_FILE = "experiment.yaml"
 JOURNAL_FILE = "trials.json"
 RESULT_FILE = "result.json"
+#: The candidates ``search.prescreen`` scored and did not train (proxy, configs, scores).
+SCREENED_FILE = "screened.json"
 RETRAIN_DIR = "retrain"  # raynas retrain's experiment, inside the search's folder
 RETRAIN_KEY = "raynas_retrain"  # in a retrain trial's config: {trial, rank, seed} it trains again
 DATA_FILE = "data.json"  # the data's shape, classes, preprocessing and split sizes (Dataset.info)

@@ -130,6 +130,7 @@ def run(
     opts = _options(opts, options)
     exp_dir = experiment_dir(spec, opts)
     dataset = preflight(spec)  # the file's own errors first
+    priors, warm_lines = warm_priors(spec)
     if exp_dir.exists():
         raise ConfigError(
             "",
@@ -156,7 +157,9 @@ def run(
         status=RunStatus.RUNNING.value,
         host=platform.node(),
     )
-    return _execute(spec, opts, exp_dir, dataset, restore=False)
+    for line in warm_lines:
+        print(f"raynas: {line}", file=opts.stream or sys.stdout, flush=True)
+    return _execute(spec, opts, exp_dir, dataset, restore=False, priors=priors)
 
 
 def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options) -> Path:
@@ -226,6 +229,16 @@ def preflight(spec: ExperimentSpec, notes: list[str] | None = None):
 
             check_budget(spec, shape, classes)
     return dataset
+
+
+def warm_priors(spec: ExperimentSpec) -> tuple[list, list[str]]:
+    """The earlier trials ``search.warm_start`` names, and a line per folder saying what was used
+    (read before Ray starts: a bad folder is a ConfigError)."""
+    if not spec.search.warm_start or spec.retrain is not None:
+        return [], []
+    from raynas.search.warm import load_priors
+
+    return load_priors(spec)
 
 
 def _load_data(spec: ExperimentSpec):
@@ -394,14 +407,12 @@ def trainable_name(experiment: str) -> str:
     return "raynas_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
 
 
-def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME):
-    from ray import tune
-
-    from raynas.trainables.trainable import TrialJob, run_trial
-
+def _job(spec: ExperimentSpec):
+    """What every trial of ``spec`` needs besides its config and data."""
     from raynas.trainables.registry import resolve_family
+    from raynas.trainables.trainable import TrialJob
 
-    job = TrialJob(
+    return TrialJob(
         # Resolved here: a family registered in this process reaches workers by value.
         model=resolve_family(spec.model) if spec.model else None,
         base_dir=spec.base_dir,
@@ -418,8 +429,17 @@ def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME
         trainable=spec.trainable,
         params=dict(spec.trainable_params),
         constraints=dataclasses.asdict(spec.constraints),
+        proxies=tuple(spec.proxies),
         extra={"test": True, "full_data": spec.retrain.full_data} if spec.retrain is not None else {},
     )
+
+
+def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME):
+    from ray import tune
+
+    from raynas.trainables.trainable import run_trial
+
+    job = _job(spec)
     if dataset is not None and spec.retrain is None:
         dataset = dataset.without_test()  # the search never sees the test split
     fn = tune.with_parameters(run_trial, job=job, data=dataset)
@@ -432,7 +452,7 @@ def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME
     return tune.with_resources(fn, resources)
 
 
-def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool) -> Path:
+def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool, priors=None) -> Path:
     global _local_ray
     import ray
 
@@ -444,7 +464,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
     try:
         _tune.check_compat()  # once per process: which of raynas's features this Ray loses
         slots = _check_resources(spec)
-        tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
+        tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore, priors)
         journal = _wire(tuner)
         report.announce()
         try:
@@ -522,7 +542,7 @@ def _max_concurrent(spec: ExperimentSpec, slots: int) -> int | None:
     return slots
 
 
-def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, slots: int, restore: bool):
+def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, slots: int, restore: bool, priors=None):
     from ray import tune
 
     from raynas.callbacks import Journal, JournalFlush, QuietTrialProgress, trial_dirname
@@ -534,17 +554,22 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
     trainable = _trainable(spec, dataset, trainable_name(exp_dir.name))
     if restore:
         try:
-            return tune.Tuner.restore(
+            tuner = tune.Tuner.restore(
                 str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
             )
         except ValueError as err:
             if "trainable" not in str(err).lower():
                 raise
             # A folder whose trainable had the function's own name: Tune restores it only so.
-            return tune.Tuner.restore(
+            tuner = tune.Tuner.restore(
                 str(exp_dir), trainable=_trainable(spec, dataset), resume_unfinished=True, resume_errored=False,
                 restart_errored=False,
             )
+        if spec.search.prescreen and spec.retrain is None:
+            from raynas._tune.snapshots import tuner_searcher
+
+            _attach_scorer(tuner_searcher(tuner), spec, dataset)
+        return tuner
     # The journal and the view rank by the first objective metric; Tune and the scheduler see the
     # metric that drives early stopping (the same one unless there are several objectives).
     metric, mode = spec.objective.metric, spec.objective.mode.value
@@ -557,6 +582,16 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
         searcher = ConfigsSearcher(spec.space, spec.retrain.configs(), metric=spec.objective.metric, mode=spec.objective.mode.value)
     else:
         searcher = SEARCHERS[spec.search.searcher].build(spec)
+        # Before Tune pickles the searcher into the folder, so a resume starts from the same state.
+        if spec.search.points:
+            searcher.add_points(spec.search.points)
+        if priors:
+            print(f"raynas: {searcher.warm_start(priors)}", file=opts.stream or sys.stdout, flush=True)
+        if spec.search.prescreen:
+            from raynas.search.prescreen import PrescreenSearcher
+
+            searcher = PrescreenSearcher(searcher, spec.search.prescreen["proxy"], spec.search.prescreen["candidates"])
+            _attach_scorer(searcher, spec, dataset)
     scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))
     journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics),
                       scheduler=scheduler)
@@ -588,6 +623,15 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
             failure_config=tune.FailureConfig(max_failures=spec.trainer.max_failures),
         ),
     )
+
+
+def _attach_scorer(searcher, spec: ExperimentSpec, dataset) -> None:
+    """Gives a prescreen its scorer: Ray tasks that build candidates' models and score them."""
+    from raynas.search.prescreen import PrescreenSearcher, make_scorer
+
+    if not isinstance(searcher, PrescreenSearcher):
+        raise ResumeError(f"search.prescreen is set, but the saved search is a {type(searcher).__name__}")
+    searcher.attach(make_scorer(_job(spec), dataset.without_test(), spec.search.prescreen["proxy"]))
 
 
 def _wire(tuner):

@@ -15,6 +15,8 @@ from typing import Any, Sequence
 import yaml
 
 from raynas.experiment import (
+    SCREENED_FILE,
+    PROXY_NAMES,
     loss_sign,
     RETRAIN_DIR,
     RETRAIN_KEY,
@@ -107,6 +109,11 @@ class TrialResult:
     def latency_ms(self) -> Any:
         return self.metrics.get("latency_ms")
 
+    @property
+    def proxies(self) -> dict[str, Any]:
+        """The zero-cost proxies the trial computed (``proxies:`` in the experiment), by name."""
+        return {name: self.metrics[name] for name in PROXY_NAMES if name in self.metrics}
+
     def to_json(self) -> dict:
         return {
             "rank": self.rank,
@@ -119,6 +126,7 @@ class TrialResult:
             "params": self.params,
             "flops": self.flops,
             "latency_ms": self.latency_ms,
+            **({"proxies": self.proxies} if self.proxies else {}),
             "config": self.config,
             "order": self.order,
             "error": self.error,
@@ -271,6 +279,8 @@ class ExperimentResults:
     modes: list[str] = field(default_factory=list)
     #: The retrain of this search (``DIR/retrain``), read; None without one.
     retrain: ExperimentResults | None = None
+    #: What ``search.prescreen`` did not train (``screened.json``: proxy, candidates); None without one.
+    screened: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -452,6 +462,7 @@ class ExperimentResults:
             row.update({f"metrics.{k}": v for k, v in t.metrics.items()})
             row.update({f"config.{k}": v for k, v in flatten(t.config).items()})
             row.pop("compressed", None)
+            row.update(row.pop("proxies", None) or {})  # a column per proxy, beside params and flops
             if t.test is not None:
                 row.pop("test", None)
                 row.update({"test_acc_mean": t.test["mean"], "test_acc_sd": t.test["sd"], "test_seeds": t.test["n"]})
@@ -488,6 +499,9 @@ def load_results(path: str | os.PathLike) -> ExperimentResults:
         results.retrain = load_results(exp_dir / RETRAIN_DIR)
         _attach_test_scores(results)
     _attach_compressed(results)
+    if (exp_dir / SCREENED_FILE).exists():
+        with open(exp_dir / SCREENED_FILE, encoding="utf-8") as f:
+            results.screened = json.load(f)
     return results
 
 

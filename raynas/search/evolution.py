@@ -122,8 +122,11 @@ class EvolutionSearcher(SpaceSearcher):
         self.num_duplicates = 0  # children that fell back to a random sample
 
     # -- suggestions
+    #: Started from earlier searches' best trials (``search.warm_start``): no random start.
+    warmed = False
+
     def _next(self, trial_id: str) -> dict:
-        parent = self._tournament() if self.num_suggested >= self.population_size else None
+        parent = self._tournament() if self.warmed or self.num_suggested >= self.population_size else None
         # No parent yet (every member failed, or none has completed), or one with nothing to
         # change (a space of one configuration): sample instead.
         if parent is None or not sites(self.space, parent[1]):
@@ -167,6 +170,45 @@ class EvolutionSearcher(SpaceSearcher):
     def _remember(self, config: dict) -> dict:
         self.seen.add(_key(config))
         return config
+
+    # -- starting points
+    def add_points(self, points: list[dict]) -> None:
+        super().add_points(points)
+        self.seen.update(_key(p) for p in points)  # mutations do not repeat them
+
+    def warm_start(self, priors: list) -> str:
+        """Starts the population from the earlier trials' best ``population_size``.
+
+        Trials on the same data join as members with their fitness (the best is the youngest,
+        so it ages out last), and tournaments start at once. Trials on other data have fitness
+        on another scale, which would win or lose every tournament for that alone: their best
+        are evaluated first instead, in place of the random start, and join with what they
+        score here.
+        """
+        from raynas.search.searchers import best_priors
+
+        other = [p for p in priors if not p.same_data]
+        priors = [p for p in priors if p.same_data]
+        line = self._add_members(priors) if priors else ""
+        if other:
+            best = best_priors(other, self._mode, self.population_size)
+            self.add_points([p.config for p in best])
+            line = (f"{line}; " if line else "evolution: ") + (
+                f"the best {len(best)} of {len(other)} trials on other data are evaluated first, in place of the random start")
+        return line
+
+    def _add_members(self, priors: list) -> str:
+        self.seen.update(_key(p.config) for p in priors)
+        scored = [p for p in priors if p.value is not None and math.isfinite(p.value)]
+        scored.sort(key=lambda p: -loss_sign(self._mode) * p.value)  # worst first
+        members = scored[-self.population_size:]
+        self.population = [[f"warm:{p.source}", p.config, float(p.value)] for p in members] + self.population
+        self.population = self.population[-self.population_size:]
+        self.warmed = bool(self.population)
+        if not members:
+            return f"evolution: none of the {len(priors)} earlier trials has a score; the search starts at random"
+        return (f"evolution: the population starts from the best {len(members)} of {len(priors)} earlier trials "
+                f"(fitness {members[0].value:.4g} to {members[-1].value:.4g})")
 
     # -- results
     def _completed(self, trial_id: str, config: dict | None, result: dict | None, failed: bool, best: float | None) -> None:

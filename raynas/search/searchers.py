@@ -12,6 +12,7 @@ import math
 import warnings
 import pickle
 import random
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from ray.tune.search import Searcher
@@ -19,6 +20,40 @@ from ray.tune.search import Searcher
 from raynas.experiment import BUDGETS, atomic_file, FAILED_STATUSES, ORIGIN_KEY, STATUS_KEY, better, loss_sign
 from raynas.spaces import Space
 
+
+
+@dataclass
+class Prior:
+    """An earlier trial handed to a searcher before it starts (``search.warm_start``).
+
+    Attributes:
+        config: Its configuration, mapped into this search's space.
+        value: Best value of the objective it reached; None when it failed, was rejected or
+            never reported it.
+        epochs: Epochs it trained.
+        complete: It trained to its experiment's ``max_epochs`` (False: stopped early).
+        values: Each objective's value at its best epoch (several objectives).
+        curve: ``epoch -> objective value``, for the epochs it reported.
+        source: ``folder/trial_id``, for reports.
+        same_data: It was trained on this search's data (the same ``data`` and trainable
+            settings), so its values compare with this search's; from other data, only their
+            order says something here.
+    """
+
+    config: dict
+    value: float | None
+    epochs: int = 0
+    complete: bool = True
+    values: dict = field(default_factory=dict)
+    curve: dict = field(default_factory=dict)
+    source: str = ""
+    same_data: bool = True
+
+
+def best_priors(priors: list[Prior], mode: str, k: int) -> list[Prior]:
+    """The ``k`` best earlier trials with a score, best first."""
+    scored = [p for p in priors if p.value is not None and math.isfinite(p.value)]
+    return sorted(scored, key=lambda p: loss_sign(mode) * p.value)[:k]
 
 
 class SpaceSearcher(Searcher):
@@ -53,10 +88,18 @@ class SpaceSearcher(Searcher):
     # -- Tune hooks
     #: Name shown as the trial's origin (``raynas analyze``).
     name = "space"
+    #: Given configurations not yet suggested (``search.points``), and how many were given;
+    #: class defaults so that a state saved before points existed restores.
+    points: tuple | list = ()
+    num_points = 0
 
     def suggest(self, trial_id: str) -> Optional[Dict]:
         self.last_origin: dict = {"how": "sample"}
-        config = self._next(trial_id)
+        if self.points:
+            config = self.points.pop(0)
+            self.last_origin = {"how": f"given point {self.num_points - len(self.points)} of {self.num_points}"}
+        else:
+            config = self._next(trial_id)
         if config is None or config == Searcher.FINISHED:
             return config
         self.live[trial_id] = config
@@ -86,6 +129,25 @@ class SpaceSearcher(Searcher):
         best = self.best.get(trial_id)
         if best is None or better(value, best, self._mode):
             self.best[trial_id] = value
+
+    # -- starting points
+    def add_points(self, points: list[dict]) -> None:
+        """Configurations to suggest first, in order (``search.points``), before the searcher's own."""
+        self.points = [*self.points, *(dict(p) for p in points)]
+        self.num_points += len(points)
+
+    def warm_start(self, priors: list[Prior]) -> str:
+        """Learns from earlier trials before the first suggestion; returns one line saying how.
+
+        Subclasses that learn override it; this one (random and grid search) cannot use them.
+        """
+        return f"{self.name}: does not learn from earlier trials; the {len(priors)} given are not used"
+
+    def screened_out(self, trial_id: str, score: float) -> None:
+        """A suggestion that a prescreen (``search.prescreen``) scored below another and did not
+        train. This base class forgets it (random search has nothing to learn); subclasses
+        may learn from it."""
+        self.live.pop(trial_id, None)
 
     # -- for subclasses
     def _next(self, trial_id: str) -> Any:
@@ -294,14 +356,19 @@ class OptunaSearcher(SpaceSearcher):
 
     def _next(self, trial_id: str) -> dict:
         study = self._ensure_study()
-        if self.multi_fidelity:
+        # Given points wait in the study's queue, which only its own ask hands out.
+        if self.multi_fidelity and not study.get_trials(deepcopy=False, states=(optuna_state("WAITING"),)):
             return self._next_at_budget(trial_id, study)
         trial = study.ask()
         self.optuna_ids[trial_id] = (trial._trial_id, trial.number)
         sampler = type(study.sampler).__name__.replace("Sampler", "").lower()
-        # TPE samples at random until it has n_startup_trials results to model.
-        startup = sampler == "tpe" and trial.number < self.options["n_startup_trials"]
+        # TPE samples at random until it has n_startup_trials results (complete or pruned,
+        # earlier searches' trials included) to model.
+        startup = sampler == "tpe" and trial.number < self.options["n_startup_trials"] + self.num_warm - self.num_warm_scored
         self.last_origin = {"how": "startup sample" if startup else sampler}
+        if "fixed_params" in study._storage.get_trial_system_attrs(trial._trial_id):
+            self.num_points_asked += 1
+            self.last_origin = {"how": f"given point {self.num_points_asked} of {self.num_points}"}
         return self.space.suggest(trial)
 
     def _next_at_budget(self, trial_id: str, study) -> dict:
@@ -334,6 +401,83 @@ class OptunaSearcher(SpaceSearcher):
         self.budgets.append(budget)
         self.last_origin = {"how": "startup sample" if budget is None else f"tpe at epoch {budget}"}
         return config
+
+    # Given points go through Optuna's queue, so that the study holds them as its own trials.
+    num_points_asked = 0
+    num_warm = 0  # earlier searches' trials added to the study, and how many of them had a score
+    num_warm_scored = 0
+
+    def add_points(self, points: list[dict]) -> None:
+        study = self._ensure_study()
+        for point in points:
+            study.enqueue_trial(self.space.params(point), skip_if_exists=False)
+        self.num_points += len(points)
+
+    def screened_out(self, trial_id: str, score: float) -> None:
+        """Told as pruned before its first epoch: TPE ranks it below every trial that trained."""
+        import optuna
+
+        super().screened_out(trial_id, score)
+        if trial_id in self.optuna_ids:
+            _, number = self.optuna_ids.pop(trial_id)
+            self._ensure_study().tell(number, state=optuna.trial.TrialState.PRUNED)
+
+    def warm_start(self, priors: list[Prior]) -> str:
+        """Trials on the same data join the study as they were: complete ones with their values,
+        stopped ones as pruned with their curves, failed ones as failed; TPE models them at once.
+
+        Trials on other data score on another scale (a data set's accuracies are not another's),
+        and TPE splits good from bad by value, so mixed in they would outrank or bury every new
+        trial (benchmarks/warm_start.py). Their best ``n_startup_trials`` are evaluated first
+        instead, in place of the random start-up trials, and TPE models what they score here.
+        """
+        other = [p for p in priors if not p.same_data]
+        line = self._add_trials([p for p in priors if p.same_data])
+        if other:
+            best = best_priors(other, self._mode, max(1, self.options["n_startup_trials"]))
+            self.add_points([p.config for p in best])
+            line = (f"{line + '; ' if line else ''}the best {len(best)} of {len(other)} trials on other data "
+                    "are evaluated first, in place of random start-up trials")
+        return f"optuna: {line}"
+
+    def _add_trials(self, priors: list[Prior]) -> str:
+        import optuna
+
+        if not priors:
+            return ""
+        study = self._ensure_study()
+        State = optuna.trial.TrialState
+        counts = {"complete": 0, "pruned": 0, "failed": 0}
+        for prior in priors:
+            replay = optuna.trial.FixedTrial(self.space.params(prior.config))
+            self.space.suggest(replay)
+            attrs = {}
+            if self.constraints:
+                # Its budgets were not measured against this search's limits: counted feasible.
+                attrs["constraints"] = [0.0] * len(BUDGETS)
+            curve = {int(e): float(v) for e, v in prior.curve.items() if _finite(v) is not None}
+            values = None
+            if self.multi:
+                values = [_finite(prior.values.get(m)) for m, _ in self.objectives]
+                values = None if any(v is None for v in values) else values
+            elif _finite(prior.value) is not None:
+                values = [float(prior.value)]
+            if values is None:
+                state, kind = State.FAIL, "failed"
+            elif prior.complete or self.multi:
+                state, kind = State.COMPLETE, "complete"
+            else:
+                state, kind = State.PRUNED, "pruned"
+            study.add_trial(optuna.trial.create_trial(
+                params=replay.params, distributions=replay.distributions, state=state,
+                values=values if state is State.COMPLETE else None,
+                intermediate_values=curve if not self.multi else None, system_attrs=attrs,
+            ))
+            counts[kind] += 1
+        self.num_warm += len(priors)
+        self.num_warm_scored += counts["complete"] + counts["pruned"]
+        parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        return f"{len(priors)} earlier trials added to the study ({parts or 'none'})"
 
     def _track(self, trial_id: str, result: Optional[Dict]) -> None:
         before = self.best.get(trial_id)
@@ -391,6 +535,13 @@ class OptunaSearcher(SpaceSearcher):
             study.tell(number, values)
         else:
             study.tell(number, best)
+
+
+def optuna_state(name: str):
+    """``optuna.trial.TrialState[name]``, importing Optuna only when a study exists."""
+    from optuna.trial import TrialState
+
+    return TrialState[name]
 
 
 def fidelity_budget(reached: list[int], min_points: int) -> int | None:

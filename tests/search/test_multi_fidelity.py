@@ -195,3 +195,22 @@ def test_rejected_trials_stay_infeasible_in_the_model():
     view = budget_view(trials, 3, "max")
     infeasible = [t for t in view if t.constraints["params"] > 0]
     assert rejected > 0 and len(infeasible) == rejected and len(view) == len(trials)
+
+
+def test_given_points_come_first_and_earlier_trials_feed_the_model():
+    """search.points still go through the study's queue; same-data priors with their curves are
+    observations at the budget, so TPE models them from the first suggestion."""
+    from raynas.experiment import ORIGIN_KEY
+    from raynas.search.searchers import Prior
+
+    searcher = OptunaSearcher(SPACE, metric="v", mode="max", seed=0, max_epochs=3, n_startup_trials=4,
+                              multi_fidelity=True)
+    searcher.add_points([{"x": 0.25}])
+    priors = [Prior(config={"x": x / 20}, value=_curve(x / 20, 3), epochs=3, complete=True,
+                    curve={e: _curve(x / 20, e) for e in (1, 2, 3)}) for x in range(20)]
+    assert "20 earlier trials" in searcher.warm_start(priors)
+    first = searcher.suggest("t0")
+    assert first["x"] == 0.25 and first[ORIGIN_KEY]["how"] == "given point 1 of 1"
+    assert searcher.budgets == []  # the queue, not the model
+    second = searcher.suggest("t1")
+    assert searcher.budgets == [3] and second[ORIGIN_KEY]["how"] == "tpe at epoch 3"
