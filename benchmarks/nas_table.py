@@ -53,7 +53,8 @@ SPACE = {
     "head_width": {"choice": [0, 64]},
 }
 EPOCHS = 6
-SEARCHERS = ("random", "random+prescreen", "optuna", "evolution", "rl")
+SEARCHERS = ("random", "random+prescreen", "random+prescreen=snip", "random+prescreen=params", "optuna", "evolution",
+             "evolution+prescreen=snip", "rl")
 PRESCREEN = {"proxy": "naswot", "candidates": 8}
 TOP_FRACTION = 0.01
 
@@ -102,7 +103,7 @@ def searcher_for(name: str, budget: int, workers: int, seed: int, rows: dict):
     from raynas.search.registry import SEARCHERS as REGISTRY
     from raynas.spec import spec_from_dict
 
-    base = name.split("+")[0]
+    base = name.split("+")[0]  # "random+prescreen" or "random+prescreen=snip"
     raw = {
         "name": "nas-table",
         "model": "cnn",
@@ -113,9 +114,9 @@ def searcher_for(name: str, budget: int, workers: int, seed: int, rows: dict):
     }
     spec = spec_from_dict(raw)
     searcher = REGISTRY[base].build(spec)
-    if name.endswith("+prescreen"):
-        searcher = PrescreenSearcher(searcher, PRESCREEN["proxy"], PRESCREEN["candidates"])
-        column = PRESCREEN["proxy"]
+    if "+prescreen" in name:
+        column = name.partition("+prescreen=")[2] or PRESCREEN["proxy"]
+        searcher = PrescreenSearcher(searcher, column, PRESCREEN["candidates"])
         searcher.attach(lambda configs: [rows[key_of(c["arch"])][column] for c in configs])
     return searcher
 
