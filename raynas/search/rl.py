@@ -150,6 +150,7 @@ class RLSearcher(SpaceSearcher):
         self.actions: dict[str, list[tuple[str, int]]] = {}  # trial_id -> its decisions' actions, until it finishes
         self.seen: set[str] = set()  # JSON keys of every config suggested
         self.baseline: float | None = None
+        self.reward_ema = 0.0
         self.reward_stats = [0, 0.0, 0.0]  # Welford: count, mean, sum of squared deviations
         self.worst: float | None = None  # worst reward of a trial that reported
         self.history: list[tuple[str, float | None, float]] = []  # (trial_id, reward, advantage) per update
@@ -319,10 +320,14 @@ class RLSearcher(SpaceSearcher):
             m2 += delta * (reward - mean)
             self.reward_stats = [count, mean, m2]
             self.worst = reward if self.worst is None else min(self.worst, reward)
-            if self.baseline is None:
-                self.baseline = reward  # the first reward starts the baseline: no step from it
-            advantage = (reward - self.baseline) / self._scale()
-            self.baseline = self.baseline_decay * self.baseline + (1 - self.baseline_decay) * reward
+            advantage = 0.0 if self.baseline is None else (reward - self.baseline) / self._scale()
+            # An exponential moving average corrected for its start at zero (as Adam's moments):
+            # the mean of the first rewards, then more and more the recent ones. Without the
+            # correction a baseline started at the first reward lags behind a policy that
+            # improves, and every later trial looks good, whatever it chose.
+            n = count
+            self.reward_ema = self.baseline_decay * self.reward_ema + (1 - self.baseline_decay) * reward
+            self.baseline = self.reward_ema / (1 - self.baseline_decay**n) if self.baseline_decay else reward
         advantage = max(-ADVANTAGE_CLIP, min(ADVANTAGE_CLIP, advantage))
         self.history.append((trial_id, reward, advantage))
         self.num_updates += 1
