@@ -333,6 +333,9 @@ def _validate(args) -> int:
     spec = load_spec(args.file, args.overrides)
     notes: list[str] = []
     dataset = preflight(spec, notes)  # loads the data and builds sampled architectures
+    from raynas.runner import warm_priors
+
+    _, warm_lines = warm_priors(spec)  # reads the earlier folders: a bad one is refused here too
     data = spec.data.source if spec.data else "none"
     if dataset is not None:
         shape = "x".join(map(str, dataset.input_shape))
@@ -349,6 +352,10 @@ def _validate(args) -> int:
     options = " ".join(f"{k}={v}" for k, v in spec.search.options.items())
     print(f"  search:     {spec.search.searcher}, {spec.num_trials} trials, max_epochs {spec.max_epochs}"
           + (f"; {options}" if options else ""))
+    if spec.search.points:
+        print(f"  points:     {len(spec.search.points)} given configurations first")
+    for line in warm_lines:
+        print(f"  {line}")
     print(f"  scheduler:  {sched}")
     objectives = ", ".join(f"{m.value} {name}" for name, m in zip(spec.objective.metrics, spec.objective.modes))
     print(f"  objective:  {objectives}" + ("" if not spec.constraints else f"   constraints: {_budgets(spec.constraints)}"))

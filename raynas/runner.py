@@ -130,6 +130,7 @@ def run(
     opts = _options(opts, options)
     exp_dir = experiment_dir(spec, opts)
     dataset = preflight(spec)  # the file's own errors first
+    priors, warm_lines = warm_priors(spec)
     if exp_dir.exists():
         raise ConfigError(
             "",
@@ -156,7 +157,9 @@ def run(
         status=RunStatus.RUNNING.value,
         host=platform.node(),
     )
-    return _execute(spec, opts, exp_dir, dataset, restore=False)
+    for line in warm_lines:
+        print(f"raynas: {line}", file=opts.stream or sys.stdout, flush=True)
+    return _execute(spec, opts, exp_dir, dataset, restore=False, priors=priors)
 
 
 def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options) -> Path:
@@ -226,6 +229,16 @@ def preflight(spec: ExperimentSpec, notes: list[str] | None = None):
 
             check_budget(spec, shape, classes)
     return dataset
+
+
+def warm_priors(spec: ExperimentSpec) -> tuple[list, list[str]]:
+    """The earlier trials ``search.warm_start`` names, and a line per folder saying what was used
+    (read before Ray starts: a bad folder is a ConfigError)."""
+    if not spec.search.warm_start or spec.retrain is not None:
+        return [], []
+    from raynas.search.warm import load_priors
+
+    return load_priors(spec)
 
 
 def _load_data(spec: ExperimentSpec):
@@ -432,7 +445,7 @@ def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME
     return tune.with_resources(fn, resources)
 
 
-def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool) -> Path:
+def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool, priors=None) -> Path:
     global _local_ray
     import ray
 
@@ -444,7 +457,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
     try:
         _tune.check_compat()  # once per process: which of raynas's features this Ray loses
         slots = _check_resources(spec)
-        tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore)
+        tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore, priors)
         journal = _wire(tuner)
         report.announce()
         try:
@@ -522,7 +535,7 @@ def _max_concurrent(spec: ExperimentSpec, slots: int) -> int | None:
     return slots
 
 
-def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, slots: int, restore: bool):
+def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, slots: int, restore: bool, priors=None):
     from ray import tune
 
     from raynas.callbacks import Journal, JournalFlush, QuietTrialProgress, trial_dirname
@@ -557,6 +570,11 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
         searcher = ConfigsSearcher(spec.space, spec.retrain.configs(), metric=spec.objective.metric, mode=spec.objective.mode.value)
     else:
         searcher = SEARCHERS[spec.search.searcher].build(spec)
+        # Before Tune pickles the searcher into the folder, so a resume starts from the same state.
+        if spec.search.points:
+            searcher.add_points(spec.search.points)
+        if priors:
+            print(f"raynas: {searcher.warm_start(priors)}", file=opts.stream or sys.stdout, flush=True)
     scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))
     journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics),
                       scheduler=scheduler)

@@ -122,8 +122,11 @@ class EvolutionSearcher(SpaceSearcher):
         self.num_duplicates = 0  # children that fell back to a random sample
 
     # -- suggestions
+    #: Started from earlier searches' best trials (``search.warm_start``): no random start.
+    warmed = False
+
     def _next(self, trial_id: str) -> dict:
-        parent = self._tournament() if self.num_suggested >= self.population_size else None
+        parent = self._tournament() if self.warmed or self.num_suggested >= self.population_size else None
         # No parent yet (every member failed, or none has completed), or one with nothing to
         # change (a space of one configuration): sample instead.
         if parent is None or not sites(self.space, parent[1]):
@@ -167,6 +170,26 @@ class EvolutionSearcher(SpaceSearcher):
     def _remember(self, config: dict) -> dict:
         self.seen.add(_key(config))
         return config
+
+    # -- starting points
+    def add_points(self, points: list[dict]) -> None:
+        super().add_points(points)
+        self.seen.update(_key(p) for p in points)  # mutations do not repeat them
+
+    def warm_start(self, priors: list) -> str:
+        """Starts the population from the earlier trials' best ``population_size`` (the best is
+        the youngest, so it ages out last); tournaments start at once, with no random phase."""
+        self.seen.update(_key(p.config) for p in priors)
+        scored = [p for p in priors if p.value is not None and math.isfinite(p.value)]
+        scored.sort(key=lambda p: -loss_sign(self._mode) * p.value)  # worst first
+        members = scored[-self.population_size:]
+        self.population = [[f"warm:{p.source}", p.config, float(p.value)] for p in members] + self.population
+        self.population = self.population[-self.population_size:]
+        self.warmed = bool(self.population)
+        if not members:
+            return f"evolution: none of the {len(priors)} earlier trials has a score; the search starts at random"
+        return (f"evolution: the population starts from the best {len(members)} of {len(priors)} earlier trials "
+                f"(fitness {members[0].value:.4g} to {members[-1].value:.4g})")
 
     # -- results
     def _completed(self, trial_id: str, config: dict | None, result: dict | None, failed: bool, best: float | None) -> None:

@@ -12,6 +12,7 @@ import math
 import warnings
 import pickle
 import random
+from dataclasses import dataclass, field
 from typing import Any, Dict, Optional
 
 from ray.tune.search import Searcher
@@ -19,6 +20,30 @@ from ray.tune.search import Searcher
 from raynas.experiment import BUDGETS, atomic_file, FAILED_STATUSES, ORIGIN_KEY, STATUS_KEY, better, loss_sign
 from raynas.spaces import Space
 
+
+
+@dataclass
+class Prior:
+    """An earlier trial handed to a searcher before it starts (``search.warm_start``).
+
+    Attributes:
+        config: Its configuration, mapped into this search's space.
+        value: Best value of the objective it reached; None when it failed, was rejected or
+            never reported it.
+        epochs: Epochs it trained.
+        complete: It trained to its experiment's ``max_epochs`` (False: stopped early).
+        values: Each objective's value at its best epoch (several objectives).
+        curve: ``epoch -> objective value``, for the epochs it reported.
+        source: ``folder/trial_id``, for reports.
+    """
+
+    config: dict
+    value: float | None
+    epochs: int = 0
+    complete: bool = True
+    values: dict = field(default_factory=dict)
+    curve: dict = field(default_factory=dict)
+    source: str = ""
 
 
 class SpaceSearcher(Searcher):
@@ -53,10 +78,18 @@ class SpaceSearcher(Searcher):
     # -- Tune hooks
     #: Name shown as the trial's origin (``raynas analyze``).
     name = "space"
+    #: Given configurations not yet suggested (``search.points``), and how many were given;
+    #: class defaults so that a state saved before points existed restores.
+    points: tuple | list = ()
+    num_points = 0
 
     def suggest(self, trial_id: str) -> Optional[Dict]:
         self.last_origin: dict = {"how": "sample"}
-        config = self._next(trial_id)
+        if self.points:
+            config = self.points.pop(0)
+            self.last_origin = {"how": f"given point {self.num_points - len(self.points)} of {self.num_points}"}
+        else:
+            config = self._next(trial_id)
         if config is None or config == Searcher.FINISHED:
             return config
         self.live[trial_id] = config
@@ -86,6 +119,19 @@ class SpaceSearcher(Searcher):
         best = self.best.get(trial_id)
         if best is None or better(value, best, self._mode):
             self.best[trial_id] = value
+
+    # -- starting points
+    def add_points(self, points: list[dict]) -> None:
+        """Configurations to suggest first, in order (``search.points``), before the searcher's own."""
+        self.points = [*self.points, *(dict(p) for p in points)]
+        self.num_points += len(points)
+
+    def warm_start(self, priors: list[Prior]) -> str:
+        """Learns from earlier trials before the first suggestion; returns one line saying how.
+
+        Subclasses that learn override it; this one (random and grid search) cannot use them.
+        """
+        return f"{self.name}: does not learn from earlier trials; the {len(priors)} given are not used"
 
     # -- for subclasses
     def _next(self, trial_id: str) -> Any:
@@ -279,10 +325,64 @@ class OptunaSearcher(SpaceSearcher):
         trial = study.ask()
         self.optuna_ids[trial_id] = (trial._trial_id, trial.number)
         sampler = type(study.sampler).__name__.replace("Sampler", "").lower()
-        # TPE samples at random until it has n_startup_trials results to model.
-        startup = sampler == "tpe" and trial.number < self.options["n_startup_trials"]
+        # TPE samples at random until it has n_startup_trials results (complete or pruned,
+        # earlier searches' trials included) to model.
+        startup = sampler == "tpe" and trial.number < self.options["n_startup_trials"] + self.num_warm - self.num_warm_scored
         self.last_origin = {"how": "startup sample" if startup else sampler}
+        if "fixed_params" in study._storage.get_trial_system_attrs(trial._trial_id):
+            self.num_points_asked += 1
+            self.last_origin = {"how": f"given point {self.num_points_asked} of {self.num_points}"}
         return self.space.suggest(trial)
+
+    # Given points go through Optuna's queue, so that the study holds them as its own trials.
+    num_points_asked = 0
+    num_warm = 0  # earlier searches' trials added to the study, and how many of them had a score
+    num_warm_scored = 0
+
+    def add_points(self, points: list[dict]) -> None:
+        study = self._ensure_study()
+        for point in points:
+            study.enqueue_trial(self.space.params(point), skip_if_exists=False)
+        self.num_points += len(points)
+
+    def warm_start(self, priors: list[Prior]) -> str:
+        """Adds the earlier trials to the study: complete ones with their values, stopped ones
+        as pruned with their curves, failed ones as failed (TPE then models them at once)."""
+        import optuna
+
+        study = self._ensure_study()
+        State = optuna.trial.TrialState
+        counts = {"complete": 0, "pruned": 0, "failed": 0}
+        for prior in priors:
+            replay = optuna.trial.FixedTrial(self.space.params(prior.config))
+            self.space.suggest(replay)
+            attrs = {}
+            if self.constraints:
+                # Its budgets were not measured against this search's limits: counted feasible.
+                attrs["constraints"] = [0.0] * len(BUDGETS)
+            curve = {int(e): float(v) for e, v in prior.curve.items() if _finite(v) is not None}
+            values = None
+            if self.multi:
+                values = [_finite(prior.values.get(m)) for m, _ in self.objectives]
+                values = None if any(v is None for v in values) else values
+            elif _finite(prior.value) is not None:
+                values = [float(prior.value)]
+            if values is None:
+                state, kind = State.FAIL, "failed"
+            elif prior.complete or self.multi:
+                state, kind = State.COMPLETE, "complete"
+            else:
+                state, kind = State.PRUNED, "pruned"
+            study.add_trial(optuna.trial.create_trial(
+                params=replay.params, distributions=replay.distributions, state=state,
+                values=values if state is State.COMPLETE else None,
+                intermediate_values=curve if not self.multi else None, system_attrs=attrs,
+            ))
+            counts[kind] += 1
+        self.num_warm += len(priors)
+        self.num_warm_scored += counts["complete"] + counts["pruned"]
+        parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        return f"optuna: {len(priors)} earlier trials added to the study ({parts or 'none'})"
 
     def _track(self, trial_id: str, result: Optional[Dict]) -> None:
         before = self.best.get(trial_id)

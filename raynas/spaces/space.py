@@ -112,6 +112,36 @@ class Space:
         """
         return self.root.suggest(trial, "")
 
+    def params(self, config: Mapping[str, Any]) -> dict[str, Any]:
+        """The decisions :meth:`suggest` makes to draw ``config``, by name (Optuna's ``params``).
+
+        ``optuna.trial.FixedTrial(space.params(config))`` passed to :meth:`suggest` replays
+        ``config``: how earlier trials and given points reach Optuna and the RL controller.
+
+        Example:
+            >>> space = Space({"arch": {"depth": {"int": [1, 4]}, "act": {"choice": ["relu", "gelu"]}}})
+            >>> space.params({"arch": {"depth": 2, "act": "gelu"}})
+            {'arch.depth': 2, 'arch.act': 'gelu'}
+        """
+        from raynas.spaces.replay import params
+
+        return params(self.root, config)
+
+    def project(self, config: Mapping[str, Any]) -> tuple[dict, list[str]]:
+        """``config`` (from another space) mapped into this one, and the changes that took.
+
+        Raises:
+            raynas.spaces.replay.OutsideSpace: It cannot be mapped (a key this space draws is
+                missing, or a value is of another kind); the message names the key path.
+
+        Example:
+            >>> Space({"depth": {"int": [1, 4]}}).project({"depth": 6})
+            ({'depth': 4}, ['depth: 6 -> 4'])
+        """
+        from raynas.spaces.replay import project
+
+        return project(self.root, config)
+
     def contains(self, config: Any) -> bool:
         """True when ``config`` is a configuration of this space.
 

@@ -55,6 +55,10 @@ class SearchSpec:
     max_concurrent: int | None = None
     seed: int | None = 0
     options: dict = field(default_factory=dict)
+    #: Earlier experiment folders whose trials the searcher starts from (absolute paths).
+    warm_start: list = field(default_factory=list)
+    #: Configurations to evaluate first, in order (each one of the space's).
+    points: list = field(default_factory=list)
 
 
 #: Schedulers whose trials exploit each other (Ray's PBT and PB2).

@@ -165,6 +165,11 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         base_dir=base_dir,
         raw=copy.deepcopy(raw),
     )
+    if len(search.points) > spec.num_trials:
+        raise ConfigError(
+            "search.points", f"{len(search.points)} points, more than the {spec.num_trials} trials the search runs "
+            "(raise search.num_trials)",
+        )
     for strategy in (SEARCHERS[search.searcher], SCHEDULERS[scheduler.name]):
         strategy.check(spec)  # its own rules (raynas.search.rules, raynas.search.pbt)
     return spec
@@ -350,6 +355,8 @@ def _search_spec(raw: Any, space: Space) -> SearchSpec:
         max_concurrent=sec.get("max_concurrent", "int", None, low=1),
         seed=sec.get("seed", "int", 0),
         options=options,
+        warm_start=_warm_start(raw.get("warm_start")),
+        points=_points(raw.get("points"), space),
     )
     if searcher == "grid":
         space.grid()  # raises a ConfigError naming the continuous domains
@@ -357,6 +364,40 @@ def _search_spec(raw: Any, space: Space) -> SearchSpec:
         if size > 10_000_000:
             raise ConfigError("space", f"the grid has {int(size):,} configurations; use random or optuna search")
     return spec
+
+
+def _warm_start(raw: Any) -> list[str]:
+    """``search.warm_start``: folders of earlier experiments (read when the run starts)."""
+    if raw is None:
+        return []
+    if isinstance(raw, str):
+        raw = [raw]
+    if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
+        raise ConfigError("search.warm_start", f"expected a list of experiment folders, got {describe(raw)}")
+    return [os.path.abspath(os.path.expanduser(p)) for p in raw]
+
+
+def _points(raw: Any, space: Space) -> list[dict]:
+    """``search.points``: configurations of the space, evaluated first (constants may be left out)."""
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError("search.points", f"expected a list of configurations ({{arch: {{...}}, train: {{...}}}}), got {describe(raw)}")
+    from raynas.spaces.replay import OutsideSpace
+
+    points = []
+    for i, point in enumerate(raw):
+        key = f"search.points[{i}]"
+        if not isinstance(point, dict):
+            raise ConfigError(key, f"expected a configuration of the space (a mapping), got {describe(point)}")
+        try:
+            config, changes = space.project(point)
+        except OutsideSpace as err:
+            raise ConfigError(key, f"not a configuration of the space: {err}") from None
+        if changes:
+            raise ConfigError(key, f"not a configuration of the space: {changes[0]} would be needed to fit it")
+        points.append(config)
+    return points
 
 
 def _scheduler_spec(raw: Any, max_epochs: int) -> SchedulerSpec:

@@ -1,0 +1,82 @@
+"""Warm starts: earlier experiments' trials, read and mapped into this search's space.
+
+``search.warm_start: [PATH, ...]`` names earlier experiment folders. Their finished trials
+become :class:`~raynas.search.searchers.Prior` objects for the searcher's ``warm_start``; each
+configuration is mapped into the new space key path by key path (:meth:`Space.project`), or
+skipped when it cannot be, and the run says how many of each. Everything here reads files only,
+so bad input is refused before Ray starts.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+from raynas.errors import ConfigError
+from raynas.experiment import Status
+from raynas.search.searchers import Prior
+
+__all__ = ["load_priors"]
+
+#: Statuses whose trials say something about their configuration.
+_USED = (Status.COMPLETED, Status.STOPPED, Status.FAILED, Status.REJECTED, Status.ERROR)
+
+
+def load_priors(spec) -> tuple[list[Prior], list[str]]:
+    """The earlier trials of ``spec.search.warm_start``, and one line per folder saying what was used.
+
+    Raises:
+        ConfigError: A folder is not a raynas experiment, or its objective differs from this one
+            (``search.warm_start[i]``).
+    """
+    from raynas.analysis import load_results
+    from raynas.experiment import is_experiment_dir
+
+    priors: list[Prior] = []
+    lines: list[str] = []
+    metrics = list(spec.objective.metrics)
+    modes = [m.value for m in spec.objective.modes]
+    for i, path in enumerate(spec.search.warm_start):
+        key = f"search.warm_start[{i}]"
+        folder = Path(path)
+        if not is_experiment_dir(folder):
+            raise ConfigError(key, f"{path} is not a raynas experiment folder (no raynas.json in it)", spec.source_file)
+        try:
+            results = load_results(folder)
+        except ConfigError as err:
+            raise ConfigError(key, f"cannot read {path}: {err.message}", spec.source_file) from None
+        if results.metrics != metrics or results.modes != modes:
+            theirs = ", ".join(f"{mode} {m}" for m, mode in zip(results.metrics, results.modes))
+            ours = ", ".join(f"{mode} {m}" for m, mode in zip(metrics, modes))
+            raise ConfigError(
+                key, f"{path} optimised {theirs}, this experiment {ours}; a warm start needs the same objective",
+                spec.source_file,
+            )
+        used, mapped, skipped = 0, 0, Counter()
+        for trial in results.trials:
+            if trial.status not in _USED:
+                continue
+            try:
+                config, changes = spec.space.project(trial.config)
+            except ValueError as err:  # OutsideSpace
+                skipped[str(err).split(":")[0]] += 1
+                continue
+            mapped += bool(changes)
+            used += 1
+            curve = {int(row["epoch"]): row.get(results.metric) for row in trial.curve if "epoch" in row}
+            point = trial.objectives(results.metrics, results.modes) if len(metrics) > 1 else None
+            priors.append(Prior(
+                config=config,
+                value=trial.best,
+                epochs=trial.epochs,
+                complete=trial.status is Status.COMPLETED and trial.epochs >= results.max_epochs,
+                values=point[1] if point else {},
+                curve=curve,
+                source=f"{folder.name}/{trial.trial_id}",
+            ))
+        line = f"warm start from {folder}: {used} trials ({used - mapped} as they were, {mapped} mapped into this space"
+        if skipped:
+            where = ", ".join(f"{n} at {k}" for k, n in skipped.most_common(3))
+            line += f", {sum(skipped.values())} skipped: outside this space ({where})"
+        lines.append(line + ")")
+    return priors, lines

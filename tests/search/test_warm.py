@@ -1,0 +1,109 @@
+"""Searchers started from earlier trials (search.warm_start) and given points (search.points), no Ray."""
+
+import math
+
+import optuna
+import pytest
+
+from raynas.search.evolution import EvolutionSearcher
+from raynas.search.searchers import OptunaSearcher, Prior, RandomSearcher
+from raynas.spaces import Space
+
+SPACE = Space({"arch": {"x": {"int": [0, 30]}, "k": {"choice": [3, 5, 7]}}, "train": {"lr": {"float": [1e-3, 1e-1], "log": True}}})
+
+
+def score(config):
+    """A smooth objective whose best is at x=23, k=5."""
+    return -abs(config["arch"]["x"] - 23) - 3 * (config["arch"]["k"] != 5)
+
+
+def priors(n=40, seed=0):
+    out = []
+    for i in range(n):
+        config = SPACE.sample(seed=seed * 1000 + i)
+        complete = i % 4 != 0
+        out.append(Prior(config=config, value=score(config), epochs=4 if complete else 1, complete=complete,
+                         curve={1: score(config) - 1.0, **({4: score(config)} if complete else {})}, source=f"old/t{i}"))
+    out.append(Prior(config=SPACE.sample(seed=999), value=None, epochs=1, complete=False, source="old/failed"))
+    return out
+
+
+def run(searcher, n):
+    """Suggests and completes ``n`` trials one at a time; returns the configs in order."""
+    configs = []
+    for i in range(n):
+        config = searcher.suggest(f"t{i}")
+        clean = {k: v for k, v in config.items() if k != "_raynas"}
+        searcher.on_trial_complete(f"t{i}", {"score": score(clean), "epoch": 4})
+        configs.append(config)
+    return configs
+
+
+def test_optuna_adds_earlier_trials_to_its_study_complete_pruned_and_failed():
+    searcher = OptunaSearcher(SPACE, metric="score", mode="max", max_epochs=4)
+    line = searcher.warm_start(priors())
+    assert line == "optuna: 41 earlier trials added to the study (30 complete, 10 pruned, 1 failed)"
+    trials = searcher._ensure_study().trials
+    State = optuna.trial.TrialState
+    assert [t.state for t in trials].count(State.PRUNED) == 10 and trials[-1].state is State.FAIL
+    assert trials[1].params == SPACE.params(priors()[1].config) and trials[1].value == priors()[1].value
+    assert trials[0].intermediate_values == {1: priors()[0].value - 1.0}
+
+
+def test_warm_started_optuna_and_evolution_find_the_optimum_sooner_than_cold_ones():
+    for make in (lambda: OptunaSearcher(SPACE, metric="score", mode="max", seed=3, max_epochs=4),
+                 lambda: EvolutionSearcher(SPACE, metric="score", mode="max", seed=3, num_trials=30)):
+        cold, warm = make(), make()
+        warm.warm_start(priors(seed=1))
+        mean = lambda configs: sum(score({k: v for k, v in c.items() if k != "_raynas"}) for c in configs) / len(configs)
+        warm_configs = run(warm, 8)
+        # No random phase: the earlier trials are modelled (TPE) or bred (evolution) at once.
+        assert all(c["_raynas"]["how"] in ("tpe", "mutation") for c in warm_configs), [c["_raynas"] for c in warm_configs]
+        assert mean(warm_configs) > mean(run(cold, 8)) + 3, (mean(warm_configs), mean(run(make(), 8)))
+
+
+def test_evolution_population_starts_from_the_earlier_best_and_breeds_from_it():
+    searcher = EvolutionSearcher(SPACE, metric="score", mode="max", population_size=5, sample_size=5)
+    earlier = priors()
+    line = searcher.warm_start(earlier)
+    best5 = sorted((p.value for p in earlier if p.value is not None), reverse=True)[:5]
+    assert sorted(f for _, f in searcher.population_summary()) == sorted(best5)
+    assert line.startswith("evolution: the population starts from the best 5 of 41 earlier trials")
+    child = searcher.suggest("a")["_raynas"]
+    assert child["how"] == "mutation" and child["parent"].startswith("warm:old/t")
+
+
+def test_a_searcher_that_cannot_learn_from_earlier_trials_says_so():
+    assert RandomSearcher(SPACE).warm_start(priors()) == "random: does not learn from earlier trials; the 41 given are not used"
+
+
+@pytest.mark.parametrize("make", [
+    lambda: RandomSearcher(SPACE, metric="score", mode="max", seed=2),
+    lambda: OptunaSearcher(SPACE, metric="score", mode="max", seed=2),
+    lambda: EvolutionSearcher(SPACE, metric="score", mode="max", seed=2, population_size=4),
+])
+def test_given_points_come_first_in_order_and_the_searcher_goes_on_after_them(make):
+    points = [{"arch": {"x": 1, "k": 3}, "train": {"lr": 0.01}}, {"arch": {"x": 2, "k": 7}, "train": {"lr": 0.02}}]
+    searcher = make()
+    searcher.add_points(points)
+    configs = run(searcher, 4)
+    assert [{k: v for k, v in c.items() if k != "_raynas"} for c in configs[:2]] == points
+    assert [c["_raynas"]["how"] for c in configs[:2]] == ["given point 1 of 2", "given point 2 of 2"]
+    assert not configs[2]["_raynas"]["how"].startswith("given")
+
+
+@pytest.mark.parametrize("make", [
+    lambda: OptunaSearcher(SPACE, metric="score", mode="max", seed=2),
+    lambda: EvolutionSearcher(SPACE, metric="score", mode="max", seed=2, population_size=4),
+])
+def test_warm_start_and_points_survive_save_and_restore(make, tmp_path):
+    original, twin = make(), make()
+    for s in (original, twin):
+        s.warm_start(priors())
+        s.add_points([{"arch": {"x": 9, "k": 3}, "train": {"lr": 0.05}}])
+    run(original, 3)
+    run(twin, 3)
+    original.save(str(tmp_path / "state.pkl"))
+    restored = make()
+    restored.restore(str(tmp_path / "state.pkl"))
+    assert run(restored, 5) == run(twin, 5)
