@@ -49,6 +49,7 @@ METHODS = {
     "random+asha": ({"searcher": "random"}, ASHA),
     "optuna+asha": ({"searcher": "optuna"}, ASHA),
     "evolution+asha": ({"searcher": "evolution"}, ASHA),
+    "rl+asha": ({"searcher": "rl"}, ASHA),
     "hyperband": ({"searcher": "random"}, {"name": "hyperband", "reduction_factor": 3}),
 }
 METRIC = "val_accuracy"

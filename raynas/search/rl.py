@@ -63,7 +63,7 @@ from typing import Any, Sequence
 import torch
 
 from raynas.experiment import loss_sign
-from raynas.search.searchers import SpaceSearcher
+from raynas.search.searchers import SpaceSearcher, _finite
 from raynas.spaces import Space
 
 __all__ = ["RLSearcher", "build_rl", "MAX_VALUES"]
@@ -121,8 +121,8 @@ class RLSearcher(SpaceSearcher):
         mode: str | None = None,
         seed: int | None = 0,
         *,
-        lr: float = 0.05,
-        entropy_weight: float = 0.01,
+        lr: float = 0.01,
+        entropy_weight: float = 0.05,
         baseline_decay: float = 0.9,
         hidden_size: int = 32,
         float_bins: int = 8,
@@ -301,6 +301,8 @@ class RLSearcher(SpaceSearcher):
     # -- learning
     def _completed(self, trial_id: str, config: dict | None, result: dict | None, failed: bool, best: float | None) -> None:
         actions = self.actions.pop(trial_id, None)
+        if actions is None and config is not None:
+            actions = self._replayed(config)  # a given point (search.points): learned from too
         if actions is None:  # not one of ours (or lost before a restore)
             return
         self._learn(trial_id, actions, None if failed else best)
@@ -322,12 +324,12 @@ class RLSearcher(SpaceSearcher):
             self.worst = reward if self.worst is None else min(self.worst, reward)
             advantage = 0.0 if self.baseline is None else (reward - self.baseline) / self._scale()
             # An exponential moving average corrected for its start at zero (as Adam's moments):
-            # the mean of the first rewards, then more and more the recent ones. Without the
-            # correction a baseline started at the first reward lags behind a policy that
-            # improves, and every later trial looks good, whatever it chose.
-            n = count
+            # the mean of the first rewards, then more and more the recent ones. A baseline
+            # started at the first reward instead stays low for long after a poor first trial,
+            # every later trial then looks good whatever it chose, and the policy collapses onto
+            # its first choices (tests/search/test_rl.py, the better choice's probability).
             self.reward_ema = self.baseline_decay * self.reward_ema + (1 - self.baseline_decay) * reward
-            self.baseline = self.reward_ema / (1 - self.baseline_decay**n) if self.baseline_decay else reward
+            self.baseline = self.reward_ema / (1 - self.baseline_decay**count)
         advantage = max(-ADVANTAGE_CLIP, min(ADVANTAGE_CLIP, advantage))
         self.history.append((trial_id, reward, advantage))
         self.num_updates += 1
@@ -352,27 +354,33 @@ class RLSearcher(SpaceSearcher):
 
         Each prior's configuration is answered decision by decision (the values
         :meth:`Space.params` gives, as ``optuna.trial.FixedTrial`` would); its reward is its
-        ``value`` (None: failed or rejected, the worst reward). A configuration the space cannot
-        replay is skipped.
+        ``value`` (None: failed or rejected, the worst reward); a trial stopped early counts with
+        the value it reached, as in this search. A configuration the space cannot replay is
+        skipped. The updates are part of the state, so a resumed search keeps them.
         """
         replayed = failed = skipped = 0
         for k, prior in enumerate(priors):
-            try:
-                answers = self.space.params(prior.config)
-                trial = _PolicyTrial(self, "replay", answers)
-                config = self.space.suggest(trial)
-            except (KeyError, ValueError, TypeError):
+            actions = self._replayed(prior.config)
+            if actions is None:
                 skipped += 1
                 continue
-            if not self.space.contains(config):
-                skipped += 1
-                continue
-            self.seen.add(_key(config))
-            self._learn(f"prior-{k}", trial.actions, prior.value)
+            self.seen.add(_key(prior.config))
+            self._learn(f"prior-{k}", actions, _finite(prior.value))
             replayed += 1
-            failed += prior.value is None
+            failed += _finite(prior.value) is None
         text = f"rl: {replayed} earlier trials replayed through the policy ({failed} as failed)"
         return text + (f", {skipped} skipped (not replayable in this space)" if skipped else "")
+
+
+    def _replayed(self, config: dict) -> list | None:
+        """The actions that make the controller emit ``config`` (None: not a config of the space)."""
+        try:
+            trial = _PolicyTrial(self, "replay", self.space.params(config))
+            if self.space.suggest(trial) != config:
+                return None
+        except (KeyError, ValueError, TypeError, StopIteration):
+            return None
+        return trial.actions
 
 
 class _PolicyTrial:
