@@ -109,9 +109,9 @@ SEARCHERS: dict[str, Strategy] = {
     "rl": Strategy(
         "rl",
         params={
-            "lr": Param("float", 0.01, low=0, low_open=True, high=1, help="Adam's learning rate, one step per finished trial"),
+            "lr": Param("float", 0.02, low=0, low_open=True, high=1, help="Adam's learning rate, one step per finished trial"),
             "entropy_weight": Param("float", 0.05, low=0, high=1, help="weight of the entropy bonus (rewards are scaled to unit spread)"),
-            "baseline_decay": Param("float", 0.9, low=0, high=1, high_open=True, help="decay of the rewards' moving-average baseline"),
+            "baseline_decay": Param("float", 0.5, low=0, high=1, high_open=True, help="decay of the rewards' moving-average baseline"),
             "hidden_size": Param("int", 32, low=1, high=1024, help="width of the controller's GRU state and embeddings"),
             "float_bins": Param("int", 8, low=2, high=1000, help="bins of a continuous float (log-spaced for log ranges) or a large int range"),
         },

@@ -121,9 +121,9 @@ class RLSearcher(SpaceSearcher):
         mode: str | None = None,
         seed: int | None = 0,
         *,
-        lr: float = 0.01,
+        lr: float = 0.02,
         entropy_weight: float = 0.05,
-        baseline_decay: float = 0.9,
+        baseline_decay: float = 0.5,
         hidden_size: int = 32,
         float_bins: int = 8,
     ):

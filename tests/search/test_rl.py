@@ -61,12 +61,11 @@ def test_the_probability_of_the_better_choice_rises():
         driver = Driver(searcher, objective=lambda c: float(c["x"] == "c") + 0.01 * c["y"], concurrent=2)
         driver.step(1)
         assert searcher.probabilities([])["x"] == pytest.approx([0.25] * 4)  # zero heads: uniform
-        driver.step(39)
+        driver.step(49)
         probs = searcher.probabilities([])["x"]
         assert probs[2] == max(probs), (seed, probs)
         finals.append(probs[2])
-        assert sum(t["config"]["x"] == "c" for t in driver.trials[20:]) > 5, seed  # a quarter by chance
-    assert statistics.median(finals) > 0.6, finals
+    assert statistics.median(finals) > 0.9, finals
 
 
 def test_rl_beats_random_search_within_the_same_budget():
@@ -86,7 +85,7 @@ def test_rl_beats_random_search_within_the_same_budget():
 
 
 def test_failed_and_rejected_trials_get_the_worst_reward():
-    searcher = rl()
+    searcher = rl(baseline_decay=0.9)
     searcher.suggest("f0")
     searcher.on_trial_complete("f0", error=True)  # nothing reported yet: an advantage of -1
     assert searcher.history[-1] == ("f0", None, -1.0)
