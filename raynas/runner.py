@@ -407,14 +407,12 @@ def trainable_name(experiment: str) -> str:
     return "raynas_" + "".join(c if c.isalnum() or c in "-_." else "_" for c in experiment)
 
 
-def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME):
-    from ray import tune
-
-    from raynas.trainables.trainable import TrialJob, run_trial
-
+def _job(spec: ExperimentSpec):
+    """What every trial of ``spec`` needs besides its config and data."""
     from raynas.trainables.registry import resolve_family
+    from raynas.trainables.trainable import TrialJob
 
-    job = TrialJob(
+    return TrialJob(
         # Resolved here: a family registered in this process reaches workers by value.
         model=resolve_family(spec.model) if spec.model else None,
         base_dir=spec.base_dir,
@@ -433,6 +431,14 @@ def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME
         constraints=dataclasses.asdict(spec.constraints),
         extra={"test": True, "full_data": spec.retrain.full_data} if spec.retrain is not None else {},
     )
+
+
+def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME):
+    from ray import tune
+
+    from raynas.trainables.trainable import run_trial
+
+    job = _job(spec)
     if dataset is not None and spec.retrain is None:
         dataset = dataset.without_test()  # the search never sees the test split
     fn = tune.with_parameters(run_trial, job=job, data=dataset)
@@ -547,17 +553,22 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
     trainable = _trainable(spec, dataset, trainable_name(exp_dir.name))
     if restore:
         try:
-            return tune.Tuner.restore(
+            tuner = tune.Tuner.restore(
                 str(exp_dir), trainable=trainable, resume_unfinished=True, resume_errored=False, restart_errored=False
             )
         except ValueError as err:
             if "trainable" not in str(err).lower():
                 raise
             # A folder whose trainable had the function's own name: Tune restores it only so.
-            return tune.Tuner.restore(
+            tuner = tune.Tuner.restore(
                 str(exp_dir), trainable=_trainable(spec, dataset), resume_unfinished=True, resume_errored=False,
                 restart_errored=False,
             )
+        if spec.search.prescreen and spec.retrain is None:
+            from raynas._tune.snapshots import tuner_searcher
+
+            _attach_scorer(tuner_searcher(tuner), spec, dataset)
+        return tuner
     # The journal and the view rank by the first objective metric; Tune and the scheduler see the
     # metric that drives early stopping (the same one unless there are several objectives).
     metric, mode = spec.objective.metric, spec.objective.mode.value
@@ -575,6 +586,11 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
             searcher.add_points(spec.search.points)
         if priors:
             print(f"raynas: {searcher.warm_start(priors)}", file=opts.stream or sys.stdout, flush=True)
+        if spec.search.prescreen:
+            from raynas.search.prescreen import PrescreenSearcher
+
+            searcher = PrescreenSearcher(searcher, spec.search.prescreen["proxy"], spec.search.prescreen["candidates"])
+            _attach_scorer(searcher, spec, dataset)
     scheduler = DurableScheduler(SCHEDULERS[spec.scheduler.name].build(spec), str(exp_dir))
     journal = Journal(str(exp_dir), metric, mode, spec.max_epochs, view=view, objectives=tuple(spec.objective.metrics),
                       scheduler=scheduler)
@@ -606,6 +622,15 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
             failure_config=tune.FailureConfig(max_failures=spec.trainer.max_failures),
         ),
     )
+
+
+def _attach_scorer(searcher, spec: ExperimentSpec, dataset) -> None:
+    """Gives a prescreen its scorer: Ray tasks that build candidates' models and score them."""
+    from raynas.search.prescreen import PrescreenSearcher, make_scorer
+
+    if not isinstance(searcher, PrescreenSearcher):
+        raise ResumeError(f"search.prescreen is set, but the saved search is a {type(searcher).__name__}")
+    searcher.attach(make_scorer(_job(spec), dataset.without_test(), spec.search.prescreen["proxy"]))
 
 
 def _wire(tuner):

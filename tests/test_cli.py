@@ -201,3 +201,36 @@ def test_analyze_csv_writes_nested_values_as_json(tmp_path):
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert json.loads(rows[0]["origin"]) == {"searcher": "evolution", "how": "mutation", "parent": "t1"}
+
+
+def test_bad_warm_start_or_points_exit_2_before_ray_and_change_nothing(tmp_path, ray_env):
+    """search.warm_start names folders that must be experiments with this objective; search.points
+    must be configurations of the space. Each mistake: one line naming the key, exit 2, no Ray."""
+    (tmp_path / "empty").mkdir()
+    other = tmp_path / "other"  # an experiment folder that minimised val_loss
+    other.mkdir()
+    (other / "raynas.json").write_text("{}")
+    write_yaml(other / "experiment.yaml", {"name": "other", "objective": {"metric": "val_loss", "mode": "min"}})
+    results = tmp_path / "res" / "bad"
+    results.mkdir(parents=True)
+    (results / "keep.txt").write_text("untouched")
+    before = folder_state(tmp_path)
+    space = {"arch": {"depth": {"int": [1, 3]}}}
+    cases = [
+        ({"warm_start": ["nowhere"]}, f"search.warm_start[0]: {tmp_path / 'nowhere'} does not exist (a relative path, here 'nowhere', is read from the folder raynas runs in"),
+        ({"warm_start": [str(tmp_path / "empty")]}, "search.warm_start[0]: " + str(tmp_path / "empty") + " is not a raynas experiment folder"),
+        ({"warm_start": [str(other)]}, f"search.warm_start[0]: {other} optimised min val_loss, this experiment max val_acc; a warm start needs the same objective"),
+        ({"points": [{"arch": {"depth": 5}}]}, "search.points[0]: not a configuration of the space: arch.depth: 5 -> 3 would be needed to fit it"),
+        ({"points": [{"arch": {"depth": 1}}] * 3, "num_trials": 2}, "search.points: 3 points, more than the 2 trials the search runs"),
+    ]
+    for i, (search, where) in enumerate(cases):
+        exp = write_yaml(tmp_path / "bad.yaml", {"name": "bad", "space": space, "search": search})
+        commands = [["run", exp, "--storage-path", tmp_path / "res"]] + ([["validate", exp]] if i == 0 else [])
+        for command in commands:
+            proc = raynas(*command, env=ray_env, cwd=tmp_path)
+            assert proc.returncode == 2, (command, proc.stdout, proc.stderr)
+            lines = [line for line in proc.stderr.splitlines() if line.strip()]
+            assert len(lines) == 1 and lines[0].startswith(f"raynas: error: {exp}: ") and where in lines[0], lines
+    (tmp_path / "bad.yaml").unlink()
+    assert folder_state(tmp_path) == before
+    assert not any(Path(ray_env["RAY_TMPDIR"]).iterdir()), "Ray must not start on bad input"

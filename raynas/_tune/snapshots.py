@@ -100,3 +100,9 @@ def tuner_parts(tuner: Any) -> tuple[Any, list]:
     if internal is None:
         return None, []
     return internal._tune_config.scheduler, list(internal._run_config.callbacks or ())
+
+
+def tuner_searcher(tuner: Any) -> Any:
+    """The search algorithm a (restored) Tuner will run with, None where it cannot be reached."""
+    internal = getattr(tuner, "_local_tuner", None)
+    return None if internal is None else internal._tune_config.search_alg

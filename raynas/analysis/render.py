@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from raynas.analysis.results import ExperimentResults, ParetoResult, TrialResult, dumps
-from raynas.experiment import BUDGETS, Status
+from raynas.experiment import BUDGETS, SCREENED_FILE, Status
 from raynas.progress import fmt_metric
 from raynas.spaces import flatten
 
@@ -106,6 +106,10 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
     failed = [t for t in board if t.error and t.status in (Status.FAILED, Status.REJECTED, Status.ERROR)]
     for t in failed[:5]:
         lines.append(f"  #{t.order} {t.trial_id} {t.status.value}: {t.error}")
+    if results.screened:
+        proxy, n = results.screened["proxy"], len(results.screened["screened"])
+        lines.append(f"prescreen: {n} candidate{'s' if n != 1 else ''} screened out by {proxy} without training "
+                     f"({SCREENED_FILE})")
     compressed = [(t, c) for t in board for c in t.compressed]
     if compressed:
         lines.append("compressed (raynas compress):")
@@ -147,8 +151,13 @@ def origin_text(origin: dict, orders: dict) -> str:
         return "-"
     searcher, how = origin.get("searcher", "?"), origin.get("how", "")
     text = searcher if how in ("", "sample") else f"{searcher}: {how}" if searcher not in how else how
-    if origin.get("parent"):
-        text += f" of #{orders.get(origin['parent'], origin['parent'])}"
+    parent = origin.get("parent")
+    if parent and str(parent).startswith("warm:"):  # a member from an earlier search (search.warm_start)
+        text += f" of earlier {parent[len('warm:'):]}"
+    elif parent:
+        text += f" of #{orders.get(parent, parent)}"
+    if origin.get("prescreen"):  # search.prescreen: "naswot 812.3, best of 8"
+        text += f" ({origin['prescreen']})"
     for event in origin.get("exploits", []):
         text += f"; pbt: took #{orders.get(event['from'], event['from'])} at epoch {event['epoch']}"
     return text

@@ -15,6 +15,7 @@ from typing import Any, Sequence
 import yaml
 
 from raynas.experiment import (
+    SCREENED_FILE,
     loss_sign,
     RETRAIN_DIR,
     RETRAIN_KEY,
@@ -271,6 +272,8 @@ class ExperimentResults:
     modes: list[str] = field(default_factory=list)
     #: The retrain of this search (``DIR/retrain``), read; None without one.
     retrain: ExperimentResults | None = None
+    #: What ``search.prescreen`` did not train (``screened.json``: proxy, candidates); None without one.
+    screened: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -488,6 +491,9 @@ def load_results(path: str | os.PathLike) -> ExperimentResults:
         results.retrain = load_results(exp_dir / RETRAIN_DIR)
         _attach_test_scores(results)
     _attach_compressed(results)
+    if (exp_dir / SCREENED_FILE).exists():
+        with open(exp_dir / SCREENED_FILE, encoding="utf-8") as f:
+            results.screened = json.load(f)
     return results
 
 

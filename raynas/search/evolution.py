@@ -177,8 +177,27 @@ class EvolutionSearcher(SpaceSearcher):
         self.seen.update(_key(p) for p in points)  # mutations do not repeat them
 
     def warm_start(self, priors: list) -> str:
-        """Starts the population from the earlier trials' best ``population_size`` (the best is
-        the youngest, so it ages out last); tournaments start at once, with no random phase."""
+        """Starts the population from the earlier trials' best ``population_size``.
+
+        Trials on the same data join as members with their fitness (the best is the youngest,
+        so it ages out last), and tournaments start at once. Trials on other data have fitness
+        on another scale, which would win or lose every tournament for that alone: their best
+        are evaluated first instead, in place of the random start, and join with what they
+        score here.
+        """
+        from raynas.search.searchers import best_priors
+
+        other = [p for p in priors if not p.same_data]
+        priors = [p for p in priors if p.same_data]
+        line = self._add_members(priors) if priors else ""
+        if other:
+            best = best_priors(other, self._mode, self.population_size)
+            self.add_points([p.config for p in best])
+            line = (f"{line}; " if line else "evolution: ") + (
+                f"the best {len(best)} of {len(other)} trials on other data are evaluated first, in place of the random start")
+        return line
+
+    def _add_members(self, priors: list) -> str:
         self.seen.update(_key(p.config) for p in priors)
         scored = [p for p in priors if p.value is not None and math.isfinite(p.value)]
         scored.sort(key=lambda p: -loss_sign(self._mode) * p.value)  # worst first

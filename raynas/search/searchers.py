@@ -35,6 +35,9 @@ class Prior:
         values: Each objective's value at its best epoch (several objectives).
         curve: ``epoch -> objective value``, for the epochs it reported.
         source: ``folder/trial_id``, for reports.
+        same_data: It was trained on this search's data (the same ``data`` and trainable
+            settings), so its values compare with this search's; from other data, only their
+            order says something here.
     """
 
     config: dict
@@ -44,6 +47,13 @@ class Prior:
     values: dict = field(default_factory=dict)
     curve: dict = field(default_factory=dict)
     source: str = ""
+    same_data: bool = True
+
+
+def best_priors(priors: list[Prior], mode: str, k: int) -> list[Prior]:
+    """The ``k`` best earlier trials with a score, best first."""
+    scored = [p for p in priors if p.value is not None and math.isfinite(p.value)]
+    return sorted(scored, key=lambda p: loss_sign(mode) * p.value)[:k]
 
 
 class SpaceSearcher(Searcher):
@@ -132,6 +142,12 @@ class SpaceSearcher(Searcher):
         Subclasses that learn override it; this one (random and grid search) cannot use them.
         """
         return f"{self.name}: does not learn from earlier trials; the {len(priors)} given are not used"
+
+    def screened_out(self, trial_id: str, score: float) -> None:
+        """A suggestion that a prescreen (``search.prescreen``) scored below another and did not
+        train. This base class forgets it (random search has nothing to learn); subclasses
+        may learn from it."""
+        self.live.pop(trial_id, None)
 
     # -- for subclasses
     def _next(self, trial_id: str) -> Any:
@@ -345,11 +361,38 @@ class OptunaSearcher(SpaceSearcher):
             study.enqueue_trial(self.space.params(point), skip_if_exists=False)
         self.num_points += len(points)
 
-    def warm_start(self, priors: list[Prior]) -> str:
-        """Adds the earlier trials to the study: complete ones with their values, stopped ones
-        as pruned with their curves, failed ones as failed (TPE then models them at once)."""
+    def screened_out(self, trial_id: str, score: float) -> None:
+        """Told as pruned before its first epoch: TPE ranks it below every trial that trained."""
         import optuna
 
+        super().screened_out(trial_id, score)
+        if trial_id in self.optuna_ids:
+            _, number = self.optuna_ids.pop(trial_id)
+            self._ensure_study().tell(number, state=optuna.trial.TrialState.PRUNED)
+
+    def warm_start(self, priors: list[Prior]) -> str:
+        """Trials on the same data join the study as they were: complete ones with their values,
+        stopped ones as pruned with their curves, failed ones as failed; TPE models them at once.
+
+        Trials on other data score on another scale (a data set's accuracies are not another's),
+        and TPE splits good from bad by value, so mixed in they would outrank or bury every new
+        trial (benchmarks/warm_start.py). Their best ``n_startup_trials`` are evaluated first
+        instead, in place of the random start-up trials, and TPE models what they score here.
+        """
+        other = [p for p in priors if not p.same_data]
+        line = self._add_trials([p for p in priors if p.same_data])
+        if other:
+            best = best_priors(other, self._mode, max(1, self.options["n_startup_trials"]))
+            self.add_points([p.config for p in best])
+            line = (f"{line + '; ' if line else ''}the best {len(best)} of {len(other)} trials on other data "
+                    "are evaluated first, in place of random start-up trials")
+        return f"optuna: {line}"
+
+    def _add_trials(self, priors: list[Prior]) -> str:
+        import optuna
+
+        if not priors:
+            return ""
         study = self._ensure_study()
         State = optuna.trial.TrialState
         counts = {"complete": 0, "pruned": 0, "failed": 0}
@@ -382,7 +425,7 @@ class OptunaSearcher(SpaceSearcher):
         self.num_warm += len(priors)
         self.num_warm_scored += counts["complete"] + counts["pruned"]
         parts = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
-        return f"optuna: {len(priors)} earlier trials added to the study ({parts or 'none'})"
+        return f"{len(priors)} earlier trials added to the study ({parts or 'none'})"
 
     def _track(self, trial_id: str, result: Optional[Dict]) -> None:
         before = self.best.get(trial_id)

@@ -9,6 +9,8 @@ so bad input is refused before Ray starts.
 
 from __future__ import annotations
 
+import json
+import os
 from collections import Counter
 from pathlib import Path
 
@@ -39,6 +41,13 @@ def load_priors(spec) -> tuple[list[Prior], list[str]]:
     for i, path in enumerate(spec.search.warm_start):
         key = f"search.warm_start[{i}]"
         folder = Path(path)
+        if not folder.exists():
+            written = spec.raw.get("search", {}).get("warm_start")
+            written = written[i] if isinstance(written, list) and i < len(written) else written
+            raise ConfigError(
+                key, f"{path} does not exist (a relative path, here {written!r}, is read from the folder raynas "
+                "runs in; run the earlier experiment first, or give its folder)", spec.source_file,
+            )
         if not is_experiment_dir(folder):
             raise ConfigError(key, f"{path} is not a raynas experiment folder (no raynas.json in it)", spec.source_file)
         try:
@@ -52,6 +61,7 @@ def load_priors(spec) -> tuple[list[Prior], list[str]]:
                 key, f"{path} optimised {theirs}, this experiment {ours}; a warm start needs the same objective",
                 spec.source_file,
             )
+        same = _task(_earlier_raw(folder), results.meta.get("base_dir")) == _task(spec.raw, spec.base_dir)
         used, mapped, skipped = 0, 0, Counter()
         for trial in results.trials:
             if trial.status not in _USED:
@@ -73,10 +83,32 @@ def load_priors(spec) -> tuple[list[Prior], list[str]]:
                 values=point[1] if point else {},
                 curve=curve,
                 source=f"{folder.name}/{trial.trial_id}",
+                same_data=same,
             ))
         line = f"warm start from {folder}: {used} trials ({used - mapped} as they were, {mapped} mapped into this space"
         if skipped:
             where = ", ".join(f"{n} at {k}" for k, n in skipped.most_common(3))
             line += f", {sum(skipped.values())} skipped: outside this space ({where})"
-        lines.append(line + ")")
+        lines.append(line + ")" + ("" if same else "; it trained on other data (its data or trainable section differs)"))
     return priors, lines
+
+
+def _earlier_raw(folder: Path) -> dict:
+    import yaml
+
+    from raynas.experiment import SPEC_FILE
+
+    try:
+        with open(folder / SPEC_FILE, encoding="utf-8") as f:
+            return yaml.safe_load(f) or {}
+    except OSError:
+        return {}
+
+
+def _task(raw: dict, base_dir: str | None) -> tuple:
+    """What makes two experiments' scores comparable: their data and trainable sections, with a
+    relative data path resolved where each file was."""
+    data = dict(raw.get("data") or {}) if isinstance(raw.get("data"), dict) else raw.get("data")
+    if isinstance(data, dict) and isinstance(data.get("path"), str) and base_dir and not os.path.isabs(data["path"]):
+        data["path"] = os.path.normpath(os.path.join(base_dir, data["path"]))
+    return tuple(json.dumps(v, sort_keys=True, default=str) for v in (data, raw.get("trainable"), raw.get("model")))

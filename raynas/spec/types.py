@@ -59,6 +59,8 @@ class SearchSpec:
     warm_start: list = field(default_factory=list)
     #: Configurations to evaluate first, in order (each one of the space's).
     points: list = field(default_factory=list)
+    #: ``{"proxy": name, "candidates": n}``: n suggestions per trial, the best by the proxy trains.
+    prescreen: dict | None = None
 
 
 #: Schedulers whose trials exploit each other (Ray's PBT and PB2).

@@ -165,6 +165,12 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         base_dir=base_dir,
         raw=copy.deepcopy(raw),
     )
+    if search.prescreen and trainable is not None:
+        raise ConfigError(
+            "search.prescreen",
+            f"scores the models raynas builds from space.arch; the trainable {trainable} builds its own, which raynas "
+            "cannot see (use model: with a family instead, or remove search.prescreen)",
+        )
     if len(search.points) > spec.num_trials:
         raise ConfigError(
             "search.points", f"{len(search.points)} points, more than the {spec.num_trials} trials the search runs "
@@ -357,6 +363,7 @@ def _search_spec(raw: Any, space: Space) -> SearchSpec:
         options=options,
         warm_start=_warm_start(raw.get("warm_start")),
         points=_points(raw.get("points"), space),
+        prescreen=_prescreen(raw.get("prescreen")),
     )
     if searcher == "grid":
         space.grid()  # raises a ConfigError naming the continuous domains
@@ -375,6 +382,23 @@ def _warm_start(raw: Any) -> list[str]:
     if not isinstance(raw, list) or not all(isinstance(p, str) and p for p in raw):
         raise ConfigError("search.warm_start", f"expected a list of experiment folders, got {describe(raw)}")
     return [os.path.abspath(os.path.expanduser(p)) for p in raw]
+
+
+def _prescreen(raw: Any) -> dict | None:
+    """``search.prescreen: {proxy: naswot, candidates: 10}``."""
+    if raw is None:
+        return None
+    sec = _Section(raw, "search.prescreen", ["proxy", "candidates"])
+    proxy = sec.get("proxy", "str")
+    from raynas.trainables.proxies import PROXIES
+
+    if proxy is None or proxy not in PROXIES:
+        raise ConfigError(
+            "search.prescreen.proxy",
+            f"{'a zero-cost proxy is needed' if proxy is None else f'unknown proxy {proxy!r}'}{did_you_mean(str(proxy), PROXIES)}; "
+            f"known: {', '.join(PROXIES)}",
+        )
+    return {"proxy": proxy, "candidates": sec.get("candidates", "int", 10, low=2)}
 
 
 def _points(raw: Any, space: Space) -> list[dict]:

@@ -17,6 +17,7 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 # Small budgets per file; every file in experiments/ must have an entry (checked below).
 SMALL = {
     "quickstart": ["search.num_trials=3", "max_epochs=2"],
+    "quickstart_warm": ["search.num_trials=3", "max_epochs=2"],
     "cnn_digits": ["search.num_trials=3", "max_epochs=2"],
     "wine_csv": ["search.num_trials=2", "max_epochs=2"],
     "resnet_digits": ["search.num_trials=3", "max_epochs=2"],
@@ -25,6 +26,7 @@ SMALL = {
     "rl_digits": ["search.num_trials=3", "max_epochs=2"],
     "pbt_digits": ["search.num_trials=3", "max_epochs=4", "search.max_concurrent=3"],
     "pareto_digits": ["search.num_trials=4", "max_epochs=2"],
+    "prescreen_digits": ["search.num_trials=3", "max_epochs=2", "search.prescreen.candidates=4"],
     "lcbench": ["search.num_trials=4", "max_epochs=3", "trainable.params.speedup=1000"],
     "lookup_tiny": ["search.num_trials=4"],
 }
@@ -41,8 +43,17 @@ def test_experiment_file_runs_through_the_console_script(tmp_path, ray_env, name
     if name == "lcbench" and not (SHARED / "data" / "yahpo" / "lcbench").is_dir():
         pytest.skip(f"the YAHPO LCBench data is not in {SHARED / 'data' / 'yahpo'}")
     overrides = [arg for value in SMALL[name] for arg in ("--set", value)]
-    proc = raynas("run", EXPERIMENTS / f"{name}.yaml", "--storage-path", tmp_path, "--quiet", *overrides, env=ray_env)
+    if name == "quickstart_warm":
+        # As its comment says: the quickstart first, then this file from the same folder, which
+        # finds raynas_results/quickstart there.
+        first = raynas("run", QUICKSTART, "--quiet", *overrides, env=ray_env, cwd=tmp_path)
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    proc = raynas("run", EXPERIMENTS / f"{name}.yaml", "--storage-path", tmp_path, "--quiet", *overrides, env=ray_env,
+                  cwd=tmp_path)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    if name == "quickstart_warm":
+        assert f"warm start from {tmp_path / 'raynas_results' / 'quickstart'}: 3 trials (3 as they were" in proc.stdout
+        assert "optuna: 3 earlier trials added to the study" in proc.stdout
     assert "Token authentication" not in proc.stdout + proc.stderr  # Ray's notice stays out of the view
     folder = tmp_path / name
     board = raynas("analyze", folder, "--format", "json")
@@ -55,6 +66,18 @@ def test_experiment_file_runs_through_the_console_script(tmp_path, ray_env, name
     assert trials[0]["best"] > 0.3  # 10 classes on digits: chance is 0.1
     if trials[0]["flops"] is not None:
         assert trials[0]["flops"] > 0
+    if name == "quickstart_warm":
+        assert [t["origin"]["how"] for t in trials].count("given point 1 of 1") == 1
+        given = next(t for t in trials if t["origin"]["how"] == "given point 1 of 1")
+        assert given["config"]["arch"] == {"depth": 2, "width": 512, "activation": "relu", "dropout": 0.1}
+    if name == "prescreen_digits":
+        # Each trained trial was the best of 4 by naswot, recorded as a metric too; 9 were screened out.
+        assert all(t["origin"]["prescreen"].startswith("naswot ") for t in trials)
+        assert all(isinstance(t["metrics"].get("naswot"), float) for t in trials)
+        screened = json.loads((folder / "screened.json").read_text())
+        assert screened["proxy"] == "naswot" and len(screened["screened"]) == 9
+        table = raynas("analyze", folder)
+        assert "prescreen: 9 candidates screened out by naswot without training" in table.stdout, table.stdout
     if name == "pareto_digits":
         front = raynas("analyze", folder, "--pareto", "--format", "json")
         assert front.returncode == 0, front.stderr

@@ -107,3 +107,24 @@ def test_warm_start_and_points_survive_save_and_restore(make, tmp_path):
     restored = make()
     restored.restore(str(tmp_path / "state.pkl"))
     assert run(restored, 5) == run(twin, 5)
+
+
+@pytest.mark.parametrize("make, first", [
+    (lambda: OptunaSearcher(SPACE, metric="score", mode="max", seed=3, n_startup_trials=4), 4),
+    (lambda: EvolutionSearcher(SPACE, metric="score", mode="max", seed=3, population_size=5), 5),
+])
+def test_trials_on_other_data_are_not_mixed_in_by_value_their_best_are_evaluated_first(make, first):
+    """Another data set's scores are on another scale: only their order carries over."""
+    earlier = priors()
+    for p in earlier:
+        p.same_data = False
+    searcher = make()
+    line = searcher.warm_start(earlier)
+    assert f"the best {first} of 41 trials on other data are evaluated first" in line
+    best = sorted((p for p in earlier if p.value is not None), key=lambda p: -p.value)[:first]
+    configs = run(searcher, first + 1)
+    assert [{k: v for k, v in c.items() if k != "_raynas"} for c in configs[:first]] == [p.config for p in best]
+    if isinstance(searcher, OptunaSearcher):
+        assert len(searcher._ensure_study().trials) == first + 1  # no earlier values in the study
+    else:
+        assert all(not m[0].startswith("warm:") for m in searcher.population)
