@@ -330,6 +330,10 @@ class RLSearcher(SpaceSearcher):
             # its first choices (tests/search/test_rl.py, the better choice's probability).
             self.reward_ema = self.baseline_decay * self.reward_ema + (1 - self.baseline_decay) * reward
             self.baseline = self.reward_ema / (1 - self.baseline_decay**count)
+        self._step_policy(trial_id, actions, reward, advantage)
+
+    def _step_policy(self, trial_id: str, actions: list, reward: float | None, advantage: float) -> None:
+        """The REINFORCE step itself, for one trial's actions and advantage."""
         advantage = max(-ADVANTAGE_CLIP, min(ADVANTAGE_CLIP, advantage))
         self.history.append((trial_id, reward, advantage))
         self.num_updates += 1
@@ -348,29 +352,56 @@ class RLSearcher(SpaceSearcher):
         # A floor relative to the rewards' size: identical rewards must not divide by zero.
         return max(std, 1e-9 * max(1.0, abs(mean)))
 
+    # -- prescreen
+    def screened_out(self, trial_id: str, score: float) -> None:
+        """A candidate a prescreen (``search.prescreen``) scored below another: forgotten. A
+        proxy score is on no scale the rewards share, and several screened-out candidates per
+        trained trial, each told as a failure, would outweigh the rewards of the trials."""
+        super().screened_out(trial_id, score)
+        self.actions.pop(trial_id, None)
+
     # -- warm start
     def warm_start(self, priors: list) -> str:
         """Replays earlier trials through the policy, one REINFORCE step each, in order.
 
         Each prior's configuration is answered decision by decision (the values
-        :meth:`Space.params` gives, as ``optuna.trial.FixedTrial`` would); its reward is its
-        ``value`` (None: failed or rejected, the worst reward); a trial stopped early counts with
-        the value it reached, as in this search. A configuration the space cannot replay is
-        skipped. The updates are part of the state, so a resumed search keeps them.
+        :meth:`Space.params` gives, as ``optuna.trial.FixedTrial`` would). A trial on this
+        search's data is learned from as if this search had run it: its ``value`` is its reward
+        (None: failed or rejected, the worst reward; a trial stopped early counts with the value
+        it reached), and it joins the baseline and the rewards' scale. Trials on other data score
+        on another scale, so only their order is used: their advantages are their rewards
+        standardised among themselves (failed ones one unit below the worst), and they leave the
+        baseline and the scale to this search's trials. A configuration the space cannot replay
+        is skipped. The updates are part of the state, so a resumed search keeps them.
         """
         replayed = failed = skipped = 0
+        other = [(k, p) for k, p in enumerate(priors) if not getattr(p, "same_data", True)]
+        rewards = [-loss_sign(self._mode or "max") * v for _, p in other if (v := _finite(p.value)) is not None]
+        mean = sum(rewards) / len(rewards) if rewards else 0.0
+        spread = math.sqrt(sum((r - mean) ** 2 for r in rewards) / len(rewards)) if len(rewards) > 1 else 0.0
         for k, prior in enumerate(priors):
             actions = self._replayed(prior.config)
             if actions is None:
                 skipped += 1
                 continue
             self.seen.add(_key(prior.config))
-            self._learn(f"prior-{k}", actions, _finite(prior.value))
+            value = _finite(prior.value)
+            if getattr(prior, "same_data", True):
+                self._learn(f"prior-{k}", actions, value)
+            else:
+                reward = None if value is None else -loss_sign(self._mode or "max") * value
+                if reward is None:
+                    advantage = (min(rewards) - mean) / spread - 1 if spread else -1.0
+                else:
+                    advantage = (reward - mean) / spread if spread else 0.0
+                self._step_policy(f"prior-{k}", actions, reward, advantage)
             replayed += 1
-            failed += _finite(prior.value) is None
-        text = f"rl: {replayed} earlier trials replayed through the policy ({failed} as failed)"
+            failed += value is None
+        text = f"rl: {replayed} earlier trials replayed through the policy ({failed} as failed"
+        if other:
+            text += f"; {len(other)} on other data, by their order only"
+        text += ")"
         return text + (f", {skipped} skipped (not replayable in this space)" if skipped else "")
-
 
     def _replayed(self, config: dict) -> list | None:
         """The actions that make the controller emit ``config`` (None: not a config of the space)."""

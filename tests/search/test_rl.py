@@ -240,3 +240,28 @@ def test_doctests():
 
     failed, attempted = doctest.testmod(module)
     assert attempted >= 3 and failed == 0
+
+
+def test_trials_on_other_data_teach_by_their_order_and_leave_the_baseline_alone():
+    from raynas.search.searchers import Prior
+
+    space = {"x": {"choice": ["a", "b", "c", "d"]}, "y": {"int": [0, 99]}}
+    value = lambda c: 50.0 + 40 * (c["x"] == "c") + 0.1 * c["y"]  # noqa: E731 - percent, another scale
+    priors = [Prior(config=c, value=value(c), same_data=False) for c in (Space(space).sample(seed=i) for i in range(40))]
+    warm = rl(space=space, seed=5)
+    line = warm.warm_start([*priors, Prior(config={"x": "a", "y": 1}, value=None, same_data=False)])
+    assert line == "rl: 41 earlier trials replayed through the policy (1 as failed; 41 on other data, by their order only)"
+    probs = warm.probabilities([])["x"]
+    assert probs[2] == max(probs) and probs[2] > 0.4, probs
+    assert warm.baseline is None and warm.reward_stats == [0, 0.0, 0.0] and warm.worst is None
+    assert min(a for _, _, a in warm.history) == warm.history[-1][2] < -1  # the failed one: below the worst
+    assert warm.num_updates == 41
+
+
+def test_screened_out_candidates_are_forgotten():
+    searcher = rl()
+    searcher.suggest("t~0")
+    searcher.suggest("t~1")
+    searcher.screened_out("t~1", 0.5)
+    searcher.on_trial_complete("t~0", {"score": 1.0})
+    assert searcher.actions == {} and searcher.live == {} and [h[0] for h in searcher.history] == ["t~0"]
