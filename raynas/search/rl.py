@@ -29,14 +29,19 @@ their log-probabilities are recomputed under the current one when they finish):
 * reward: the best value of the objective the trial reached (negated when minimising); a trial
   the scheduler stopped early keeps what it reached;
 * advantage: (reward - baseline) / scale, clipped to +-:data:`ADVANTAGE_CLIP`, where the
-  baseline is an exponential moving average of the rewards (``baseline_decay``; the first reward
-  starts it) and the scale is the standard deviation of every reward so far, so the defaults
-  behave the same for an accuracy in 0..1 and a percentage;
+  baseline is an exponential moving average of the rewards (``baseline_decay``), corrected for
+  its start at zero as Adam's moments are, and the scale is the standard deviation of every
+  reward so far, so the defaults behave the same for an accuracy in 0..1 and a percentage (the
+  first trial's advantage is 0);
 * a failed or rejected trial (or one that never reported the objective) gets the worst reward:
   one scale below the worst reward seen so far (an advantage of -1 before any trial has
   reported); it moves neither the baseline nor the scale;
 * loss: -advantage * log p(actions) - ``entropy_weight`` * entropy (summed over the trial's
   decisions).
+
+Earlier trials (``search.warm_start``) and given points (``search.points``) are replayed
+through the policy (:meth:`Space.params` answers each decision) and learned from the same way;
+candidates a prescreen screened out are forgotten.
 
 A configuration suggested before is drawn again (up to :data:`DUPLICATE_TRIES` times), then
 replaced by a uniform sample (origin ``random``), which is learned from like any other trial.
