@@ -22,14 +22,18 @@ SPACE = {
 }
 
 
-@pytest.mark.parametrize("scheduler", [{"name": "asha", "grace_period": 1, "reduction_factor": 2},
-                                       {"name": "hyperband", "reduction_factor": 2}])
-def test_rl_learns_from_every_trial_with_asha_and_hyperband(tmp_path, scheduler):
+@pytest.mark.parametrize(
+    "scheduler, live",
+    # HyperBand halves a bracket once all its trials exist: max_concurrent stays unset.
+    [({"name": "asha", "grace_period": 1, "reduction_factor": 2}, {"max_concurrent": 2}),
+     ({"name": "hyperband", "reduction_factor": 2}, {})],
+)
+def test_rl_learns_from_every_trial_with_asha_and_hyperband(tmp_path, scheduler, live):
     spec = raynas.spec_from_dict(
         {
             "name": f"rl_{scheduler['name']}",
             "space": SPACE,
-            "search": {"searcher": "rl", "num_trials": 6, "max_concurrent": 2, "seed": 3},
+            "search": {"searcher": "rl", "num_trials": 6, "seed": 3, **live},
             "scheduler": scheduler,
             "max_epochs": 3,
         }
