@@ -359,6 +359,8 @@ def _validate(args) -> int:
     print(f"  scheduler:  {sched}")
     objectives = ", ".join(f"{m.value} {name}" for name, m in zip(spec.objective.metrics, spec.objective.modes))
     print(f"  objective:  {objectives}" + ("" if not spec.constraints else f"   constraints: {_budgets(spec.constraints)}"))
+    if spec.proxies:
+        print(f"  proxies:    {', '.join(spec.proxies)} (computed before training, reported as metrics)")
     print(f"  resources:  {spec.resources.cpus_per_trial:g} CPU, {spec.resources.gpus_per_trial:g} GPU per trial")
     for note in notes:
         print(f"raynas: warning: {note}", file=sys.stderr)

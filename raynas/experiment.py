@@ -37,6 +37,11 @@ EXPLOITED_KEY = "raynas_exploited"  # in a result: the trial folder whose weight
 #: (``raynas_violation``); fixed by the architecture, they do not improve with training.
 BUDGETS = ("params", "flops", "latency_ms")
 
+#: Zero-cost proxies a trial computes before training when the experiment lists them
+#: (``proxies:``), each reported as a metric of that name; fixed by the architecture like the
+#: budgets. The functions are in :mod:`raynas.trainables.proxies` (which imports torch).
+PROXY_NAMES = ("synflow", "naswot", "grad_norm", "snip", "jacob_cov")
+
 
 def better(a: float, b: float, mode: str) -> bool:
     """Whether ``a`` is strictly better than ``b`` for ``mode`` (``"max"`` or ``"min"``)."""

@@ -429,6 +429,7 @@ def _job(spec: ExperimentSpec):
         trainable=spec.trainable,
         params=dict(spec.trainable_params),
         constraints=dataclasses.asdict(spec.constraints),
+        proxies=tuple(spec.proxies),
         extra={"test": True, "full_data": spec.retrain.full_data} if spec.retrain is not None else {},
     )
 

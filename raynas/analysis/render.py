@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from raynas.analysis.results import ExperimentResults, ParetoResult, TrialResult, dumps
-from raynas.experiment import BUDGETS, SCREENED_FILE, Status
+from raynas.experiment import BUDGETS, PROXY_NAMES, SCREENED_FILE, Status
 from raynas.progress import fmt_metric
 from raynas.spaces import flatten
 
@@ -68,6 +68,8 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
     tested = any(t.test is not None for t in results.trials)
     if tested:  # raynas retrain's scores: test accuracy, mean ± sd over the seeds
         fixed.insert(6, "test_acc")
+    proxies = [p for p in PROXY_NAMES if any(p in t.metrics for t in board)]  # when the experiment asked
+    fixed += proxies
     header = fixed + [k.split(".", 1)[-1] for k in cols] + ["searcher"]
     orders = {t.trial_id: t.order for t in results.trials}
     rows = []
@@ -84,6 +86,7 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
                 fmt_metric(t.params) if t.params is not None else "-",
                 _si(t.flops),
                 f"{t.latency_ms:.3f}" if isinstance(t.latency_ms, (int, float)) else "-",
+                *(_proxy_text(t.metrics.get(p)) for p in proxies),
             ]
             + [_cell(config_value(t.config, k)) for k in cols]
             + [origin_text(t.origin, orders)]
@@ -92,10 +95,12 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
     # from the right, then parameters.
     where = {h: i for i, h in enumerate(fixed)}
     config = list(range(len(fixed), len(fixed) + len(cols)))
-    order = [len(header) - 1, where["latency_ms"], where["flops"], *reversed(config), where["params"]]
+    order = [len(header) - 1, where["latency_ms"], where["flops"], *reversed(config),
+             *(where[p] for p in reversed(proxies)), where["params"]]
     header, rows, dropped = _fit(header, rows, order, width)
     widths = [max(len(h), *(len(r[i]) for r in rows)) for i, h in enumerate(header)]
-    numeric = {i for i, h in enumerate(header) if h in ("rank", "#", "epochs", f"best {results.metric}", "test_acc", "params", "flops", "latency_ms")}
+    numeric = {i for i, h in enumerate(header)
+               if h in ("rank", "#", "epochs", f"best {results.metric}", "test_acc", "params", "flops", "latency_ms", *proxies)}
     fmt_row = lambda r: "  ".join(c.rjust(w) if i in numeric else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
     total = len(results.leaderboard())
     title = f"{results.name}: {total} trial{'s' if total != 1 else ''}, ranked by best {results.metric} ({results.mode})"
@@ -115,6 +120,13 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
         lines.append("compressed (raynas compress):")
         lines += [f"  {t.trial_id}: {compressed_text(c)}" for t, c in compressed]
     return "\n".join(lines)
+
+
+def _proxy_text(value: Any) -> str:
+    """A proxy's value in 4 significant digits (synflow spans many orders of magnitude); NaN as ``nan``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return "-"
+    return f"{value:.4g}"
 
 
 def compressed_text(table: dict) -> str:

@@ -16,6 +16,7 @@ import yaml
 
 from raynas.experiment import (
     SCREENED_FILE,
+    PROXY_NAMES,
     loss_sign,
     RETRAIN_DIR,
     RETRAIN_KEY,
@@ -108,6 +109,11 @@ class TrialResult:
     def latency_ms(self) -> Any:
         return self.metrics.get("latency_ms")
 
+    @property
+    def proxies(self) -> dict[str, Any]:
+        """The zero-cost proxies the trial computed (``proxies:`` in the experiment), by name."""
+        return {name: self.metrics[name] for name in PROXY_NAMES if name in self.metrics}
+
     def to_json(self) -> dict:
         return {
             "rank": self.rank,
@@ -120,6 +126,7 @@ class TrialResult:
             "params": self.params,
             "flops": self.flops,
             "latency_ms": self.latency_ms,
+            **({"proxies": self.proxies} if self.proxies else {}),
             "config": self.config,
             "order": self.order,
             "error": self.error,
@@ -455,6 +462,7 @@ class ExperimentResults:
             row.update({f"metrics.{k}": v for k, v in t.metrics.items()})
             row.update({f"config.{k}": v for k, v in flatten(t.config).items()})
             row.pop("compressed", None)
+            row.update(row.pop("proxies", None) or {})  # a column per proxy, beside params and flops
             if t.test is not None:
                 row.pop("test", None)
                 row.update({"test_acc_mean": t.test["mean"], "test_acc_sd": t.test["sd"], "test_seeds": t.test["n"]})

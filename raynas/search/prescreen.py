@@ -3,7 +3,7 @@ them without training, and only the best one trains (``search.prescreen``).
 
 The candidates are scored as Ray tasks on the cluster's workers, in parallel, each building the
 model the trial would build and computing the proxy on one batch of training data
-(:func:`raynas.trainables.proxies.score_config`). The tasks reserve no CPU: they last a forward
+(:func:`raynas.trainables.trainable.score_config`). The tasks reserve no CPU: they last a forward
 and backward pass, and trial actors that Tune keeps for reuse hold the CPUs, so a reserving task
 could wait behind them forever. The candidates not chosen are told to the searcher as screened
 out (:meth:`SpaceSearcher.screened_out`: Optuna records them as pruned before their first epoch,
@@ -138,26 +138,14 @@ def _json_number(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
-def _score_task(config: dict, job: Any, data: Any, proxy: str) -> float:
-    """Runs on a worker: the proxy of the model the trial would build (NaN when it does not build)."""
-    import torch
-
-    from raynas.errors import ArchError
-    from raynas.trainables.proxies import score_config
-
-    torch.set_num_threads(1)  # a reservation-free task shares the worker's CPU with the trials
-    try:
-        return float(score_config(config, job, data, [proxy])[proxy])
-    except (ArchError, ValueError, TypeError, RuntimeError):
-        return math.nan
-
-
 def make_scorer(job: Any, dataset: Any, proxy: str) -> Callable[[list[dict]], list[float]]:
     """``configs -> scores``: one Ray task per candidate on the cluster, with no CPU reserved."""
     import ray
 
+    from raynas.trainables.trainable import score_candidate  # Ray-free at import: workers load it cheaply
+
     data = ray.put(dataset)
-    task = ray.remote(num_cpus=0, max_retries=1)(_score_task)
+    task = ray.remote(num_cpus=0, max_retries=1)(score_candidate)
 
     def score(configs: list[dict]) -> list[float]:
         return ray.get([task.remote(c, job, data, proxy) for c in configs], timeout=SCORE_TIMEOUT)

@@ -11,7 +11,8 @@ from raynas.experiment import BUDGETS, RETRAIN_KEY
 from raynas.spaces import Space
 
 
-#: Metrics the built-in trainable reports every epoch.
+#: Metrics the built-in trainable reports every epoch (and the zero-cost proxies that
+#: ``proxies:`` lists, ``raynas.experiment.PROXY_NAMES``).
 BUILTIN_METRICS = ("val_acc", "val_loss", "train_loss", "params", "flops", "latency_ms", "epoch")
 
 
@@ -195,6 +196,7 @@ class ExperimentSpec:
     scheduler: SchedulerSpec = field(default_factory=SchedulerSpec)
     objective: Objective = field(default_factory=Objective)
     constraints: Constraints = field(default_factory=Constraints)
+    proxies: tuple[str, ...] = ()
     max_epochs: int = 10
     resources: Resources = field(default_factory=Resources)
     trainer: TrainerSpec = field(default_factory=TrainerSpec)

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Sequence
 
 from raynas._imports import is_reference, load_reference
 from raynas.errors import ConfigError, describe, did_you_mean
-from raynas.experiment import BUDGETS
+from raynas.experiment import BUDGETS, PROXY_NAMES
 from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS
 from raynas.spaces import Space
 from raynas.trainables.hparams import LR_SCHEDULES, OPTIMIZERS, TrainParams
@@ -30,6 +30,7 @@ _TOP_KEYS = (
     "scheduler",
     "objective",
     "constraints",
+    "proxies",
     "max_epochs",
     "resources",
     "trainer",
@@ -87,14 +88,15 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         metrics = tuple(metrics)
         if trainable is None:
             raise ConfigError("metrics", "only a user trainable declares its metrics; the built-in one reports " + ", ".join(BUILTIN_METRICS))
+    proxies = _proxies(raw.get("proxies"), trainable)  # before the trainable is imported: says what is wrong first
     if trainable is not None and check_imports:
         trainable_params, declared = _trainable_params(trainable, trainable_params, base_dir, max_epochs, space)
         if metrics is None:
             metrics = declared
-    known = BUILTIN_METRICS if trainable is None else metrics
+    known = (*BUILTIN_METRICS, *proxies) if trainable is None else metrics
     if raw.get("retrain") is not None and trainable is None:
-        known = (*BUILTIN_METRICS, "test_acc", "test_loss")  # a retrain scores the test split at its end
-    objective = _objective(raw.get("objective"), known)
+        known = (*known, "test_acc", "test_loss")  # a retrain scores the test split at its end
+    objective = _objective(raw.get("objective"), known, builtin=trainable is None)
     constraints = _constraints(raw.get("constraints"), trainable)
 
     res = _Section(raw.get("resources"), "resources", ["cpus_per_trial", "gpus_per_trial"])
@@ -155,6 +157,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         scheduler=scheduler,
         objective=objective,
         constraints=constraints,
+        proxies=proxies,
         max_epochs=max_epochs,
         resources=resources,
         trainer=trainer,
@@ -246,7 +249,7 @@ def _trainable_params(ref: str, params: dict, base_dir: str | None, max_epochs: 
     return checked, (tuple(metrics) if metrics is not None else None)
 
 
-def _objective(raw: Any, known: Sequence[str] | None) -> Objective:
+def _objective(raw: Any, known: Sequence[str] | None, builtin: bool = False) -> Objective:
     """``{metric: val_acc, mode: max}`` or ``{metric: [val_acc, params], mode: [max, min]}``."""
     sec = _Section(raw, "objective", ["metric", "mode"])
     metric = sec.raw.get("metric", "val_acc")
@@ -267,10 +270,34 @@ def _objective(raw: Any, known: Sequence[str] | None) -> Objective:
     for i, m in enumerate(metrics):
         if known is not None and m not in known:
             where = "objective.metric" if isinstance(metric, str) else f"objective.metric.{i}"
+            if m in PROXY_NAMES and builtin:  # the built-in trainable computes it, when asked
+                raise ConfigError(where, f"{m!r} is a zero-cost proxy, reported only when asked for: add proxies: [{m}]")
             raise ConfigError(
                 where, f"the trainable never reports {m!r}{did_you_mean(m, known)}; it reports {', '.join(known)}"
             )
     return Objective(tuple(metrics), tuple(Mode(m) for m in modes))
+
+
+def _proxies(raw: Any, trainable: str | None) -> tuple[str, ...]:
+    """``proxies: [naswot, synflow, ...]``: zero-cost proxies each trial computes before training."""
+    if raw is None:
+        return ()
+    if not isinstance(raw, list) or not all(isinstance(p, str) for p in raw):
+        raise ConfigError("proxies", f"expected a list of proxy names ({', '.join(PROXY_NAMES)}), got {describe(raw)}")
+    for i, name in enumerate(raw):
+        if name not in PROXY_NAMES:
+            raise ConfigError(
+                f"proxies.{i}", f"unknown proxy {name!r}{did_you_mean(name, PROXY_NAMES)}; known: {', '.join(PROXY_NAMES)}"
+            )
+        if raw.index(name) != i:
+            raise ConfigError(f"proxies.{i}", f"{name!r} is listed twice; list each proxy once")
+    if raw and trainable is not None:
+        raise ConfigError(
+            "proxies", f"proxies are computed by the built-in trainable on the model it builds; trainable "
+            f"{trainable} builds its own, which raynas never sees. Remove proxies, or compute them in the "
+            "trainable (raynas.trainables.proxies.compute) and report them as metrics"
+        )
+    return tuple(raw)
 
 
 def _constraints(raw: Any, trainable: str | None) -> Constraints:
@@ -310,7 +337,7 @@ def _check_scheduler_metric(scheduler: SchedulerSpec, objective: Objective) -> N
             f"must be one of the objective metrics ({', '.join(objective.metrics)}), got {metric!r}"
             + did_you_mean(metric, objective.metrics),
         )
-    if metric in BUDGETS:
+    if metric in BUDGETS or metric in PROXY_NAMES:
         raise ConfigError(
             "scheduler.metric",
             f"{metric} is fixed by the architecture and does not change during training, so {scheduler.name} "
@@ -390,13 +417,11 @@ def _prescreen(raw: Any) -> dict | None:
         return None
     sec = _Section(raw, "search.prescreen", ["proxy", "candidates"])
     proxy = sec.get("proxy", "str")
-    from raynas.trainables.proxies import PROXIES
-
-    if proxy is None or proxy not in PROXIES:
+    if proxy is None or proxy not in PROXY_NAMES:
         raise ConfigError(
             "search.prescreen.proxy",
-            f"{'a zero-cost proxy is needed' if proxy is None else f'unknown proxy {proxy!r}'}{did_you_mean(str(proxy), PROXIES)}; "
-            f"known: {', '.join(PROXIES)}",
+            f"{'a zero-cost proxy is needed' if proxy is None else f'unknown proxy {proxy!r}'}"
+            f"{did_you_mean(str(proxy), PROXY_NAMES)}; known: {', '.join(PROXY_NAMES)}",
         )
     return {"proxy": proxy, "candidates": sec.get("candidates", "int", 10, low=2)}
 

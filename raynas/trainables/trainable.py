@@ -5,7 +5,8 @@ driver (cloudpickle stores the function by name) and only executed on workers, s
 driver never pays for importing torch and Lightning.
 
 Per epoch a trial reports ``epoch, train_loss, val_loss, val_acc, lr, epoch_time_s`` and
-the per-trial ``params, flops, latency_ms``, with a checkpoint (model, optimizer, schedule,
+the per-trial ``params, flops, latency_ms`` (and the zero-cost proxies the experiment lists,
+computed once before training), with a checkpoint (model, optimizer, schedule,
 epoch) so that a resumed or retried trial continues where it stopped. A trial that cannot
 train (an architecture that does not fit the data, bad hyperparameters, a non-finite loss)
 reports ``raynas_status: failed`` with ``raynas_error`` and ends normally: the search goes
@@ -23,7 +24,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from collections.abc import Mapping
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from raynas.experiment import BUDGETS, ERROR_KEY, EXPLOITED_KEY, ORIGIN_KEY, STATUS_KEY
 
@@ -52,6 +53,8 @@ class TrialJob:
         seed: Experiment seed, mixed with the config into each trial's torch seed.
         trainable: A user ``package.module:function`` replacing the built-in training.
         constraints: Budgets (``max_params``, ``max_flops``, ``max_latency_ms``; None: no limit).
+        proxies: Zero-cost proxies to compute before training (``raynas.trainables.proxies``),
+            each reported as a metric; empty: none (nothing is computed).
         extra: ``{"test": True}`` for a retrain (score the test split after the last epoch),
             with ``"full_data"`` (train on train + validation).
     """
@@ -70,6 +73,7 @@ class TrialJob:
     seed: int = 0
     trainable: str | None = None
     constraints: dict = field(default_factory=dict)
+    proxies: tuple = ()
     extra: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
 
@@ -183,7 +187,7 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
     from ray import tune
 
     from raynas.errors import ArchError
-    from raynas.trainables.families import build_model, count_flops, count_params, measure_latency_ms
+    from raynas.trainables.families import count_flops, count_params, measure_latency_ms
     from raynas.trainables.hparams import TrainParams
 
     threads = job.num_threads or max(1, int(job.cpus))
@@ -197,13 +201,9 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
             "sees no CUDA device (install a CUDA build of torch, or set gpus_per_trial: 0)"
         )
     device = torch.device("cuda" if job.gpus > 0 else "cpu")
-    torch.manual_seed(trial_seed(config, job.seed))
-
-    arch = config.get("arch", {})
     try:
         hp = TrainParams.from_config(config.get("train"))
-        family = _resolve(job.model, job.base_dir)  # the driver resolved names to references
-        net = build_model(family, arch, tuple(data.input_shape), int(data.num_classes))
+        net = build_trial_model(config, job, data)
     except (ArchError, ValueError, TypeError) as err:
         return report_failure(f"{type(err).__name__}: {err}")
 
@@ -221,6 +221,13 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
             why = "; ".join(f"{m} {stats[m]:,.4g} > max_{m} {job.constraints[f'max_{m}']:,}" for m in over)
             return tune.report({STATUS_KEY: "rejected", ERROR_KEY: f"over budget: {why}", **stats,
                                 "raynas_violation": [over.get(m, 0.0) for m in BUDGETS]})
+    if job.proxies:
+        # After the budget check (a rejected architecture costs nothing more); on a copy of the
+        # net with the RNG restored, so training goes exactly as without them.
+        from raynas.trainables.proxies import BATCH_SIZE, batch, compute
+
+        x, y = batch(data, BATCH_SIZE, job.seed)  # the same batch for every trial
+        stats.update(compute(net, x.to(device), y.to(device), job.proxies, seed=job.seed))
     tensors = _device_tensors(data, device)
     if job.extra.get("full_data"):
         tensors = (torch.cat([tensors[0], tensors[2]]), torch.cat([tensors[1], tensors[3]]), *tensors[2:])
@@ -229,6 +236,68 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
     if job.engine == "lightning":
         return _train_with_lightning(net, hp, tensors, job, device, stats)
     return _train_fast(net, hp, tensors, job, device, stats)
+
+
+def build_trial_model(config: dict, job: TrialJob, data: Any):
+    """The untrained model of a configuration, as its trial builds it: the global torch RNG
+    seeded with the trial's seed (:func:`trial_seed`), then the family's module for the
+    config's ``arch`` and the data's input shape and classes.
+
+    Raises:
+        ArchError: The architecture does not build for the data.
+    """
+    import torch
+
+    from raynas.trainables.families import build_model
+
+    from raynas.trainables.registry import resolve_family
+
+    torch.manual_seed(trial_seed(config, job.seed))
+    # The driver resolved names to references; a caller's TrialJob may still hold a name.
+    family = _resolve(resolve_family(job.model), job.base_dir)
+    return build_model(family, config.get("arch", {}), tuple(data.input_shape), int(data.num_classes))
+
+
+def score_config(config: dict, job: Any, data: Any, names: Sequence[str], *,
+                 timings: dict[str, float] | None = None, notes: dict[str, str] | None = None) -> dict[str, float]:
+    """The zero-cost proxies (:mod:`raynas.trainables.proxies`) of one configuration, with no
+    training: the model is built exactly as the trial would build it (:func:`build_trial_model`: family, arch,
+    input shape, classes, the trial's seed), on the batch the trial would use.
+
+    Args:
+        config: A sampled configuration (``{"arch": {...}, "train": {...}}``).
+        job: The experiment's :class:`TrialJob` (its seed and model).
+        data: The experiment's dataset.
+        names: Proxies to compute.
+        timings, notes: As for :func:`raynas.trainables.proxies.compute`.
+
+    Raises:
+        ArchError: The architecture does not build for the data.
+    """
+    import torch
+
+    from raynas.trainables.proxies import BATCH_SIZE, batch, compute
+
+    with torch.random.fork_rng(devices=[]):  # the caller's RNG is not moved by the model's init
+        net = build_trial_model(config, job, data)
+    x, y = batch(data, BATCH_SIZE, job.seed)
+    return compute(net, x, y, names, seed=job.seed, timings=timings, notes=notes)
+
+
+def score_candidate(config: dict, job: Any, data: Any, proxy: str) -> float:
+    """One prescreen candidate's score (``search.prescreen``), run as a Ray task on a worker:
+    NaN when its model does not build or the proxy fails, so that it never wins."""
+    import math
+
+    import torch
+
+    from raynas.errors import ArchError
+
+    torch.set_num_threads(1)  # the task reserves no CPU: it shares the worker's with the trials
+    try:
+        return float(score_config(config, job, data, [proxy])[proxy])
+    except (ArchError, ValueError, TypeError, RuntimeError):
+        return math.nan
 
 
 _TENSOR_CACHE: dict = {}

@@ -1,7 +1,5 @@
 """Searchers started from earlier trials (search.warm_start) and given points (search.points), no Ray."""
 
-import math
-
 import optuna
 import pytest
 
