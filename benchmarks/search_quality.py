@@ -51,7 +51,11 @@ METHODS = {
     "evolution+asha": ({"searcher": "evolution"}, ASHA),
     "rl+asha": ({"searcher": "rl"}, ASHA),
     "hyperband": ({"searcher": "random"}, {"name": "hyperband", "reduction_factor": 3}),
+    # Optuna as before multi-fidelity TPE: stopped trials told as pruned, TPE models final values.
+    "optuna-final+asha": ({"searcher": "optuna", "multi_fidelity": "never"}, ASHA),
 }
+#: What runs without --methods (the ablation rows only on request).
+DEFAULT_METHODS = ["random+fifo", "random+asha", "optuna+asha", "evolution+asha", "hyperband"]
 METRIC = "val_accuracy"
 CURVE_POINTS = 40
 
@@ -207,6 +211,17 @@ def summarise(runs: list[dict], args) -> dict:
             "regret_quarter": statistics.fmean(v["regret_quarter"] for v in per_task.values()),
             "regret_half": statistics.fmean(v["regret_half"] for v in per_task.values()),
         }
+        # Standard errors over seeds: each seed's regret averaged over the tasks it ran on.
+        for key, k in (("regret_quarter", CURVE_POINTS // 4 - 1), ("regret_half", CURVE_POINTS // 2 - 1),
+                       ("regret", CURVE_POINTS - 1)):
+            by_seed: dict = {}
+            for r in runs:
+                if r["method"] == m:
+                    best = anytime(r["events"], grid)[k]
+                    by_seed.setdefault(r["seed"], []).append(reference[r["task"]] - best if best is not None
+                                                             else reference[r["task"]])
+            per_seed = [statistics.fmean(v) for v in by_seed.values()]
+            table[m][key + "_se"] = statistics.stdev(per_seed) / len(per_seed) ** 0.5 if len(per_seed) > 1 else 0.0
     # Mean rank of the final regret across tasks (1 = best).
     for t in tasks:
         order = sorted(methods, key=lambda m: table[m]["tasks"][t]["regret"])
@@ -230,6 +245,7 @@ def render(summary: dict) -> str:
         f"LCBench search quality: {len(tasks)} task(s), {s['seeds']} seed(s), {s['workers']} workers, "
         f"budget {s['budget_sim_s']:g} simulated s, speed-up {s['speedup']:g}x",
         "best val_accuracy at the end of the budget (mean ± sd over seeds), regret = best seen by any method - incumbent",
+        "(mean over tasks and seeds ± standard error over seeds of the per-seed mean over tasks)",
         "",
     ]
     header = ["method"] + [f"task {t}" for t in tasks] + ["regret@25%", "regret@50%", "regret@100%", "rank", "trials", "wall util"]
@@ -242,8 +258,8 @@ def render(summary: dict) -> str:
             cells.append("-" if v["best_mean"] is None else f"{v['best_mean']:.2f} ± {v['best_sd']:.2f}")
         trials = statistics.fmean(row["tasks"][t]["trials"] for t in tasks)
         util = statistics.fmean(row["tasks"][t]["wall_utilization"] for t in tasks)
-        cells += [f"{row['regret_quarter']:.2f}", f"{row['regret_half']:.2f}", f"{row['regret']:.2f}",
-                  f"{row['rank']:.1f}", f"{trials:.0f}", f"{util:.0%}"]
+        cells += [f"{row[k]:.2f} ± {row[k + '_se']:.2f}" for k in ("regret_quarter", "regret_half", "regret")]
+        cells += [f"{row['rank']:.1f}", f"{trials:.0f}", f"{util:.0%}"]
         body.append(cells)
     widths = [max(len(r[i]) for r in [header] + body) for i in range(len(header))]
     fmt = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
@@ -282,11 +298,13 @@ def plot(summary: dict, path: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("tasks", nargs="+", help="LCBench OpenML task ids, e.g. 3945 167168 189906")
-    parser.add_argument("--seeds", type=int, default=5, help="seeds per task and method (default 5)")
+    parser.add_argument("--seeds", type=int, default=None,
+                        help="seeds per task and method (default 5; with --from-runs: seeds 0..N-1 of the log, default all)")
     parser.add_argument("--budget", type=float, default=200.0, help="simulated seconds per run (default 200)")
     parser.add_argument("--speedup", type=float, default=100.0, help="simulated seconds per wall second (default 100)")
     parser.add_argument("--workers", type=int, default=8, help="simulated workers (default 8)")
-    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated subset of {', '.join(METHODS)}")
+    parser.add_argument("--methods", default=",".join(DEFAULT_METHODS),
+                        help=f"comma-separated, of {', '.join(METHODS)} (default: {', '.join(DEFAULT_METHODS)})")
     parser.add_argument("--data-path", default=None, help="YAHPO data folder (default $RAYNAS_YAHPO_DATA or ../shared/data/yahpo)")
     parser.add_argument("--plot", default=str(ROOT / "docs" / "search_quality.png"), help="PNG to write ('' for none)")
     parser.add_argument("--json", action="store_true", help="print the summary (and every run) as JSON")
@@ -298,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.workers, args.budget, args.speedup = 1, 2, 60.0, 200.0
+    chosen_seeds, args.seeds = args.seeds, 5 if args.seeds is None else args.seeds
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     unknown = [m for m in methods if m not in METHODS]
     if unknown or args.seeds < 1 or args.workers < 1 or args.budget <= 0 or args.speedup <= 0:
@@ -306,7 +325,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_runs:
         with open(args.from_runs, encoding="utf-8") as f:
             runs = [json.loads(line) for line in f if line.strip()]
-        runs = [r for r in runs if r["task"] in args.tasks and r["method"] in methods]
+        runs = [r for r in runs if r["task"] in args.tasks and r["method"] in methods
+                and (chosen_seeds is None or r["seed"] < chosen_seeds)]
         args.seeds = len({r["seed"] for r in runs})
         return report(runs, args)
 

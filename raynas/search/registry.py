@@ -84,6 +84,16 @@ SEARCHERS: dict[str, Strategy] = {
             "n_startup_trials": Param("int", 8, low=0, help="random trials before TPE models the results"),
             "multivariate": Param("bool", True, help="TPE models parameters jointly"),
             "constant_liar": Param("bool", True, help="spread out concurrent suggestions"),
+            "multi_fidelity": Param(
+                "enum", "auto", choices=("auto", "always", "never"),
+                help="TPE models the trials' values at the largest epoch enough of them reached (BOHB); "
+                "auto: when the scheduler stops trials early (asha, hyperband, median); one objective only",
+            ),
+            "min_points": Param(
+                "int", None, low=2,
+                help="trials an epoch needs before TPE models it there (default: the space's dimension + 2, "
+                "at least n_startup_trials)",
+            ),
         },
         builder="raynas.search.searchers:build_optuna",
         help="Optuna TPE through the define-by-run bridge",

@@ -232,10 +232,22 @@ class OptunaSearcher(SpaceSearcher):
     learn to avoid such architectures (Optuna's samplers rank trials with a constraint above
     zero below every feasible one).
 
+    With ``multi_fidelity`` (the default under a scheduler that stops trials early), TPE
+    models the trials as BOHB does (Falkner et al., 2018): at the largest epoch ``b`` that at
+    least ``min_points`` trials reached, each trial that reached ``b`` counts as complete with
+    its best value up to ``b`` and the others are left out (still running ones stay in as
+    running, for the constant liar). Under ASHA few trials complete and a stopped trial's
+    final value says little about its configuration, so ranking trials by how far they got
+    (the pruned path) made TPE trail random sampling on LCBench (docs/benchmarks.md,
+    "Search quality"). Until some epoch has ``min_points`` trials, configurations are random.
+
     Args:
         objectives: ``[(metric, mode), ...]`` when there are several; a complete trial is
             told the values it reported at its best epoch on the first metric.
         constraints: Whether budgets are set (enables Optuna's constraint handling).
+        multi_fidelity: Model trials at the largest well-observed epoch (one objective, TPE).
+        min_points: Trials an epoch needs before TPE models it there (default: the space's
+            dimension + 2, at least ``n_startup_trials``; see :func:`min_points_for`).
     """
 
     name = "optuna"
@@ -254,6 +266,8 @@ class OptunaSearcher(SpaceSearcher):
         max_epochs: int | None = None,
         objectives: list[tuple[str, str]] | None = None,
         constraints: bool = False,
+        multi_fidelity: bool = False,
+        min_points: int | None = None,
     ):
         super().__init__(space, metric, mode, seed)
         self.objectives = list(objectives) if objectives else None
@@ -264,6 +278,10 @@ class OptunaSearcher(SpaceSearcher):
         self.study = None
         self.optuna_ids: dict[str, tuple[int, int]] = {}  # trial_id -> (storage trial id, number)
         self.best_rows: dict[str, dict] = {}  # trial_id -> objective values at its best epoch
+        # Only one objective has intermediate values to model, and only TPE models them.
+        self.multi_fidelity = bool(multi_fidelity) and not self.multi and sampler in ("auto", "tpe")
+        self.min_points = min_points
+        self.budgets: list[int | None] = []  # the epoch each suggestion was modelled at (None: random)
 
     @property
     def multi(self) -> bool:
@@ -338,6 +356,9 @@ class OptunaSearcher(SpaceSearcher):
 
     def _next(self, trial_id: str) -> dict:
         study = self._ensure_study()
+        # Given points wait in the study's queue, which only its own ask hands out.
+        if self.multi_fidelity and not study.get_trials(deepcopy=False, states=(optuna_state("WAITING"),)):
+            return self._next_at_budget(trial_id, study)
         trial = study.ask()
         self.optuna_ids[trial_id] = (trial._trial_id, trial.number)
         sampler = type(study.sampler).__name__.replace("Sampler", "").lower()
@@ -349,6 +370,37 @@ class OptunaSearcher(SpaceSearcher):
             self.num_points_asked += 1
             self.last_origin = {"how": f"given point {self.num_points_asked} of {self.num_points}"}
         return self.space.suggest(trial)
+
+    def _next_at_budget(self, trial_id: str, study) -> dict:
+        """A configuration from TPE fitted to the trials' values at one epoch (BOHB's model).
+
+        The view is a throwaway in-memory study rebuilt from the main one, with a sampler
+        seeded from this searcher's generator, so a restored searcher suggests the same.
+        """
+        import optuna
+        from optuna.trial import TrialState, create_trial
+
+        trials = study.get_trials(deepcopy=False)
+        min_points = self.min_points or min_points_for(trials, self.options["n_startup_trials"])
+        budget = fidelity_budget([max(t.intermediate_values, default=0) for t in trials
+                                  if t.state != TrialState.FAIL], min_points)
+        sampler = optuna.samplers.TPESampler(
+            seed=self.rng.randrange(2**32),
+            n_startup_trials=min(self.options["n_startup_trials"], min_points),
+            multivariate=self.options["multivariate"],
+            group=self.options["multivariate"],
+            constant_liar=self.options["constant_liar"],
+        )
+        view = optuna.create_study(direction=study.direction, sampler=sampler)
+        view.add_trials(budget_view(trials, budget, self._mode, running=self.options["constant_liar"]))
+        ask = view.ask()
+        config = self.space.suggest(ask)
+        template = create_trial(state=TrialState.RUNNING, params=ask.params, distributions=ask.distributions)
+        storage_id = study._storage.create_new_trial(study._study_id, template_trial=template)
+        self.optuna_ids[trial_id] = (storage_id, study._storage.get_trial_number_from_id(storage_id))
+        self.budgets.append(budget)
+        self.last_origin = {"how": "startup sample" if budget is None else f"tpe at epoch {budget}"}
+        return config
 
     # Given points go through Optuna's queue, so that the study holds them as its own trials.
     num_points_asked = 0
@@ -485,6 +537,90 @@ class OptunaSearcher(SpaceSearcher):
             study.tell(number, best)
 
 
+def optuna_state(name: str):
+    """``optuna.trial.TrialState[name]``, importing Optuna only when a study exists."""
+    from optuna.trial import TrialState
+
+    return TrialState[name]
+
+
+def fidelity_budget(reached: list[int], min_points: int) -> int | None:
+    """The largest epoch that at least ``min_points`` trials reached (``None`` if none did).
+
+    ``reached`` holds the last epoch each trial reported (0: none yet). BOHB fits its model at
+    the largest budget with enough observations: the most faithful data it has enough of.
+
+    Example:
+        >>> fidelity_budget([3, 3, 3, 9, 9, 27, 14, 0], 3)
+        9
+        >>> fidelity_budget([3, 3, 0], 3) is None
+        True
+    """
+    ranked = sorted((e for e in reached if e > 0), reverse=True)
+    return ranked[min_points - 1] if len(ranked) >= min_points else None
+
+
+def min_points_for(trials: list, n_startup_trials: int) -> int:
+    """Trials an epoch needs before TPE models it: the dimension + 2, at least ``n_startup_trials``.
+
+    BOHB asks for the dimension + 1 points at a budget before fitting its KDEs (a Parzen
+    estimator of d parameters is degenerate on fewer); one more keeps a point outside TPE's
+    "good" tenth. The dimension is the most parameters any trial has (spaces with conditions
+    and repeats vary); LCBench's 7 give 9.
+
+    Example:
+        >>> from types import SimpleNamespace as T
+        >>> min_points_for([T(distributions=dict.fromkeys("abcdefg"))], 8)
+        9
+        >>> min_points_for([], 8)
+        8
+    """
+    dimension = max((len(t.distributions) for t in trials), default=0)
+    return max(n_startup_trials, dimension + 2 if dimension else 0, 1)
+
+
+def value_at(curve: dict[int, float], budget: int, mode: str) -> float | None:
+    """A trial's best value up to epoch ``budget``; ``None`` if it did not get that far.
+
+    Example:
+        >>> value_at({1: 0.5, 2: 0.7, 3: 0.6, 4: 0.9}, 3, "max"), value_at({1: 0.5}, 3, "max")
+        (0.7, None)
+    """
+    if not curve or max(curve) < budget:
+        return None
+    values = [v for e, v in curve.items() if e <= budget and math.isfinite(v)]
+    if not values:
+        return None
+    return max(values) if mode == "max" else min(values)
+
+
+def budget_view(trials: list, budget: int | None, mode: str, running: bool = True) -> list:
+    """The trials as TPE should see them when it models epoch ``budget``.
+
+    A trial that reached ``budget`` is complete with its value there; a live trial that did
+    not is running (the constant liar spreads new suggestions away from it) unless
+    ``running`` is false; an infeasible trial (over a budget, never trained) keeps its
+    values and constraints, so TPE still avoids its region; the rest (stopped before
+    ``budget``, failed) are left out, as BOHB leaves out observations at smaller budgets.
+    """
+    from optuna.trial import TrialState, create_trial
+
+    view = []
+    for t in trials:
+        if t.state not in (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING):
+            continue
+        value = value_at(t.intermediate_values, budget, mode) if budget is not None else None
+        common = dict(params=t.params, distributions=t.distributions, system_attrs=dict(t.system_attrs))
+        if value is not None:
+            view.append(create_trial(state=TrialState.COMPLETE, value=value, **common))
+        elif t.state == TrialState.RUNNING:
+            if running:
+                view.append(create_trial(state=TrialState.RUNNING, **common))
+        elif t.state == TrialState.COMPLETE and any(c > 0 for c in t.constraints.values()):
+            view.append(create_trial(state=TrialState.COMPLETE, values=t.values, **common))
+    return view
+
+
 def _random_objects(obj: Any, path: str = "", seen: set | None = None):
     """``(path, generator)`` for each numpy random generator inside an Optuna sampler."""
     import numpy as np
@@ -544,14 +680,22 @@ def build_grid(spec) -> GridSearcher:
     return GridSearcher(spec.space, seed=spec.search.seed, **_objective(spec))
 
 
+#: Schedulers that stop trials early, under which ``multi_fidelity: auto`` models trials per epoch.
+EARLY_STOPPING = ("asha", "hyperband", "median")
+
+
 def build_optuna(spec) -> OptunaSearcher:
     objectives = [(m, mode.value) for m, mode in zip(spec.objective.metrics, spec.objective.modes)]
+    options = dict(spec.search.options)
+    fidelity = options.pop("multi_fidelity", "auto")
+    multi_fidelity = fidelity == "always" or (fidelity == "auto" and spec.scheduler.name in EARLY_STOPPING)
     return OptunaSearcher(
         spec.space,
         seed=spec.search.seed,
         max_epochs=spec.max_epochs,
         objectives=objectives if spec.objective.multi else None,
         constraints=bool(spec.constraints),
+        multi_fidelity=multi_fidelity,
         **_objective(spec),
-        **spec.search.options,
+        **options,
     )

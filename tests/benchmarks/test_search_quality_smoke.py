@@ -70,3 +70,23 @@ def test_timeline_places_trial_runs_on_the_first_free_worker():
     assert events == [(5.0, 40.0, 1), (10.0, 50.0, 0), (20.0, 60.0, 0), (25.0, 80.0, 2), (30.0, 70.0, 0)]
     assert work == 55.0 and span == pytest.approx(9.0 - 0.0)
     assert sq.anytime(events, [4, 10, 26, 100]) == [None, 50.0, 80.0, 80.0]
+
+
+def test_regret_standard_errors_are_over_seeds_of_the_mean_over_tasks():
+    from types import SimpleNamespace
+
+    sq = _module()
+
+    def run(task, method, seed, acc):
+        return {"task": task, "method": method, "seed": seed, "events": [(1.0, acc)], "trials": 1, "wall_utilization": 1.0}
+
+    # Reference: 90 on task a, 80 on task b. Method m's per-seed mean regrets: 2, 4, 6.
+    runs = [run("a", "best", 0, 90.0), run("b", "best", 0, 80.0)]
+    runs += [run("a", "m", s, 90.0 - 2 * (s + 1)) for s in range(3)]
+    runs += [run("b", "m", s, 80.0 - 2 * (s + 1)) for s in range(3)]
+    summary = sq.summarise(runs, SimpleNamespace(budget=10.0, seeds=3, workers=1, speedup=1.0))
+    row = summary["methods"]["m"]
+    assert row["regret"] == pytest.approx(4.0)
+    assert row["regret_se"] == pytest.approx(2.0 / 3 ** 0.5)  # sd 2 of (2, 4, 6), over sqrt(3)
+    assert summary["methods"]["best"]["regret_se"] == 0.0  # one seed: no spread to estimate
+    assert "4.00 ± 1.15" in sq.render(summary)
