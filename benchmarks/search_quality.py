@@ -49,6 +49,7 @@ METHODS = {
     "random+asha": ({"searcher": "random"}, ASHA),
     "optuna+asha": ({"searcher": "optuna"}, ASHA),
     "evolution+asha": ({"searcher": "evolution"}, ASHA),
+    "rl+asha": ({"searcher": "rl"}, ASHA),
     "hyperband": ({"searcher": "random"}, {"name": "hyperband", "reduction_factor": 3}),
     # Optuna as before multi-fidelity TPE: stopped trials told as pruned, TPE models final values.
     "optuna-final+asha": ({"searcher": "optuna", "multi_fidelity": "never"}, ASHA),

@@ -66,7 +66,7 @@ GRID = {
     "max_dropout": {"choice": [0.0, 0.25, 0.5]},
 }
 KEY = "|".join(f"{{{name}}}" for name in GRID)
-SEARCHERS = ("random", "optuna", "evolution")
+SEARCHERS = ("random", "optuna", "evolution", "rl")
 #: Optuna samplers compared on two objectives (``auto`` is whichever raynas picks).
 MULTI_SAMPLERS = ("tpe", "nsga2", "random")
 TOP_FRACTION = 0.01
@@ -114,13 +114,23 @@ def tasks_of(rows: dict) -> list[str]:
 
 
 def parse_searcher(text: str) -> tuple[str, dict]:
-    """``evolution:population_size=20:sample_size=5`` -> ``("evolution", {...})`` (values are ints)."""
+    """``evolution:population_size=20:sample_size=5`` -> ``("evolution", {...})`` (numbers become ints or floats)."""
     name, *pairs = text.split(":")
     options = {}
     for pair in pairs:
         key, _, value = pair.partition("=")
-        options[key] = int(value) if value.lstrip("-").isdigit() else value
+        options[key] = _number(value)
     return name, options
+
+
+def _number(text: str):
+    """``"20"`` -> 20, ``"0.1"`` -> 0.1, anything else as written."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
 
 
 def searcher_for(name: str, task: str, budget: int, workers: int, seed: int, table_path: Path,

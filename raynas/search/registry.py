@@ -116,6 +116,19 @@ SEARCHERS: dict[str, Strategy] = {
         rules="raynas.search.rules:check_evolution",
         help="regularized (aging) evolution: mutate the winner of a random tournament, oldest member leaves",
     ),
+    "rl": Strategy(
+        "rl",
+        params={
+            "lr": Param("float", 0.02, low=0, low_open=True, high=1, help="Adam's learning rate, one step per finished trial"),
+            "entropy_weight": Param("float", 0.05, low=0, high=1, help="weight of the entropy bonus (rewards are scaled to unit spread)"),
+            "baseline_decay": Param("float", 0.5, low=0, high=1, high_open=True, help="decay of the rewards' moving-average baseline"),
+            "hidden_size": Param("int", 32, low=1, high=1024, help="width of the controller's GRU state and embeddings"),
+            "float_bins": Param("int", 8, low=2, high=1000, help="bins of a continuous float (log-spaced for log ranges) or a large int range"),
+        },
+        builder="raynas.search.rl:build_rl",
+        rules="raynas.search.rules:check_rl",
+        help="policy-gradient controller (REINFORCE, Zoph & Le / ENAS): a GRU emits each decision of the space in turn",
+    ),
 }
 
 #: Evolution's population bounds when it is derived from the budget (``num_trials // 10``).

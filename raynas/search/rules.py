@@ -30,6 +30,16 @@ def check_evolution(spec) -> None:
         )
 
 
+def check_rl(spec) -> None:
+    """The controller learns from one score per trial."""
+    if spec.objective.multi:
+        raise ConfigError(
+            "search.searcher",
+            f"rl's reward is one score, but the objective has {len(spec.objective.metrics)} metrics; use optuna "
+            "(multi-objective TPE) for a Pareto search, or a single objective metric",
+        )
+
+
 def check_hyperband(spec) -> None:
     """raynas's HyperBand halves a bracket once all its trials exist: they must be allowed to live."""
     search, options = spec.search, spec.scheduler.options

@@ -64,6 +64,7 @@ def test_measures_on_a_small_table():
     summary = sd.summary_hits([10, 20, None, None])
     assert summary["median"] is None and summary["q1"] == 17.5 and summary["reached"] == 0.5
     assert sd.parse_searcher("evolution:population_size=20:sample_size=5") == ("evolution", {"population_size": 20, "sample_size": 5})
+    assert sd.parse_searcher("rl:lr=0.02:float_bins=4") == ("rl", {"lr": 0.02, "float_bins": 4})
 
 
 @pytest.mark.slow
@@ -75,7 +76,7 @@ def test_searcher_defaults_smoke():
     settings = report["settings"]
     assert (settings["budget"], settings["seeds"], settings["workers"], settings["configurations"]) == (24, 2, 4, 4050)
     task = settings["tasks"][0]
-    assert set(report["single"]) == {"random", "optuna", "evolution"}
+    assert set(report["single"]) == {"random", "optuna", "evolution", "rl"}
     # The searchers as a user gets them: evolution's sizes come from num_trials (24).
     assert report["defaults"]["evolution"] == {"population_size": 6, "sample_size": 5, "mutations": 1}
     assert report["defaults"]["optuna"]["sampler"] == "auto" and report["defaults"]["random"] == {}

@@ -23,6 +23,7 @@ SMALL = {
     "resnet_digits": ["search.num_trials=3", "max_epochs=2"],
     "mbconv_digits": ["search.num_trials=3", "max_epochs=2"],
     "evolution_digits": ["search.num_trials=3", "max_epochs=2", "search.population_size=2", "search.sample_size=2"],
+    "rl_digits": ["search.num_trials=3", "max_epochs=2"],
     "pbt_digits": ["search.num_trials=3", "max_epochs=4", "search.max_concurrent=3"],
     "pareto_digits": ["search.num_trials=4", "max_epochs=2"],
     "prescreen_digits": ["search.num_trials=3", "max_epochs=2", "search.prescreen.candidates=4"],

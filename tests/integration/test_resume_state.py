@@ -1,4 +1,4 @@
-"""Resume keeps every state: searcher (Optuna's study, evolution's population) and scheduler. A seeded search killed with SIGKILL and
+"""Resume keeps every state: searcher (Optuna's study, evolution's population, the RL controller's policy) and scheduler. A seeded search killed with SIGKILL and
 resumed ends with the same trials (configurations, and where each stopped) as one that ran
 through. Ray's own restore drops the scheduler's state, and the decisions then differ."""
 
@@ -39,8 +39,9 @@ def outcome(exp_dir) -> list:
             {"searcher": "evolution", "max_concurrent": 1, "population_size": 4, "sample_size": 2},
             {"name": "asha", "reduction_factor": 2},
         ),
+        ({"searcher": "rl", "max_concurrent": 1}, {"name": "asha", "reduction_factor": 2}),
     ],
-    ids=["optuna+asha", "random+hyperband", "evolution+asha"],
+    ids=["optuna+asha", "random+hyperband", "evolution+asha", "rl+asha"],
 )
 def test_resumed_search_matches_an_uninterrupted_one(tmp_path, ray_env, search, scheduler):
     shutil.copy(TOY, tmp_path / "toy_trainable.py")
