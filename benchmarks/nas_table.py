@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import heapq
 import json
 import math
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
-from benchmarks.searcher_defaults import quantile, summary_hits  # noqa: E402
+from benchmarks.searcher_defaults import quantile, simulate, summary_hits  # noqa: E402
 
 TABLE = ROOT / "benchmarks" / "digits_cnn_table.csv"
 SPACE = {
@@ -123,26 +122,15 @@ def searcher_for(name: str, budget: int, workers: int, seed: int, rows: dict):
 
 def run_search(searcher, rows: dict, budget: int, workers: int) -> list[str]:
     """Keys of the architectures trained, in the order their trials completed."""
-    running: list[tuple[float, int, str, str]] = []
-    now, started, done = 0.0, 0, []
-    while len(done) < budget:
-        while len(running) < workers and started < budget:
-            trial_id = f"t{started:04d}"
-            config = searcher.suggest(trial_id)
-            if not isinstance(config, dict):
-                raise RuntimeError(f"{type(searcher).__name__} suggested {config!r} for trial {started}")
-            key = key_of(config["arch"])
-            heapq.heappush(running, (now + rows[key]["train_s"], started, trial_id, key))
-            started += 1
-        now, _, trial_id, key = heapq.heappop(running)
+
+    def result_of(key: str) -> dict:
         value = rows[key]["val_acc"]
-        result = {"val_acc": value, "epoch": EPOCHS, "training_iteration": EPOCHS}
         if not math.isfinite(value):
-            result = {"raynas_status": "failed", "epoch": EPOCHS}
-        searcher.on_trial_result(trial_id, result)
-        searcher.on_trial_complete(trial_id, result)
-        done.append(key)
-    return done
+            return {"raynas_status": "failed", "epoch": EPOCHS}
+        return {"val_acc": value, "epoch": EPOCHS, "training_iteration": EPOCHS}
+
+    return simulate(searcher, budget, workers, key_of=lambda config: key_of(config["arch"]),
+                    seconds_of=lambda key: rows[key]["train_s"], result_of=result_of)
 
 
 def top_keys(rows: dict, fraction: float = TOP_FRACTION) -> set[str]:

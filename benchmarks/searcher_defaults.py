@@ -152,12 +152,10 @@ def searcher_for(name: str, task: str, budget: int, workers: int, seed: int, tab
     return REGISTRY[name].build(spec), spec
 
 
-def run_search(searcher, rows: dict, task: str, budget: int, workers: int) -> list[str]:
-    """Keys of the configurations evaluated, in the order their trials completed."""
-    from raynas.bench.lookup import make_key
-    from raynas.experiment import ORIGIN_KEY
-
-    acc, cost = f"val_accuracy_{task}", f"time_{task}"
+def simulate(searcher, budget: int, workers: int, key_of, seconds_of, result_of) -> list[str]:
+    """Drives ``searcher`` on a simulated clock: ``workers`` trials in flight, each taking
+    ``seconds_of(key)``, the first to finish reported first with ``result_of(key)``. Returns the
+    keys (``key_of(config)``) evaluated, in the order their trials completed."""
     running: list[tuple[float, int, str, str]] = []  # (finish time, start order, trial id, key)
     now, started, done = 0.0, 0, []
     while len(done) < budget:
@@ -166,15 +164,29 @@ def run_search(searcher, rows: dict, task: str, budget: int, workers: int) -> li
             config = searcher.suggest(trial_id)
             if not isinstance(config, dict):
                 raise RuntimeError(f"{type(searcher).__name__} suggested {config!r} for trial {started}")
-            key = make_key(KEY, {k: v for k, v in config.items() if k != ORIGIN_KEY})
-            heapq.heappush(running, (now + rows[key][cost], started, trial_id, key))
+            key = key_of(config)
+            heapq.heappush(running, (now + seconds_of(key), started, trial_id, key))
             started += 1
         now, _, trial_id, key = heapq.heappop(running)
-        result = {acc: rows[key][acc], cost: rows[key][cost], "epoch": 1, "training_iteration": 1}
+        result = result_of(key)
         searcher.on_trial_result(trial_id, result)
         searcher.on_trial_complete(trial_id, result)
         done.append(key)
     return done
+
+
+def run_search(searcher, rows: dict, task: str, budget: int, workers: int) -> list[str]:
+    """Keys of the configurations evaluated, in the order their trials completed."""
+    from raynas.bench.lookup import make_key
+    from raynas.experiment import ORIGIN_KEY
+
+    acc, cost = f"val_accuracy_{task}", f"time_{task}"
+    return simulate(
+        searcher, budget, workers,
+        key_of=lambda config: make_key(KEY, {k: v for k, v in config.items() if k != ORIGIN_KEY}),
+        seconds_of=lambda key: rows[key][cost],
+        result_of=lambda key: {acc: rows[key][acc], cost: rows[key][cost], "epoch": 1, "training_iteration": 1},
+    )
 
 
 # -- measures --------------------------------------------------------------------------------
