@@ -229,6 +229,8 @@ def test_bad_warm_start_or_points_exit_2_before_ray_and_change_nothing(tmp_path,
         ({"warm_start": [str(other)]}, f"search.warm_start[0]: {other} optimised min val_loss, this experiment max val_acc; a warm start needs the same objective"),
         ({"points": [{"arch": {"depth": 5}}]}, "search.points[0]: not a configuration of the space: arch.depth: 5 -> 3 would be needed to fit it"),
         ({"points": [{"arch": {"depth": 1}}] * 3, "num_trials": 2}, "search.points: 3 points, more than the 2 trials the search runs"),
+        ({"prescreen": {"proxy": "naswt"}}, "search.prescreen.proxy: unknown proxy 'naswt' (did you mean 'naswot'?)"),
+        ({"prescreen": {"proxy": "snip", "candidates": 1}}, "search.prescreen.candidates"),
     ]
     for i, (search, where) in enumerate(cases):
         exp = write_yaml(tmp_path / "bad.yaml", {"name": "bad", "space": space, "search": search})

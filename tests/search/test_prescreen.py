@@ -93,3 +93,13 @@ def test_the_scorer_is_not_pickled_with_the_searcher():
 
     searcher = wrapped(RandomSearcher(SPACE, metric="acc", mode="max"))
     assert pickle.loads(pickle.dumps(searcher))._scorer is None
+
+
+def test_a_prescreen_needs_a_model_raynas_builds():
+    import raynas
+    from raynas.errors import ConfigError
+
+    raw = {"name": "x", "trainable": "tests.integration.toy_trainable:train", "space": {"x": {"int": [0, 3]}},
+           "search": {"prescreen": {"proxy": "naswot"}}, "metrics": ["score"], "objective": {"metric": "score"}}
+    with pytest.raises(ConfigError, match=r"search.prescreen: scores the models raynas builds from space.arch; the trainable "):
+        raynas.spec_from_dict(raw, check_imports=False)
