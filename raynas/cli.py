@@ -335,7 +335,7 @@ def _validate(args) -> int:
     dataset = preflight(spec, notes)  # loads the data and builds sampled architectures
     from raynas.runner import warm_priors
 
-    _, warm_lines = warm_priors(spec)  # reads the earlier folders: a bad one is refused here too
+    _, warm_lines, _ = warm_priors(spec)  # reads the earlier folders: a bad one is refused here too
     data = spec.data.source if spec.data else "none"
     if dataset is not None:
         shape = "x".join(map(str, dataset.input_shape))

@@ -130,7 +130,7 @@ def run(
     opts = _options(opts, options)
     exp_dir = experiment_dir(spec, opts)
     dataset = preflight(spec)  # the file's own errors first
-    priors, warm_lines = warm_priors(spec)
+    priors, warm_lines, earlier_states = warm_priors(spec)
     if exp_dir.exists():
         raise ConfigError(
             "",
@@ -159,7 +159,7 @@ def run(
     )
     for line in warm_lines:
         print(f"raynas: {line}", file=opts.stream or sys.stdout, flush=True)
-    return _execute(spec, opts, exp_dir, dataset, restore=False, priors=priors)
+    return _execute(spec, opts, exp_dir, dataset, restore=False, warm=(priors, earlier_states))
 
 
 def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options) -> Path:
@@ -231,11 +231,12 @@ def preflight(spec: ExperimentSpec, notes: list[str] | None = None):
     return dataset
 
 
-def warm_priors(spec: ExperimentSpec) -> tuple[list, list[str]]:
-    """The earlier trials ``search.warm_start`` names, and a line per folder saying what was used
-    (read before Ray starts: a bad folder is a ConfigError)."""
+def warm_priors(spec: ExperimentSpec) -> tuple[list, list[str], list[dict]]:
+    """The earlier trials ``search.warm_start`` names, a line per folder saying what was used,
+    and the earlier searcher states of the same kind (read before Ray starts: a bad folder is a
+    ConfigError)."""
     if not spec.search.warm_start or spec.retrain is not None:
-        return [], []
+        return [], [], []
     from raynas.search.warm import load_priors
 
     return load_priors(spec)
@@ -452,7 +453,7 @@ def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME
     return tune.with_resources(fn, resources)
 
 
-def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool, priors=None) -> Path:
+def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool, warm=None) -> Path:
     global _local_ray
     import ray
 
@@ -464,7 +465,7 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
     try:
         _tune.check_compat()  # once per process: which of raynas's features this Ray loses
         slots = _check_resources(spec)
-        tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore, priors)
+        tuner = _build_tuner(spec, opts, exp_dir, dataset, slots, restore, warm)
         journal = _wire(tuner)
         report.announce()
         try:
@@ -542,7 +543,7 @@ def _max_concurrent(spec: ExperimentSpec, slots: int) -> int | None:
     return slots
 
 
-def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, slots: int, restore: bool, priors=None):
+def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, slots: int, restore: bool, warm=None):
     from ray import tune
 
     from raynas.callbacks import Journal, JournalFlush, QuietTrialProgress, trial_dirname
@@ -585,6 +586,12 @@ def _build_tuner(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset,
         # Before Tune pickles the searcher into the folder, so a resume starts from the same state.
         if spec.search.points:
             searcher.add_points(spec.search.points)
+        # search.warm_start: earlier trials, and earlier states of this searcher (warm_priors).
+        priors, earlier_states = warm or ([], [])
+        for earlier in earlier_states:
+            line = searcher.adopt(earlier["saved"], same_data=earlier["same_data"], source=earlier["folder"])
+            if line:
+                print(f"raynas: {line}", file=opts.stream or sys.stdout, flush=True)
         if priors:
             print(f"raynas: {searcher.warm_start(priors)}", file=opts.stream or sys.stdout, flush=True)
         if spec.search.prescreen:

@@ -66,6 +66,9 @@ class PrescreenSearcher(Searcher):
     def warm_start(self, priors: list) -> str:
         return self.inner.warm_start(priors)
 
+    def adopt(self, saved: dict, **kwargs) -> str | None:
+        return self.inner.adopt(saved, **kwargs)
+
     # -- Tune hooks
     def suggest(self, trial_id: str) -> Optional[Dict]:
         if self.inner.points:  # given points train as given

@@ -61,6 +61,7 @@ Example:
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from typing import Any, Sequence
@@ -366,6 +367,33 @@ class RLSearcher(SpaceSearcher):
         self.actions.pop(trial_id, None)
 
     # -- warm start
+    #: Folders whose policy this controller started from: their trials are in it already.
+    adopted: tuple = ()
+
+    def adopt(self, saved: dict, *, same_data: bool, source: str) -> str | None:
+        """Starts from an earlier RL search's policy when the spaces match (the same space, and
+        the same ``hidden_size`` and ``float_bins``): its weights, decisions and, on the same
+        data, its baseline and reward scale. Its trials then only mark their configurations as
+        seen in :meth:`warm_start`; they are learned already. A fresh Adam takes the steps."""
+        state = saved.get("state", {}) if isinstance(saved, dict) else {}
+        state = state.get("inner", state)  # a prescreened search saves its searcher inside
+        if (saved.get("space") != self.space.to_dict() or state.get("hidden_size") != self.hidden_size
+                or state.get("float_bins") != self.float_bins or "params" not in state or self.num_updates):
+            return None
+        self.params = {k: v.detach().clone().requires_grad_(True) for k, v in state["params"].items()}
+        self.decisions = [tuple(d) for d in state["decisions"]]
+        self.index = dict(state["index"])
+        self._optimizer = torch.optim.Adam([self.params[k] for k in _CORE], lr=self.lr)
+        for i in range(len(self.decisions)):
+            self._optimizer.add_param_group({"params": [self.params[f"d{i}.{p}"] for p in _PARTS]})
+        if same_data:
+            for key in ("baseline", "reward_ema", "reward_stats", "worst"):
+                setattr(self, key, copy.deepcopy(state[key]))
+        self.adopted = (*self.adopted, source)
+        learned = state.get("num_updates", 0)
+        return (f"rl: starts from the policy of {source} ({learned} updates"
+                + (", with its baseline and reward scale)" if same_data else "; other data: its baseline is not used)"))
+
     def warm_start(self, priors: list) -> str:
         """Replays earlier trials through the policy, one REINFORCE step each, in order.
 
@@ -377,9 +405,14 @@ class RLSearcher(SpaceSearcher):
         on another scale, so only their order is used: their advantages are their rewards
         standardised among themselves (failed ones one unit below the worst), and they leave the
         baseline and the scale to this search's trials. A configuration the space cannot replay
-        is skipped. The updates are part of the state, so a resumed search keeps them.
+        is skipped. The updates are part of the state, so a resumed search keeps them. Trials of a
+        folder whose policy the controller adopted (:meth:`adopt`) are in it already: they only
+        mark their configurations as seen.
         """
         replayed = failed = skipped = 0
+        in_policy = [p for p in priors if p.source.split("/")[0] in self.adopted]
+        self.seen.update(_key(p.config) for p in in_policy)
+        priors = [p for p in priors if p.source.split("/")[0] not in self.adopted]
         other = [(k, p) for k, p in enumerate(priors) if not getattr(p, "same_data", True)]
         rewards = [-loss_sign(self._mode or "max") * v for _, p in other if (v := _finite(p.value)) is not None]
         mean = sum(rewards) / len(rewards) if rewards else 0.0
@@ -402,10 +435,14 @@ class RLSearcher(SpaceSearcher):
                 self._step_policy(f"prior-{k}", actions, reward, advantage)
             replayed += 1
             failed += value is None
+        if in_policy and not priors:
+            return f"rl: the {len(in_policy)} earlier trials are in the policy it started from"
         text = f"rl: {replayed} earlier trials replayed through the policy ({failed} as failed"
         if other:
             text += f"; {len(other)} on other data, by their order only"
         text += ")"
+        if in_policy:
+            text += f"; {len(in_policy)} more are in the policy it started from"
         return text + (f", {skipped} skipped (not replayable in this space)" if skipped else "")
 
     def _replayed(self, config: dict) -> list | None:

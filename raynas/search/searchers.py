@@ -143,6 +143,12 @@ class SpaceSearcher(Searcher):
         """
         return f"{self.name}: does not learn from earlier trials; the {len(priors)} given are not used"
 
+    def adopt(self, saved: dict, *, same_data: bool, source: str) -> str | None:
+        """Starts from an earlier search's saved state of this searcher (``search.warm_start``
+        of a folder that ran the same searcher); returns a line saying so, or None where it does
+        not apply. Only the RL controller adopts one (its policy)."""
+        return None
+
     def screened_out(self, trial_id: str, score: float) -> None:
         """A suggestion that a prescreen (``search.prescreen``) scored below another and did not
         train. This base class forgets it (random search has nothing to learn); subclasses

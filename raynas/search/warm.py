@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -24,8 +25,10 @@ __all__ = ["load_priors"]
 _USED = (Status.COMPLETED, Status.STOPPED, Status.FAILED, Status.REJECTED, Status.ERROR)
 
 
-def load_priors(spec) -> tuple[list[Prior], list[str]]:
-    """The earlier trials of ``spec.search.warm_start``, and one line per folder saying what was used.
+def load_priors(spec) -> tuple[list[Prior], list[str], list[dict]]:
+    """The earlier trials of ``spec.search.warm_start``, one line per folder saying what was
+    used, and the saved searcher states of the folders that ran this search's searcher
+    (``{"folder", "saved", "same_data"}``: the RL controller starts from such a policy).
 
     Raises:
         ConfigError: A folder is not a raynas experiment, or its objective differs from this one
@@ -36,6 +39,7 @@ def load_priors(spec) -> tuple[list[Prior], list[str]]:
 
     priors: list[Prior] = []
     lines: list[str] = []
+    states: list[dict] = []
     metrics = list(spec.objective.metrics)
     modes = [m.value for m in spec.objective.modes]
     for i, path in enumerate(spec.search.warm_start):
@@ -61,7 +65,16 @@ def load_priors(spec) -> tuple[list[Prior], list[str]]:
                 key, f"{path} optimised {theirs}, this experiment {ours}; a warm start needs the same objective",
                 spec.source_file,
             )
-        same = _task(_earlier_raw(folder), results.meta.get("base_dir")) == _task(spec.raw, spec.base_dir)
+        earlier_raw = _earlier_raw(folder)
+        same = _task(earlier_raw, results.meta.get("base_dir")) == _task(spec.raw, spec.base_dir)
+        search = earlier_raw.get("search") if isinstance(earlier_raw.get("search"), dict) else {}
+        saved = sorted(folder.glob("searcher-state-*.pkl"))
+        if search.get("searcher", "random") == spec.search.searcher and saved:
+            try:
+                with open(saved[-1], "rb") as f:
+                    states.append({"folder": folder.name, "saved": pickle.load(f), "same_data": same})
+            except (OSError, pickle.UnpicklingError, EOFError, AttributeError, ImportError):
+                pass  # an unreadable state: the trials below still teach the searcher
         used, mapped, skipped = 0, 0, Counter()
         for trial in results.trials:
             if trial.status not in _USED:
@@ -90,7 +103,7 @@ def load_priors(spec) -> tuple[list[Prior], list[str]]:
             where = ", ".join(f"{n} at {k}" for k, n in skipped.most_common(3))
             line += f", {sum(skipped.values())} skipped: outside this space ({where})"
         lines.append(line + ")" + ("" if same else "; it trained on other data (its data or trainable section differs)"))
-    return priors, lines
+    return priors, lines, states
 
 
 def _earlier_raw(folder: Path) -> dict:

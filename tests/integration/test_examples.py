@@ -70,6 +70,13 @@ def test_experiment_file_runs_through_the_console_script(tmp_path, ray_env, name
         assert [t["origin"]["how"] for t in trials].count("given point 1 of 1") == 1
         given = next(t for t in trials if t["origin"]["how"] == "given point 1 of 1")
         assert given["config"]["arch"] == {"depth": 2, "width": 512, "activation": "relu", "dropout": 0.1}
+    if name == "rl_digits":
+        # A second search warm-started from this one: the controller starts from its policy.
+        again = raynas("run", EXPERIMENTS / f"{name}.yaml", "--storage-path", tmp_path, "--quiet", "--name", "again",
+                       *overrides, "--set", f"search.warm_start=[{folder}]", env=ray_env, cwd=tmp_path)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        assert f"rl: starts from the policy of {name} (3 updates, with its baseline and reward scale)" in again.stdout
+        assert "rl: the 3 earlier trials are in the policy it started from" in again.stdout
     if name == "prescreen_digits":
         # Each trained trial was the best of 4 by naswot, recorded as a metric too; 9 were screened out.
         assert all(t["origin"]["prescreen"].startswith("naswot ") for t in trials)

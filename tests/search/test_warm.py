@@ -126,3 +126,38 @@ def test_trials_on_other_data_are_not_mixed_in_by_value_their_best_are_evaluated
         assert len(searcher._ensure_study().trials) == first + 1  # no earlier values in the study
     else:
         assert all(not m[0].startswith("warm:") for m in searcher.population)
+
+
+def test_rl_starts_from_an_earlier_policy_where_the_spaces_match(tmp_path):
+    import pickle
+
+    import torch
+
+    from raynas.search.rl import RLSearcher
+
+    earlier = RLSearcher(SPACE, metric="score", mode="max", seed=0)
+    run(earlier, 30)
+    earlier.save(str(tmp_path / "searcher-state.pkl"))
+    saved = pickle.loads((tmp_path / "searcher-state.pkl").read_bytes())
+
+    later = RLSearcher(SPACE, metric="score", mode="max", seed=5)
+    line = later.adopt(saved, same_data=True, source="old")
+    assert line == "rl: starts from the policy of old (30 updates, with its baseline and reward scale)"
+    assert all(torch.equal(later.params[k], earlier.params[k]) for k in earlier.params)
+    assert later.baseline == earlier.baseline
+    # Its trials are in the policy already: not learned twice, only remembered.
+    priors = [Prior(config={k: v for k, v in c.items() if k != "_raynas"}, value=1.0, source=f"old/t{i}")
+              for i, c in enumerate([earlier.suggest("x")])]
+    assert later.warm_start(priors) == "rl: the 1 earlier trials are in the policy it started from"
+    assert later.num_updates == 0 and all(torch.equal(later.params[k], earlier.params[k]) for k in earlier.params)
+    # The learned policy carries over: its samples score better than a fresh controller's.
+    fresh = RLSearcher(SPACE, metric="score", mode="max", seed=5)
+    mean = lambda configs: sum(score({k: v for k, v in c.items() if k != "_raynas"}) for c in configs) / len(configs)
+    assert mean([later.suggest(f"a{i}") for i in range(20)]) > mean([fresh.suggest(f"b{i}") for i in range(20)])
+
+    other_space = Space({"arch": {"x": {"int": [0, 40]}, "k": {"choice": [3, 5, 7]}}, "train": {"lr": {"float": [1e-3, 1e-1], "log": True}}})
+    assert RLSearcher(other_space, metric="score", mode="max").adopt(saved, same_data=True, source="old") is None
+    assert RLSearcher(SPACE, metric="score", mode="max", hidden_size=16).adopt(saved, same_data=True, source="old") is None
+    on_other_data = RLSearcher(SPACE, metric="score", mode="max")
+    assert "other data: its baseline is not used" in on_other_data.adopt(saved, same_data=False, source="old")
+    assert on_other_data.baseline is None
