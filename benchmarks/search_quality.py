@@ -21,6 +21,15 @@ Usage::
     python benchmarks/search_quality.py 3945 --seeds 2 --budget 600 --json
     python benchmarks/search_quality.py 167168 189906 126026 --from-runs runs.jsonl   # re-summarise
     python benchmarks/search_quality.py 3945 --smoke                   # a quick check
+    python benchmarks/search_quality.py 167168 189906 126026 --offline --seeds 50   # many seeds, no Ray
+
+``--offline`` runs the same searchers (built from the same experiment through raynas's
+registry, so with the same defaults) and Ray's own ASHA scheduler object, but in one process and
+without Ray: trials are the surrogate's curves on an event-driven simulated clock of
+``--workers`` workers, a finished trial's worker starts the next suggestion at once, and no
+orchestration time exists. A run takes a fraction of a second (random) to a few seconds (TPE),
+so many seeds fit where the noise needs them. It leaves out what only a live run has: results
+arriving in wall-clock order, Ray's overheads, and HyperBand's pauses (``hyperband`` is refused).
 
 Needs ``pip install -e ".[bench]"`` and the YAHPO data (``$RAYNAS_YAHPO_DATA`` or
 ``../shared/data/yahpo``).
@@ -124,6 +133,85 @@ def run_one(task: str, method: str, seed: int, args, storage: str) -> dict:
         "wall_utilization": work / (args.workers * args.speedup * span) if span > 0 else 0.0,
         "events": [(round(t, 3), a) for t, a, _ in kept],
     }
+
+
+class _Trial:
+    """What Ray's schedulers read of a trial (its id)."""
+
+    def __init__(self, trial_id: str):
+        self.trial_id = trial_id
+
+
+def run_offline(task: str, method: str, seed: int, args) -> dict:
+    """One run without Ray: the experiment's searcher and scheduler on a simulated clock."""
+    began = time.perf_counter()
+    events, _ = simulate(task, method, seed, args)
+    return {
+        "task": str(task), "method": method, "seed": seed, "wall_s": time.perf_counter() - began,
+        "trials": len({e[2] for e in events}), "epochs": len(events),
+        "wall_utilization": 1.0,  # no orchestration on the simulated clock
+        "events": [(t, a) for t, a, _ in events], "offline": True,
+    }
+
+
+def simulate(task: str, method: str, seed: int, args) -> tuple[list, set]:
+    """The events ``[(simulated time, val_accuracy, trial id), ...]`` of one offline run, and the
+    trials still running when the budget ran out."""
+    import heapq
+
+    import raynas
+    from raynas.bench.lcbench import hyperparameters, surrogate
+    from raynas.search.registry import SCHEDULERS, SEARCHERS
+
+    spec = raynas.spec_from_dict(experiment(task, method, seed, args))
+    searcher = SEARCHERS[spec.search.searcher].build(spec)
+    scheduler = SCHEDULERS[spec.scheduler.name].build(spec)
+    scheduler.set_search_properties(METRIC, "max")
+    model = surrogate(args.data_path)
+    running: list = []  # (simulated time the epoch ends, order, trial id, epoch)
+    curves: dict = {}
+    events: list = []
+    count = 0
+
+    def start(clock: float) -> bool:
+        nonlocal count
+        trial_id = f"t{count:05d}"
+        config = searcher.suggest(trial_id)
+        if not isinstance(config, dict):
+            return False  # the searcher waits (or is finished): the worker idles
+        count += 1
+        curve = model.curve(task, hyperparameters(config), spec.max_epochs)
+        times = curve["time"]
+        seconds = [max(0.0, t - (times[i - 1] if i else 0.0)) for i, t in enumerate(times)]
+        curves[trial_id] = (curve[METRIC], seconds)
+        scheduler.on_trial_add(None, _Trial(trial_id))
+        heapq.heappush(running, (clock + seconds[0], count, trial_id, 1))
+        return True
+
+    idle = args.workers  # workers without a trial
+    while idle and start(0.0):
+        idle -= 1
+    while running:
+        clock, order, trial_id, epoch = heapq.heappop(running)
+        if clock > args.budget:
+            heapq.heappush(running, (clock, order, trial_id, epoch))
+            break
+        values, seconds = curves[trial_id]
+        result = {METRIC: values[epoch - 1], "epoch": epoch, "training_iteration": epoch}
+        events.append((round(clock, 3), values[epoch - 1], trial_id))
+        searcher.on_trial_result(trial_id, result)
+        if epoch >= spec.max_epochs or scheduler.on_trial_result(None, _Trial(trial_id), result) == "STOP":
+            if epoch >= spec.max_epochs:
+                scheduler.on_trial_complete(None, _Trial(trial_id), result)
+            else:
+                scheduler.on_trial_remove(None, _Trial(trial_id))
+            searcher.on_trial_complete(trial_id, result)
+            idle += 1
+            while idle and start(clock):
+                idle -= 1
+        else:
+            heapq.heappush(running, (clock + seconds[epoch], order, trial_id, epoch + 1))
+    return events, {trial_id for _, _, trial_id, _ in running}
 
 
 def timeline(curves: list[list[dict]], workers: int, speedup: float) -> tuple[list, float, float]:
@@ -313,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="append each finished run to this JSON-lines file (runs already in it are skipped)")
     parser.add_argument("--from-runs", default=None, help="summarise the runs of a --runs-log file instead of running")
     parser.add_argument("--smoke", action="store_true", help="a tiny budget: 1 seed, 2 workers, 60 simulated s at 200x")
+    parser.add_argument("--offline", action="store_true",
+                        help="simulate without Ray (same searchers and ASHA; no orchestration; not hyperband)")
     args = parser.parse_args(argv)
     if args.smoke:
         args.seeds, args.workers, args.budget, args.speedup = 1, 2, 60.0, 200.0
@@ -322,6 +412,11 @@ def main(argv: list[str] | None = None) -> int:
     if unknown or args.seeds < 1 or args.workers < 1 or args.budget <= 0 or args.speedup <= 0:
         parser.error(f"unknown methods {unknown}" if unknown else "seeds, workers, budget and speed-up must be positive")
 
+    if args.offline and "hyperband" in methods:
+        parser.error("--offline cannot run hyperband (it pauses and resumes trials); leave it out of --methods")
+    if args.offline and args.methods == parser.get_default("methods"):
+        methods.remove("hyperband")
+
     if args.from_runs:
         with open(args.from_runs, encoding="utf-8") as f:
             runs = [json.loads(line) for line in f if line.strip()]
@@ -329,8 +424,6 @@ def main(argv: list[str] | None = None) -> int:
                 and (chosen_seeds is None or r["seed"] < chosen_seeds)]
         args.seeds = len({r["seed"] for r in runs})
         return report(runs, args)
-
-    import ray
 
     import raynas
 
@@ -341,6 +434,10 @@ def main(argv: list[str] | None = None) -> int:
         except raynas.ConfigError as err:
             print(f"search_quality: {err}", file=sys.stderr)
             return 2
+    if args.offline:
+        return report(offline_runs(methods, args), args)
+    import ray
+
     # Short: Ray's socket paths must stay < 108 bytes.
     tmp = tempfile.mkdtemp(prefix="rsq", dir=os.environ.get("RAYNAS_BENCH_TMP", "/tmp"))
     os.environ.setdefault("RAY_CHDIR_TO_TRIAL_DIR", "0")
@@ -376,6 +473,25 @@ def main(argv: list[str] | None = None) -> int:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
     return report(runs, args)
+
+
+def offline_runs(methods: list[str], args) -> list[dict]:
+    """Every (seed, task, method) through :func:`run_offline`, logged as the live runs are."""
+    runs = []
+    log = open(args.runs_log, "a", encoding="utf-8") if args.runs_log else None
+    try:
+        for seed in range(args.seeds):
+            for task in args.tasks:
+                for method in methods:
+                    run = run_offline(str(task), method, seed, args)
+                    runs.append(run)
+                    if log:
+                        log.write(json.dumps(run) + "\n")
+    finally:
+        if log:
+            log.close()
+    print(f"{len(runs)} offline runs", file=sys.stderr)
+    return runs
 
 
 def report(runs: list[dict], args) -> int:

@@ -90,3 +90,63 @@ def test_regret_standard_errors_are_over_seeds_of_the_mean_over_tasks():
     assert row["regret_se"] == pytest.approx(2.0 / 3 ** 0.5)  # sd 2 of (2, 4, 6), over sqrt(3)
     assert summary["methods"]["best"]["regret_se"] == 0.0  # one seed: no spread to estimate
     assert "4.00 ± 1.15" in sq.render(summary)
+
+
+@pytest.mark.skipif(not (DATA / "lcbench" / "model.onnx").is_file(), reason=f"the YAHPO LCBench data is not at {DATA}")
+def test_offline_runs_the_experiments_searcher_under_rays_asha_without_ray(tmp_path):
+    pytest.importorskip("onnxruntime", reason="raynas[bench] is not installed")
+    from types import SimpleNamespace
+
+    sq = _module()
+    args = SimpleNamespace(workers=3, budget=60.0, speedup=100.0, data_path=str(DATA))
+    fifo = sq.run_offline("167168", "random+fifo", 0, args)
+    asha = sq.run_offline("167168", "random+asha", 0, args)
+    assert asha == {**sq.run_offline("167168", "random+asha", 0, args), "wall_s": asha["wall_s"]}  # seeded
+    for run in (fifo, asha):
+        times = [t for t, _ in run["events"]]
+        assert times == sorted(times) and 0 < times[-1] <= 60 and run["epochs"] == len(times)
+    # Same seed, same configurations: the first trial's first epochs are the same under both.
+    assert fifo["events"][0] == asha["events"][0]
+    # ASHA stops most trials at its first rung (epoch 3), so far more trials fit the budget.
+    assert asha["trials"] > 2 * fifo["trials"] >= 2 * 3
+    # Methods that pause trials cannot run offline: the command line says so (exit 2).
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "search_quality.py"), "167168", "--offline",
+         "--methods", "random+asha,hyperband", "--plot", ""],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 2 and "--offline cannot run hyperband" in proc.stderr
+
+
+@pytest.mark.skipif(not (DATA / "lcbench" / "model.onnx").is_file(), reason=f"the YAHPO LCBench data is not at {DATA}")
+def test_offline_asha_stops_trials_where_rays_rung_rule_says():
+    """A finished trial ends at a rung (3, 9, 27) or at the end (52); one that ended at a rung was
+    below the top third of the values recorded there before it; one that went on was not."""
+    pytest.importorskip("onnxruntime", reason="raynas[bench] is not installed")
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    sq = _module()
+    events, running = sq.simulate("167168", "random+asha", 1, SimpleNamespace(workers=4, budget=120.0, speedup=100.0,
+                                                                              data_path=str(DATA)))
+    length: dict = {}
+    for _, _, trial in events:
+        length[trial] = length.get(trial, 0) + 1
+    assert running and all(length[t] in (3, 9, 27, 52) for t in length if t not in running)
+    rungs: dict = {3: [], 9: [], 27: []}
+    stopped = promoted = 0
+    seen: dict = {}
+    for _, acc, trial in events:  # in time order, as the scheduler saw them
+        seen[trial] = epoch = seen.get(trial, 0) + 1
+        if epoch in rungs:
+            if rungs[epoch] and trial not in running:
+                cutoff = np.nanpercentile(rungs[epoch], 100 * (1 - 1 / 3))
+                if length[trial] == epoch:
+                    assert acc < cutoff
+                    stopped += 1
+                else:
+                    assert acc >= cutoff
+                    promoted += 1
+            rungs[epoch].append(acc)
+    assert stopped >= 10 and promoted >= 2
