@@ -164,9 +164,11 @@ def build_transformer(arch: dict, input_shape: tuple, num_classes: int) -> nn.Mo
                 f"over width / heads dimensions",
             )
         hidden = max(1, round(b.number("mlp_ratio", 2) * width))
+        # GELU as a module, not the string "gelu": hooks see it (the naswot proxy reads its
+        # codes there) and torch still takes its fused inference path.
         blocks.append(
             nn.TransformerEncoderLayer(
-                width, heads, hidden, b.dropout(), activation="gelu", batch_first=True,
+                width, heads, hidden, b.dropout(), activation=nn.GELU(), batch_first=True,
                 norm_first=True,
             )
         )
