@@ -11,7 +11,8 @@ Tokens come from the input's rank:
   source hands them over (numeric, standardised).
 
 A learned ``[CLS]`` token is prepended when ``pool: cls``. The tokens pass through the blocks,
-each torch's own ``nn.TransformerEncoderLayer`` (``batch_first``, ``norm_first``, GELU), then
+each torch's own ``nn.TransformerEncoderLayer`` (``batch_first``, ``norm_first``, GELU; see
+:class:`EncoderLayer` for the one change), then
 a final LayerNorm; the ``[CLS]`` token (or the mean of all tokens, ``pool: mean``) goes
 through dropout and a linear layer.
 
@@ -39,9 +40,9 @@ import torch
 from torch import nn
 
 from raynas.errors import ArchError
-from raynas.trainables.families import _Reader
+from raynas.trainables.families import _Reader, _unfused_attention
 
-__all__ = ["FeatureTokenizer", "PatchEmbedding", "Transformer", "build_transformer"]
+__all__ = ["EncoderLayer", "FeatureTokenizer", "PatchEmbedding", "Transformer", "build_transformer"]
 
 
 class FeatureTokenizer(nn.Module):
@@ -69,6 +70,26 @@ class PatchEmbedding(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.proj(x).flatten(2).transpose(1, 2)
+
+
+class EncoderLayer(nn.TransformerEncoderLayer):
+    """torch's ``nn.TransformerEncoderLayer``, also after dynamic int8 quantization and under
+    TorchScript tracing.
+
+    Two cases run torch's plain path (the same function, unfused) instead of its fused
+    inference path: ``raynas compress --quantize int8`` swaps the MLP's linear layers for
+    dynamically quantized ones, whose ``weight`` is a method, and torch's check for the fused
+    path reads ``weight.device`` of it; and ``torch.jit.trace`` (``raynas export --format
+    torchscript``) records the fused path differently on its check run and refuses the trace.
+    Both are tested in tests/trainables/test_transformer.py.
+    """
+
+    def forward(self, src: torch.Tensor, *args, **kwargs) -> torch.Tensor:
+        plain_weights = all(isinstance(m.weight, torch.Tensor) for m in (self.linear1, self.linear2))
+        if plain_weights and not torch.jit.is_tracing():
+            return super().forward(src, *args, **kwargs)
+        with _unfused_attention():
+            return super().forward(src, *args, **kwargs)
 
 
 class Transformer(nn.Module):
@@ -116,7 +137,7 @@ class Transformer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.tokenizer(x)
         if self.cls_token is not None:
-            tokens = torch.cat([self.cls_token.expand(len(tokens), -1, -1), tokens], dim=1)
+            tokens = torch.cat([self.cls_token.expand(tokens.shape[0], -1, -1), tokens], dim=1)
         if self.position is not None:
             tokens = tokens + self.position
         tokens = self.norm(self.blocks(tokens))
@@ -167,7 +188,7 @@ def build_transformer(arch: dict, input_shape: tuple, num_classes: int) -> nn.Mo
         # GELU as a module, not the string "gelu": hooks see it (the naswot proxy reads its
         # codes there) and torch still takes its fused inference path.
         blocks.append(
-            nn.TransformerEncoderLayer(
+            EncoderLayer(
                 width, heads, hidden, b.dropout(), activation=nn.GELU(), batch_first=True,
                 norm_first=True,
             )

@@ -64,7 +64,7 @@ def test_blocks_are_torch_encoder_layers_with_the_arch_settings():
     a = {"width": 24, "blocks": [{"heads": 3, "mlp_ratio": 2, "dropout": 0.1}, {"heads": 8, "mlp_ratio": 0.5}]}
     model = build_model("transformer", a, DIGITS, 10)
     layers = list(model.blocks)
-    assert all(isinstance(b, nn.TransformerEncoderLayer) and b.norm_first for b in layers)
+    assert all(isinstance(b, nn.TransformerEncoderLayer) and b.norm_first for b in layers)  # torch's own
     assert [b.self_attn.num_heads for b in layers] == [3, 8]
     assert [b.linear1.out_features for b in layers] == [48, 12]
     assert [b.dropout.p for b in layers] == [0.1, 0.0]
@@ -127,6 +127,39 @@ def test_fused_and_unfused_inference_agree_and_latency_is_measured():
             torch.backends.mha.set_fastpath_enabled(True)
     assert torch.allclose(fused, plain, atol=1e-5)
     assert measure_latency_ms(model, DIGITS, repeats=2, warmup=1) > 0
+
+
+@pytest.mark.parametrize("shape", [DIGITS, TABULAR], ids=str)
+def test_int8_quantized_model_runs_and_agrees(shape):
+    """raynas compress --quantize int8: dynamic int8 swaps the MLPs' linear layers for
+    quantized ones, on which torch's own layer failed its fused-path check (reading .device of
+    a method); with a calibration batch, images get static int8 (FX) of the whole model."""
+    from raynas.winner.compress import quantize
+
+    torch.manual_seed(0)
+    model = build_model("transformer", arch(patch_size=2) if len(shape) == 3 else arch(), shape, 4).eval()
+    x = torch.randn(5, *shape)
+    for calibration, method, tolerance in ((None, "dynamic int8 (Linear)", 0.1),
+                                           (torch.randn(8, *shape), None, 0.5)):
+        result = quantize(model, "int8", calibration=calibration)
+        assert method is None or result.method == method
+        with torch.inference_mode():
+            out, expected = result.model(x), model(x)
+        assert out.shape == (5, 4) and torch.allclose(out, expected, atol=tolerance), (result.method, out - expected)
+        assert measure_latency_ms(result.model, shape, repeats=2, warmup=1) > 0
+    assert torch.backends.mha.get_fastpath_enabled()
+
+
+def test_torchscript_trace_works_for_any_batch_size():
+    """What raynas export --format torchscript does: trace in eval mode on one sample."""
+    import warnings
+
+    model = build_model("transformer", arch(patch_size=2), DIGITS, 10).eval()
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore", DeprecationWarning)  # torch 2.13 deprecates torch.jit
+        traced = torch.jit.trace(model, torch.zeros(1, *DIGITS))
+        x = torch.randn(3, *DIGITS)
+        assert torch.allclose(traced(x), model(x), atol=1e-5)
 
 
 @pytest.mark.parametrize("shape", [DIGITS, TABULAR], ids=str)
