@@ -4,8 +4,11 @@ A family is a function ``build(arch: dict, input_shape: tuple, num_classes: int)
 registered under a name. ``input_shape`` excludes the batch dimension: ``(C, H, W)`` for images,
 ``(F,)`` for tables. The module maps a batch ``(N, *input_shape)`` to logits ``(N, num_classes)``.
 
-Built-in families: ``mlp``, ``cnn``, ``resnet`` and ``mbconv`` (MobileNetV2-style). Users add their
-own with :func:`register_family` or name ``package.module:function`` in the experiment file.
+Built-in families: ``mlp``, ``cnn``, ``resnet`` and ``mbconv`` (MobileNetV2-style) here;
+``cell`` (NAS-Bench-201 / DARTS-style cells, :mod:`raynas.trainables.cell`) and ``transformer``
+(ViT on images, FT-Transformer on tables, :mod:`raynas.trainables.transformer`) in their own
+modules, built from the helpers here. Users add their own with :func:`register_family` or name
+``package.module:function`` in the experiment file.
 
 An arch that cannot be built for the data (a bad value, too many downsamplings for the image
 size) raises :class:`~raynas.errors.ArchError` naming the key path, e.g. ``arch.stages.3``.
@@ -147,7 +150,11 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
 
     Counted by ``torch.utils.flop_counter.FlopCounterMode`` (matmuls and convolutions, a
     multiply-add counts 2; element-wise ops are not counted), in eval mode under ``no_grad`` on
-    the model's own device, with one torch thread. The first call in a process imports
+    the model's own device, with one torch thread. Attention counts its two matmuls (scores and
+    weighted values): the count runs with torch's fused inference path of
+    ``nn.TransformerEncoderLayer``/``nn.MultiheadAttention`` turned off (that one kernel is
+    invisible to the counter, so a transformer counted 0 in its attention and MLP alike) and
+    gives torch's fused CPU attention kernel the formula the counter lacks. The first call in a process imports
     ``torch._dynamo`` (about 2 s on a slow CPU); constructing a torch optimizer imports it too,
     so a trial pays that once either way.
 
@@ -158,10 +165,49 @@ def count_flops(model: nn.Module, input_shape: Sequence[int]) -> int:
     from torch.utils.flop_counter import FlopCounterMode
 
     x = torch.zeros((1, *_check_input_shape(input_shape)), **_tensor_kwargs(model))
-    counter = FlopCounterMode(display=False)
-    with _eval_mode(model), torch.no_grad(), _one_thread(), counter:
+    counter = FlopCounterMode(display=False, custom_mapping=_attention_flop_formulas())
+    with _eval_mode(model), torch.no_grad(), _one_thread(), _unfused_attention(), counter:
         model(x)
     return int(counter.get_total_flops())
+
+
+def _sdpa_flops(query_shape, key_shape, value_shape, *args, **kwargs) -> int:
+    # (batch, heads, tokens, dim): scores q @ k^T, then weights @ v; a multiply-add counts 2.
+    *lead, s_q, d_q = query_shape
+    s_k, d_v = key_shape[-2], value_shape[-1]
+    return 2 * math.prod(lead) * s_q * s_k * (d_q + d_v)
+
+
+def _attention_flop_formulas() -> dict:
+    """Formulas for attention kernels FlopCounterMode does not know (torch 2.13 counts the
+    CUDA flash/efficient kernels but not the CPU one that ``scaled_dot_product_attention`` runs)."""
+    from torch.utils import flop_counter
+
+    formulas = {}
+    for name in ("_scaled_dot_product_flash_attention_for_cpu",):
+        op = getattr(torch.ops.aten, name, None)
+        if op is not None and op not in flop_counter.flop_registry:
+            formulas[op] = _sdpa_flops
+    return formulas
+
+
+@contextlib.contextmanager
+def _unfused_attention():
+    """Turns off torch's fused transformer inference path for a pass, restoring it after.
+
+    In eval mode under ``no_grad`` a ``nn.TransformerEncoderLayer`` runs as one native op that
+    ``FlopCounterMode`` cannot see into (it counted 0 FLOPs); unfused, its matmuls are counted.
+    """
+    mha = getattr(torch.backends, "mha", None)
+    if mha is None or not hasattr(mha, "set_fastpath_enabled"):
+        yield
+        return
+    before = mha.get_fastpath_enabled()
+    mha.set_fastpath_enabled(False)
+    try:
+        yield
+    finally:
+        mha.set_fastpath_enabled(before)
 
 
 def measure_latency_ms(
@@ -342,6 +388,18 @@ class _Reader:
             )
         return float(value)
 
+    def number(self, key: str, default: Any = _REQUIRED) -> float:
+        """A positive real number (int or float)."""
+        value = self._get(key, default)
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, numbers.Real)
+            or not math.isfinite(value)
+            or value <= 0
+        ):
+            raise ArchError(f"{self.path}.{key}", f"must be a positive number, got {describe(value)}")
+        return float(value)
+
     def flag(self, key: str, default: Any = _REQUIRED) -> bool:
         value = self._get(key, default)
         is_numpy_bool = getattr(value, "dtype", None) is not None and value.dtype.kind == "b"
@@ -368,7 +426,7 @@ class _Spatial:
             raise ArchError(
                 "arch",
                 f"family {family!r} needs image input (C, H, W), got input_shape {input_shape}; "
-                "use 'mlp' for tabular data",
+                "use 'mlp' or 'transformer' for tabular data",
             )
         self.input = "x".join(map(str, input_shape))
         self.h, self.w = input_shape[1], input_shape[2]

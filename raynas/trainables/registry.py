@@ -2,7 +2,8 @@
 
 Three ways to name a family in an experiment file:
 
-* a built-in name: ``mlp``, ``cnn``, ``resnet``, ``mbconv``;
+* a built-in name: ``mlp``, ``cnn``, ``resnet``, ``mbconv``, ``cell`` (NAS-Bench-201 / DARTS
+  cells), ``transformer`` (images and tables);
 * the name of a family another installed package declares under the ``raynas.families``
   entry-point group (``[project.entry-points."raynas.families"] tiny = "mypkg.models:tiny"``),
   available on every node where that package is installed;
@@ -29,6 +30,8 @@ BUILTIN: dict[str, str] = {
     "cnn": "raynas.trainables.families:build_cnn",
     "resnet": "raynas.trainables.families:build_resnet",
     "mbconv": "raynas.trainables.families:build_mbconv",
+    "cell": "raynas.trainables.cell:build_cell",
+    "transformer": "raynas.trainables.transformer:build_transformer",
 }
 
 _REGISTERED: dict[str, Callable] = {}

@@ -27,6 +27,9 @@ ARCHS = {
     "cnn": {"stages": [{"channels": 8, "pool": True}, {"channels": 16}], "activation": "gelu"},
     "resnet": {"stem_channels": 8, "stages": [{"channels": 8}, {"channels": 16, "stride": 2}]},
     "mbconv": {"stem_channels": 8, "stages": [{"channels": 8, "stride": 2, "layers": [{"expansion": 3}]}]},
+    "cell": {"channels": 8, "cells_per_stage": 1, "edges": {
+        "0-1": "conv3x3", "0-2": "skip", "1-2": "conv1x1", "0-3": "avgpool3x3", "1-3": "none", "2-3": "conv3x3"}},
+    "transformer": {"width": 16, "patch_size": 2, "blocks": [{"heads": 2}, {"heads": 4, "mlp_ratio": 1}]},
 }
 
 
