@@ -350,8 +350,15 @@ def _validate(args) -> int:
     print(f"  space:      {spec.space.describe_size()}")
     # The searcher's parameters as they will be used: some defaults are derived (evolution's from num_trials).
     options = " ".join(f"{k}={v}" for k, v in spec.search.options.items())
-    print(f"  search:     {spec.search.searcher}, {spec.num_trials} trials, max_epochs {spec.max_epochs}"
-          + (f"; {options}" if options else ""))
+    if spec.search.strategy == "one-shot":
+        o = spec.search.one_shot
+        print(f"  one-shot:   a supernet trains {o['supernet_epochs']} epochs, then {spec.num_trials} subnets are scored "
+              f"with its weights (batch norm recalibrated on {o['calibration_batches']} batches)")
+        print(f"  search:     {spec.search.searcher} proposes the subnets; max_epochs {spec.max_epochs} is for raynas retrain"
+              + (f"; {options}" if options else ""))
+    else:
+        print(f"  search:     {spec.search.searcher}, {spec.num_trials} trials, max_epochs {spec.max_epochs}"
+              + (f"; {options}" if options else ""))
     if spec.search.points:
         print(f"  points:     {len(spec.search.points)} given configurations first")
     for line in warm_lines:

@@ -159,6 +159,8 @@ def run(
     )
     for line in warm_lines:
         print(f"raynas: {line}", file=opts.stream or sys.stdout, flush=True)
+    if spec.search.strategy == "one-shot" and spec.retrain is None:
+        return _one_shot(spec, opts, exp_dir, dataset, restore=False, warm=(priors, earlier_states))
     return _execute(spec, opts, exp_dir, dataset, restore=False, warm=(priors, earlier_states))
 
 
@@ -175,25 +177,31 @@ def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options
     exp_dir = Path(exp_dir).expanduser().resolve()
     if not is_experiment_dir(exp_dir):
         raise ConfigError("", f"{exp_dir} is not a raynas experiment folder (no {META_FILE} in it)")
-    if not (exp_dir / "tuner.pkl").exists():
+    meta = read_meta(exp_dir)
+    with open(exp_dir / SPEC_FILE, encoding="utf-8") as f:
+        raw = yaml.safe_load(f)
+    one_shot = isinstance(raw, dict) and isinstance(raw.get("search"), dict) and raw["search"].get("strategy") == "one-shot" \
+        and raw.get("retrain") is None
+    started = (exp_dir / "tuner.pkl").exists()
+    if not started and not one_shot:
         raise ConfigError(
             "", f"{exp_dir} has no Ray Tune state to resume (the run stopped before its first trial started); "
             "delete the folder and run the experiment again"
         )
-    meta = read_meta(exp_dir)
     if run_status(exp_dir) is RunStatus.FINISHED:
         log.warning("raynas: %s finished already; nothing to resume (rank it with raynas analyze %s)", exp_dir, exp_dir)
         return exp_dir
     from raynas.durable import restore_state_backup
 
-    restore_state_backup(str(exp_dir))
-    with open(exp_dir / SPEC_FILE, encoding="utf-8") as f:
-        raw = yaml.safe_load(f)
+    if started:
+        restore_state_backup(str(exp_dir))
     spec = spec_from_dict(raw, file=str(exp_dir / SPEC_FILE), base_dir=meta.get("base_dir"))
     dataset = preflight(spec)
     update_meta(exp_dir, status=RunStatus.RUNNING.value, resumed=time.time())
     opts.name = exp_dir.name
     try:
+        if one_shot:
+            return _one_shot(spec, opts, exp_dir, dataset, restore=started)
         return _execute(spec, opts, exp_dir, dataset, restore=True)
     except ResumeError:
         update_meta(exp_dir, status=meta.get("status", RunStatus.INTERRUPTED.value))
@@ -502,6 +510,42 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
             _local_ray = None
             ray.shutdown()
     return exp_dir
+
+
+def _one_shot(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool, warm=None) -> Path:
+    """A one-shot search (:mod:`raynas.search.oneshot`): the supernet stage in
+    ``exp_dir/supernet`` (run, or resumed where it stopped), then the subnet stage in
+    ``exp_dir``, on one Ray."""
+    global _local_ray
+    import ray
+
+    from raynas.search.oneshot import SUPERNET_DIR, scoring_spec, supernet_checkpoint, supernet_spec
+
+    stream = opts.stream or sys.stdout
+    started = _init_ray(spec, opts)
+    try:
+        sub_dir = exp_dir / SUPERNET_DIR
+        sub_opts = dataclasses.replace(opts, storage_path=str(exp_dir), name=SUPERNET_DIR, stop=None)
+        if run_status(sub_dir) is not RunStatus.FINISHED:
+            epochs = spec.search.one_shot["supernet_epochs"]
+            if (sub_dir / "tuner.pkl").exists():
+                print(f"raynas: one-shot: resuming the supernet's training ({sub_dir})", file=stream, flush=True)
+                resume(sub_dir, sub_opts)
+            else:
+                if sub_dir.exists():  # stopped before its trial started: nothing to keep
+                    import shutil
+
+                    shutil.rmtree(sub_dir)
+                print(f"raynas: one-shot: training the supernet for {epochs} epochs ({sub_dir})", file=stream, flush=True)
+                run(supernet_spec(spec), sub_opts)
+        weights = supernet_checkpoint(sub_dir)
+        print(f"raynas: one-shot: scoring {spec.num_trials} subnets with the supernet's weights ({weights})",
+              file=stream, flush=True)
+        return _execute(scoring_spec(spec, weights), opts, exp_dir, dataset, restore=restore, warm=warm)
+    finally:
+        if started:
+            _local_ray = None
+            ray.shutdown()
 
 
 def _live_report(exp_dir: Path, opts: RunOptions):

@@ -115,6 +115,12 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
         proxy, n = results.screened["proxy"], len(results.screened["screened"])
         lines.append(f"prescreen: {n} candidate{'s' if n != 1 else ''} screened out by {proxy} without training "
                      f"({SCREENED_FILE})")
+    if results.one_shot:
+        o = results.one_shot
+        lines.append(f"one-shot: {results.metric} is each subnet's score with the supernet's weights, not a training; "
+                     f"supernet {o['epochs']} epochs in {o['supernet_s']:.1f} s ({o['folder']}), "
+                     f"{o['scored']} subnets scored in {o['scoring_s']:.1f} s of trials; "
+                     f"train the best from scratch with raynas retrain {results.dir} --top 3")
     compressed = [(t, c) for t in board for c in t.compressed]
     if compressed:
         lines.append("compressed (raynas compress):")

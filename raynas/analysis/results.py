@@ -281,6 +281,8 @@ class ExperimentResults:
     retrain: ExperimentResults | None = None
     #: What ``search.prescreen`` did not train (``screened.json``: proxy, candidates); None without one.
     screened: dict | None = None
+    #: A one-shot search's supernet stage and costs (:func:`_one_shot_summary`); None otherwise.
+    one_shot: dict | None = None
 
     def __post_init__(self) -> None:
         if not self.metrics:
@@ -502,7 +504,31 @@ def load_results(path: str | os.PathLike) -> ExperimentResults:
     if (exp_dir / SCREENED_FILE).exists():
         with open(exp_dir / SCREENED_FILE, encoding="utf-8") as f:
             results.screened = json.load(f)
+    search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
+    if search.get("strategy") == "one-shot" and raw.get("retrain") is None:
+        results.one_shot = _one_shot_summary(results)
     return results
+
+
+def _one_shot_summary(results: ExperimentResults) -> dict:
+    """The supernet stage of a one-shot search (``supernet/``) and what each stage cost.
+
+    ``supernet_s`` and ``scoring_s`` are trial seconds (the supernet's epochs; the subnets'
+    scoring steps, summed over trials); times ``cpus`` they are CPU-seconds.
+    """
+    from raynas.search.oneshot import SUPERNET_DIR
+
+    folder = results.dir / SUPERNET_DIR
+    out: dict = {"folder": str(folder), "epochs": 0, "supernet_s": 0.0,
+                 "scoring_s": sum(float(r.get("score_time_s") or 0.0) for t in results.trials for r in t.curve),
+                 "scored": sum(1 for t in results.trials if t.best is not None)}
+    if is_experiment_dir(folder):
+        supernet = load_results(folder)
+        for trial in supernet.trials:
+            out["epochs"] = max(out["epochs"], max((int(r.get("epoch") or 0) for r in trial.curve), default=0))
+            out["supernet_s"] += sum(float(r.get("epoch_time_s") or 0.0) for r in trial.curve)
+        out["status"] = (supernet.meta or {}).get("status")
+    return out
 
 
 #: Where ``raynas compress`` writes its artifacts and before/after tables (``*.json``).

@@ -62,6 +62,11 @@ class SearchSpec:
     points: list = field(default_factory=list)
     #: ``{"proxy": name, "candidates": n}``: n suggestions per trial, the best by the proxy trains.
     prescreen: dict | None = None
+    #: ``standalone`` (every trial trains its network) or ``one-shot`` (one weight-sharing
+    #: supernet trains, and trials score subnets with its weights: raynas.search.oneshot).
+    strategy: str = "standalone"
+    #: One-shot settings: ``{"supernet_epochs": int, "calibration_batches": int}``.
+    one_shot: dict = field(default_factory=dict)
 
 
 #: Schedulers whose trials exploit each other (Ray's PBT and PB2).

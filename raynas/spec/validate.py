@@ -128,7 +128,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         )
 
     # -- search and scheduler
-    search = _search_spec(raw.get("search"), space)
+    search = _search_spec(raw.get("search"), space, max_epochs)
     scheduler = _scheduler_spec(raw.get("scheduler"), max_epochs)
     _check_scheduler_metric(scheduler, objective)
 
@@ -181,6 +181,10 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         )
     for strategy in (SEARCHERS[search.searcher], SCHEDULERS[scheduler.name]):
         strategy.check(spec)  # its own rules (raynas.search.rules, raynas.search.pbt)
+    if search.strategy == "one-shot":
+        from raynas.search.oneshot import check_one_shot
+
+        check_one_shot(spec)
     return spec
 
 
@@ -379,8 +383,16 @@ def _strategy(raw: Any, section: str, key: str, registry: dict, default: str, co
     return name, _strategy_options(registry[name], raw, section, common), raw
 
 
-def _search_spec(raw: Any, space: Space) -> SearchSpec:
-    searcher, options, raw = _strategy(raw, "search", "searcher", SEARCHERS, "random", SEARCH_COMMON)
+def _search_spec(raw: Any, space: Space, max_epochs: int) -> SearchSpec:
+    from raynas.search.oneshot import STRATEGIES, one_shot_settings
+
+    strategy = (raw or {}).get("strategy", "standalone") if isinstance(raw, dict) else "standalone"
+    if strategy not in STRATEGIES:
+        raise ConfigError("search.strategy", f"unknown strategy {strategy!r}{did_you_mean(str(strategy), STRATEGIES)}; "
+                                             f"known: {', '.join(STRATEGIES)}")
+    # One-shot search proposes subnets with regularized evolution unless told otherwise (SPOS).
+    default = "evolution" if strategy == "one-shot" else "random"
+    searcher, options, raw = _strategy(raw, "search", "searcher", SEARCHERS, default, SEARCH_COMMON)
     sec = _Section({k: v for k, v in raw.items() if k in SEARCH_COMMON}, "search", SEARCH_COMMON)
     spec = SearchSpec(
         searcher=searcher,
@@ -391,6 +403,8 @@ def _search_spec(raw: Any, space: Space) -> SearchSpec:
         warm_start=_warm_start(raw.get("warm_start")),
         points=_points(raw.get("points"), space),
         prescreen=_prescreen(raw.get("prescreen")),
+        strategy=strategy,
+        one_shot=one_shot_settings(raw.get("one_shot"), strategy, max_epochs),
     )
     if searcher == "grid":
         space.grid()  # raises a ConfigError naming the continuous domains

@@ -212,15 +212,9 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
         "flops": count_flops(net, tuple(data.input_shape)),
         "latency_ms": measure_latency_ms(net, tuple(data.input_shape)),
     }
-    if job.constraints:
-        from raynas.spec import Constraints
-
-        over = Constraints(**job.constraints).violations(stats)
-        if over:
-            # Measured and refused before any training: it costs no epochs.
-            why = "; ".join(f"{m} {stats[m]:,.4g} > max_{m} {job.constraints[f'max_{m}']:,}" for m in over)
-            return tune.report({STATUS_KEY: "rejected", ERROR_KEY: f"over budget: {why}", **stats,
-                                "raynas_violation": [over.get(m, 0.0) for m in BUDGETS]})
+    rejected = over_budget(stats, job.constraints)
+    if rejected:
+        return tune.report(rejected)  # measured and refused before any training: it costs no epochs
     if job.proxies:
         # After the budget check (a rejected architecture costs nothing more); on a copy of the
         # net with the RNG restored, so training goes exactly as without them.
@@ -236,6 +230,21 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
     if job.engine == "lightning":
         return _train_with_lightning(net, hp, tensors, job, device, stats)
     return _train_fast(net, hp, tensors, job, device, stats)
+
+
+def over_budget(stats: dict, constraints: dict) -> dict | None:
+    """The result that rejects an architecture whose measured ``stats`` break a budget of
+    ``constraints`` (``max_params``, ...); None when it keeps to all of them."""
+    if not constraints:
+        return None
+    from raynas.spec import Constraints
+
+    over = Constraints(**constraints).violations(stats)
+    if not over:
+        return None
+    why = "; ".join(f"{m} {stats[m]:,.4g} > max_{m} {constraints[f'max_{m}']:,}" for m in over)
+    return {STATUS_KEY: "rejected", ERROR_KEY: f"over budget: {why}", **stats,
+            "raynas_violation": [over.get(m, 0.0) for m in BUDGETS]}
 
 
 def build_trial_model(config: dict, job: TrialJob, data: Any):

@@ -16,7 +16,7 @@ from raynas.search.rl import RLSearcher
 from raynas.search.searchers import RandomSearcher
 from raynas.spaces import Space
 
-from tests.search.test_evolution import DIGITS_LIKE, Driver, score
+from tests.search.test_evolution import DIGITS_LIKE, Driver
 
 # Every kind of decision: a repeat's length, a condition, a sub-space option, a binned log int,
 # a continuous float (binned), a stepped float with few values (one action per value).

@@ -1,0 +1,187 @@
+"""One-shot (single-path, weight-sharing) scores against stand-alone training, on a cell space.
+
+Does a supernet rank architectures as training them one by one does, and at what cost? On
+scikit-learn's 8x8 digits and a NAS-Bench-201-style cell space (4 nodes, 6 edges, each one of
+none, skip, conv1x1, conv3x3, avgpool3x3; 15,625 architectures):
+
+1. trains one supernet (:mod:`raynas.trainables.supernet`) for ``--supernet-epochs`` epochs,
+   one path drawn uniformly from the space per batch, with the fast engine's loop;
+2. scores ``--archs`` distinct random architectures with inherited weights: batch norm
+   recalibrated on ``--calibration-batches`` training batches, then validation accuracy;
+3. trains each of those architectures on its own (``--epochs`` epochs, same recipe), with two
+   seeds, so the table also shows how well stand-alone training ranks them against itself
+   (the ceiling any cheap score can reach);
+4. prints Kendall tau and Spearman rho of the one-shot scores, of the parameter count and of
+   the second stand-alone seed against the first seed's accuracy, which architecture each picks
+   and the CPU seconds each step took.
+
+Usage::
+
+    python benchmarks/oneshot.py                       # the table in docs/oneshot.md
+    python benchmarks/oneshot.py --archs 8 --epochs 2 --supernet-epochs 2   # a quick check
+    python benchmarks/oneshot.py --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # run from a checkout without installing
+
+OPS5 = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
+EDGES = ["0-1", "0-2", "1-2", "0-3", "1-3", "2-3"]
+#: The space's arch: only the edges are searched (the rest is the supernet's skeleton).
+ARCH_SPACE = {"edges": {e: {"choice": OPS5} for e in EDGES}, "channels": 16, "stages": 2, "cells_per_stage": 1}
+TRAIN = {"optimizer": "adam", "lr": 3e-3, "batch_size": 64}
+
+
+def sample_archs(n: int, seed: int) -> list[dict]:
+    from raynas.spaces import Space
+
+    space, rng, seen, archs = Space({"arch": ARCH_SPACE}), random.Random(seed), set(), []
+    while len(archs) < n:
+        arch = space.sample(rng=rng)["arch"]
+        key = json.dumps(arch, sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            archs.append(arch)
+    return archs
+
+
+def loop_for(net, data, epochs: int, seed: int):
+    import torch
+
+    from raynas.trainables.hparams import TrainParams
+    from raynas.trainables.module import FastLoop, FastModule, TensorBatches
+    from raynas.trainables.trainable import _device_tensors
+
+    hp = TrainParams.from_config(TRAIN)
+    x_train, y_train, x_val, y_val = _device_tensors(data, torch.device("cpu"))[:4]
+    generator = torch.Generator().manual_seed(seed)
+    train_batches = TensorBatches(x_train, y_train, hp.batch_size, shuffle=True, generator=generator)
+    val_batches = TensorBatches(x_val, y_val, 1024, shuffle=False)
+    module = FastModule(net, hp, max_epochs=epochs, steps_per_epoch=len(train_batches))
+    return FastLoop(module, train_batches, val_batches, torch.device("cpu"), "32"), train_batches
+
+
+def stand_alone(arch: dict, data, epochs: int, seed: int) -> float:
+    import torch
+
+    from raynas.trainables.families import build_model
+
+    torch.manual_seed(seed)
+    net = build_model("cell", arch, tuple(data.input_shape), data.num_classes)
+    loop, _ = loop_for(net, data, epochs, seed)
+    for _ in range(epochs):
+        if not math.isfinite(loop.train_epoch()):
+            return float("nan")
+    return float(loop.validate()[1])
+
+
+def train_supernet(data, epochs: int, seed: int):
+    import torch
+
+    from raynas.spaces import Space
+    from raynas.trainables.supernet import build_supernet
+
+    torch.manual_seed(seed)
+    net = build_supernet("cell", ARCH_SPACE, tuple(data.input_shape), data.num_classes)
+    space, rng = Space({"arch": ARCH_SPACE}), random.Random(seed)
+    net.sampler = lambda: space.sample(rng=rng)["arch"]  # one uniform path per batch
+    loop, train_batches = loop_for(net, data, epochs, seed)
+    for _ in range(epochs):
+        loop.train_epoch()
+    return net, loop, train_batches
+
+
+def one_shot_score(net, loop, train_batches, arch: dict, calibration: int) -> float:
+    from itertools import islice
+
+    from raynas.trainables.supernet import recalibrate_bn
+
+    net.set_arch(arch)
+    recalibrate_bn(net, (x for x, _ in islice(iter(train_batches), calibration)))
+    return float(loop.validate()[1])
+
+
+def correlation(x: list[float], y: list[float]) -> tuple[float, float]:
+    from scipy.stats import kendalltau, spearmanr
+
+    pairs = [(a, b) for a, b in zip(x, y) if math.isfinite(a) and math.isfinite(b)]
+    xs, ys = zip(*pairs)
+    return float(kendalltau(xs, ys).statistic), float(spearmanr(xs, ys).statistic)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--archs", type=int, default=50, help="architectures to score and train (default 50)")
+    parser.add_argument("--epochs", type=int, default=10, help="stand-alone training epochs (default 10)")
+    parser.add_argument("--supernet-epochs", type=int, default=50, help="supernet training epochs (default 50)")
+    parser.add_argument("--calibration-batches", type=int, default=10, help="batches to recalibrate batch norm (default 10)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    args = parser.parse_args(argv)
+    if min(args.archs, args.epochs, args.supernet_epochs, args.calibration_batches) < 1 or args.archs < 3:
+        parser.error("--archs must be >= 3 and the epoch and batch counts >= 1")
+
+    import torch
+
+    from raynas.trainables.data import load_dataset
+    from raynas.trainables.families import build_model, count_params
+
+    torch.set_num_threads(1)
+    data = load_dataset("digits", val_fraction=0.2, seed=0)
+    archs = sample_archs(args.archs, args.seed)
+
+    began = time.process_time()
+    net, loop, train_batches = train_supernet(data, args.supernet_epochs, args.seed)
+    supernet_s = time.process_time() - began
+    began = time.process_time()
+    scores = [one_shot_score(net, loop, train_batches, a, args.calibration_batches) for a in archs]
+    scoring_s = time.process_time() - began
+    began = time.process_time()
+    first = [stand_alone(a, data, args.epochs, args.seed) for a in archs]
+    stand_alone_s = time.process_time() - began
+    second = [stand_alone(a, data, args.epochs, args.seed + 1) for a in archs]
+    params = [float(count_params(build_model("cell", a, tuple(data.input_shape), data.num_classes))) for a in archs]
+
+    truth = [(a + b) / 2 for a, b in zip(first, second)]
+    rows = {}
+    for name, values in (("one-shot", scores), ("params", params), ("stand-alone, other seed", second)):
+        reference = first if name == "stand-alone, other seed" else truth
+        tau, rho = correlation(values, reference)
+        pick = max(range(len(archs)), key=lambda i: values[i] if math.isfinite(values[i]) else -math.inf)
+        rows[name] = {"kendall_tau": tau, "spearman_rho": rho, "picked_acc": truth[pick]}
+    result = {
+        "settings": {**vars(args), "space": ARCH_SPACE, "train": TRAIN, "data": "digits (1,437 train / 360 val)"},
+        "rows": rows,
+        "best_acc": max(truth),
+        "median_acc": statistics.median(truth),
+        "cpu_s": {"supernet": supernet_s, "scoring": scoring_s, "stand_alone_one_seed": stand_alone_s},
+        "archs": [{"arch": a, "one_shot": s, "acc_seed0": f, "acc_seed1": g} for a, s, f, g in zip(archs, scores, first, second)],
+    }
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    print(f"one-shot on digits: {args.archs} cell architectures, supernet {args.supernet_epochs} epochs, "
+          f"stand-alone {args.epochs} epochs x 2 seeds (truth: their mean)")
+    print(f"{'score':26s} {'Kendall tau':>11s} {'Spearman rho':>12s} {'acc of its pick':>15s}")
+    for name, row in rows.items():
+        print(f"{name:26s} {row['kendall_tau']:11.3f} {row['spearman_rho']:12.3f} {row['picked_acc']:15.4f}")
+    print(f"best of the {args.archs}: {result['best_acc']:.4f}, median {result['median_acc']:.4f}")
+    c = result["cpu_s"]
+    print(f"CPU seconds: supernet {c['supernet']:.1f}, scoring all {c['scoring']:.1f}, "
+          f"stand-alone training of all (one seed) {c['stand_alone_one_seed']:.1f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,357 @@
+"""Weight-sharing supernets for one-shot NAS (single-path one-shot, Guo et al., 2020).
+
+A supernet holds every candidate of each choice that can share weights, side by side, and
+runs one architecture (a *path*) at a time. Trained with a new path drawn from the search space
+for every batch, its weights serve every architecture of the space at once: an architecture
+is then scored with the weights it inherits, after its batch-norm statistics are recomputed
+for that path (:func:`recalibrate_bn`), instead of being trained on its own.
+
+Families and what shares weights:
+
+* ``cell`` (:mod:`raynas.trainables.cell`): the op of every edge (``arch.edges.*``,
+  ``arch.reduction_edges.*``). Each edge holds one module per candidate op of its choice;
+  everything else about the network (nodes, channels, stages, cells per stage, the kind of
+  reduction, dropout) must be a constant of the space.
+
+:func:`shared_choices` reads which keys of a space's ``arch`` may vary and refuses anything
+else with a :class:`~raynas.errors.ConfigError` naming the key path, before anything trains.
+
+The supernet is an ordinary ``nn.Module``. In training mode each forward pass first draws a
+path with its ``sampler`` (a callable returning an arch dict), so any training loop that calls
+``model(x)`` once per batch trains it as single-path one-shot prescribes; in eval mode it runs
+the path last set with :meth:`CellSupernet.set_arch`.
+
+Example:
+    >>> space = {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}, "0-2": "conv1x1", "1-2": "skip"},
+    ...          "nodes": 3, "channels": 4, "stages": 1, "cells_per_stage": 1}
+    >>> net = build_supernet("cell", space, (1, 8, 8), 10)
+    >>> net.set_arch({"edges": {"0-1": "conv3x3", "0-2": "conv1x1", "1-2": "skip"}})
+    >>> net.eval()(torch.zeros(2, 1, 8, 8)).shape
+    torch.Size([2, 10])
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
+
+import torch
+from torch import nn
+
+from raynas.errors import ArchError, describe
+from raynas.search.oneshot import SUPERNET_FAMILIES, shared_choices
+
+__all__ = [
+    "SUPERNET_FAMILIES",
+    "MixedOp",
+    "CellSupernet",
+    "shared_choices",
+    "build_supernet",
+    "recalibrate_bn",
+    "path_state",
+    "supernet_family",
+    "score_subnet",
+]
+
+class MixedOp(nn.Module):
+    """One module per candidate; the forward pass runs the active one only.
+
+    Example:
+        >>> op = MixedOp({"a": nn.Identity(), "b": nn.Linear(2, 2)})
+        >>> op.active = "a"
+        >>> op(torch.ones(1, 2)).tolist()
+        [[1.0, 1.0]]
+    """
+
+    def __init__(self, candidates: Mapping[str, nn.Module]):
+        super().__init__()
+        self.candidates = nn.ModuleDict(candidates)
+        self.active = next(iter(candidates))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.candidates[self.active](x)
+
+    def extra_repr(self) -> str:
+        return f"active={self.active!r}"
+
+
+class CellSupernet(nn.Module):
+    """Every candidate op of every edge of a ``cell`` network; one path runs at a time.
+
+    Args:
+        constants: The space's constant arch keys (``nodes``, ``channels``, ...).
+        choices: :func:`shared_choices` of the space.
+        input_shape, num_classes: As for a family.
+
+    Attributes:
+        sampler: Called before every forward pass in training mode for the path to run (an
+            arch dict); ``None`` runs the path last set.
+    """
+
+    def __init__(self, constants: Mapping[str, Any], choices: Mapping[str, Mapping[str, list]],
+                 input_shape: tuple, num_classes: int):
+        super().__init__()
+        from raynas.trainables.cell import OPS, build_cell
+
+        self.choices = {k: {e: list(v) for e, v in d.items()} for k, d in choices.items()}
+        self.sampler: Callable[[], Mapping[str, Any]] | None = None
+        # Paths drawn so far by draw_uniform: in the state dict, so a checkpoint resumes the
+        # same sequence of paths.
+        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
+        self.seed = 0
+        self.mixed: dict[str, dict[str, MixedOp]] = {k: {} for k in self.choices}
+
+        def hook(key: str):
+            def make_edge(edge: str, cin: int, cout: int, stride: int) -> nn.Module:
+                op = MixedOp({name: OPS[name](cin, cout, stride) for name in self.choices[key][edge]})
+                self.mixed[key].setdefault(edge, [])
+                self.mixed[key][edge].append(op)
+                return op
+            return make_edge
+
+        # The skeleton and its checks come from the family itself, built from a first path
+        # with edge hooks that return mixed ops in place of single ones.
+        first = self._first_path(constants)
+        from raynas.trainables import cell as cell_module
+
+        skeleton = build_cell(first, tuple(input_shape), num_classes)  # checks keys and sizes
+        del skeleton
+        self.net = cell_module.CellNetwork(
+            tuple(input_shape)[0],
+            num_classes,
+            nodes=int(constants.get("nodes", 4)),
+            channels=int(constants.get("channels", 16)),
+            stages=int(constants.get("stages", 3)),
+            cells_per_stage=int(constants.get("cells_per_stage", 2)),
+            make_edge=hook("edges"),
+            make_reduction_edge=hook("reduction_edges") if constants.get("reduction", "resblock") == "cell" else None,
+            dropout=float(constants.get("dropout", 0.0)),
+        )
+        self.constants = dict(constants)
+        self.set_arch(first)
+
+    def _first_path(self, constants: Mapping[str, Any]) -> dict:
+        arch = dict(constants)
+        for key, edges in self.choices.items():
+            arch[key] = {edge: ops[0] for edge, ops in edges.items()}
+        return arch
+
+    def set_arch(self, arch: Mapping[str, Any]) -> None:
+        """Selects the path of ``arch`` (a full arch dict of the space).
+
+        Raises:
+            ArchError: An edge's op is not one of its candidates (the key path).
+        """
+        for key, edges in self.mixed.items():
+            chosen = arch.get(key) if isinstance(arch, Mapping) else None
+            if not isinstance(chosen, Mapping):
+                raise ArchError(f"arch.{key}", f"the supernet needs the op of every edge, got {describe(chosen)}")
+            for edge, ops in edges.items():
+                name = chosen.get(edge)
+                if name not in self.choices[key][edge]:
+                    raise ArchError(
+                        f"arch.{key}.{edge}",
+                        f"{name!r} is not a candidate of this supernet's edge ({', '.join(self.choices[key][edge])})",
+                    )
+                for op in ops:
+                    op.active = name
+
+    def draw_uniform(self) -> dict:
+        """A path with every edge's op drawn uniformly from its candidates, the ``draws``-th of
+        the sequence that ``seed`` fixes (use it as the ``sampler``).
+
+        Example:
+            >>> space = {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "stages": 1}
+            >>> net = build_supernet("cell", space, (1, 8, 8), 2)
+            >>> first = [net.draw_uniform()["edges"]["0-1"] for _ in range(8)]
+            >>> net.draws.zero_()  # doctest: +ELLIPSIS
+            tensor(0)
+            >>> first == [net.draw_uniform()["edges"]["0-1"] for _ in range(8)]
+            True
+        """
+        rng = random.Random(self.seed * 1_000_003 + int(self.draws))
+        self.draws += 1
+        arch = dict(self.constants)
+        for key, edges in self.choices.items():
+            arch[key] = {edge: rng.choice(ops) for edge, ops in edges.items()}
+        return arch
+
+    def path(self) -> dict:
+        """The arch dict of the active path."""
+        arch = dict(self.constants)
+        for key, edges in self.mixed.items():
+            arch[key] = {edge: ops[0].active for edge, ops in edges.items()}
+        return arch
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.sampler is not None:
+            self.set_arch(self.sampler())
+        return self.net(x)
+
+
+def build_supernet(family: str, arch_space: Mapping[str, Any], input_shape: tuple, num_classes: int) -> nn.Module:
+    """The supernet of a space's ``arch`` for a family with one (:data:`SUPERNET_FAMILIES`).
+
+    Raises:
+        ConfigError: See :func:`shared_choices`.
+        ArchError: The constants do not build for the data (e.g. too many reductions).
+    """
+    choices = shared_choices(family, arch_space)
+    constants = {k: v for k, v in arch_space.items() if k not in choices}
+    return CellSupernet(constants, choices, input_shape, num_classes)
+
+
+def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
+    """Recomputes every batch norm's running statistics for the model's current path.
+
+    The statistics a supernet collected in training mix every path it ran; a path scored with
+    them is scored wrongly (SPOS recalibrates before each evaluation). The running mean and
+    variance are reset and re-estimated as a cumulative average over ``batches`` in training
+    mode, without gradients and without drawing new paths; the model is left in eval mode.
+
+    Returns:
+        The number of batches used.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum) for m in norms]
+    sampler = getattr(model, "sampler", None)
+    if sampler is not None:
+        model.sampler = None
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # a cumulative average over the batches
+    used = 0
+    model.train()
+    try:
+        with torch.no_grad():
+            for x in batches:
+                model(x)
+                used += 1
+    finally:
+        for m, momentum in zip(norms, saved):
+            m.momentum = momentum
+        if sampler is not None:
+            model.sampler = sampler
+        model.eval()
+    return used
+
+
+def path_state(supernet: CellSupernet, model: nn.Module) -> None:
+    """Copies the active path's weights of ``supernet`` into ``model``, a stand-alone network
+    of the same architecture built by the family (to fine-tune or export the subnet).
+
+    Raises:
+        RuntimeError: The two do not line up (another architecture or family).
+    """
+    active = {name: m.active for name, m in supernet.net.named_modules() if isinstance(m, MixedOp)}
+    mapped = {}
+    for name, tensor in supernet.net.state_dict().items():
+        prefix = next((p for p in active if name.startswith(p + ".candidates.")), None)
+        if prefix is None:
+            mapped[name] = tensor
+            continue
+        op, _, rest = name[len(prefix) + len(".candidates."):].partition(".")
+        if op == active[prefix]:
+            mapped[f"{prefix}.{rest}"] = tensor
+    model.load_state_dict(mapped, strict=True)
+
+
+# ----------------------------------------------------------------------------------------------
+# One-shot search as trials: the supernet as a family, subnets scored as a trainable
+# ----------------------------------------------------------------------------------------------
+
+
+def supernet_family(arch: dict, input_shape: tuple, num_classes: int) -> nn.Module:
+    """The family of a one-shot search's supernet trial (:mod:`raynas.search.oneshot`).
+
+    ``arch`` is ``{"family": name, "space": the space's arch as JSON, "seed": int}``. The
+    supernet draws a uniform path before every training batch (:meth:`CellSupernet.draw_uniform`,
+    seeded, resumed from its checkpoint), so the built-in trainable's loop trains it as
+    single-path one-shot does. In eval mode it runs the last path drawn: the supernet trial's
+    ``val_acc`` is that one path's accuracy with the shared batch-norm statistics, a progress
+    signal rather than a score.
+    """
+    family, space = arch.get("family"), arch.get("space")
+    if not isinstance(family, str) or not isinstance(space, str):
+        raise ArchError("arch", f"a supernet trial needs arch.family and arch.space (JSON), got {describe(arch)}")
+    net = build_supernet(family, json.loads(space), tuple(input_shape), num_classes)
+    net.seed = int(arch.get("seed", 0))
+    net.sampler = net.draw_uniform
+    return net
+
+
+#: The supernet a worker loaded last: (weights file, its modification time, shape) -> module.
+_LOADED: dict = {}
+
+
+def _load_supernet(params: dict, input_shape: tuple, num_classes: int) -> CellSupernet:
+    from pathlib import Path
+
+    from raynas.winner.export import _weights
+
+    path = params["weights"]  # the supernet trial's checkpoint folder
+    key = (path, os.stat(path).st_mtime_ns, tuple(input_shape), num_classes)
+    net = _LOADED.get(key)
+    if net is None:
+        _LOADED.clear()  # one supernet per search: do not keep an older one
+        net = build_supernet(params["family"], json.loads(params["space"]), tuple(input_shape), num_classes)
+        net.load_state_dict(_weights(Path(path))[0])
+        _LOADED[key] = net
+    return net
+
+
+def score_subnet(config: dict, context) -> None:
+    """The trainable of a one-shot search's subnet trials: one architecture scored with the
+    weights it inherits from the supernet.
+
+    Its batch norm is recalibrated on ``calibration_batches`` training batches (seeded by the
+    trial), then it is evaluated on the validation split; it reports once, as epoch 1:
+    ``val_acc``, ``val_loss``, and the stand-alone network's ``params``, ``flops`` and
+    ``latency_ms``. An architecture over a budget (``constraints``) is rejected before it is
+    scored, as in a standard search. ``context.params``: ``weights`` (the supernet trial's
+    checkpoint folder), ``family``, ``space`` (JSON), ``calibration_batches``, ``batch_size``, ``constraints``,
+    ``num_threads``.
+    """
+    import time
+
+    from ray import tune
+
+    from raynas.trainables.families import build_model, count_flops, count_params, measure_latency_ms
+    from raynas.trainables.module import TensorBatches
+    from raynas.trainables.trainable import _device_tensors, over_budget, report_failure
+
+    began = time.perf_counter()
+    params, data = context.params, context.data
+    threads = int(params.get("num_threads") or 1)
+    if torch.get_num_threads() != threads:
+        torch.set_num_threads(threads)
+    shape, classes = tuple(data.input_shape), int(data.num_classes)
+    arch = config.get("arch", {})
+    try:
+        standalone = build_model(params["build"], arch, shape, classes)
+        net = _load_supernet(params, shape, classes)
+        net.set_arch(arch)
+    except (ArchError, ValueError, TypeError) as err:
+        return report_failure(f"{type(err).__name__}: {err}")
+    stats = {"params": count_params(standalone), "flops": count_flops(standalone, shape),
+             "latency_ms": measure_latency_ms(standalone, shape)}
+    rejected = over_budget(stats, params.get("constraints") or {})
+    if rejected:
+        return tune.report(rejected)
+    x_train, y_train, x_val, y_val = _device_tensors(data, torch.device("cpu"))[:4]
+    generator = torch.Generator().manual_seed(int(context.seed))
+    batches = TensorBatches(x_train, y_train, int(params.get("batch_size", 64)), shuffle=True, generator=generator)
+    wanted = int(params.get("calibration_batches", 10))
+    recalibrate_bn(net, (x for i, (x, _) in zip(range(wanted), batches)))
+    loss_sum, correct, count = 0.0, 0, 0
+    with torch.no_grad():
+        for x, y in TensorBatches(x_val, y_val, 1024, shuffle=False):
+            out = net(x)
+            loss_sum += float(nn.functional.cross_entropy(out, y, reduction="sum"))
+            correct += int((out.argmax(1) == y).sum())
+            count += len(y)
+    tune.report({"epoch": 1, "val_acc": correct / max(1, count), "val_loss": loss_sum / max(1, count),
+                 "score_time_s": time.perf_counter() - began, **stats})

@@ -1,0 +1,80 @@
+"""A one-shot search on real Ray through the console script: killed with SIGKILL while the supernet
+trains and again while subnets are scored, it resumes each stage where it stopped."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+
+from raynas.analysis import load_results
+from raynas.experiment import read_journal, read_meta
+
+from tests.helpers import raynas, write_yaml
+from tests.integration.test_resume import end_process_group, wait_for
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+
+OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
+
+
+def kill_when(args, env, condition, what):
+    """Starts ``raynas ARGS`` and kills its whole session with SIGKILL once ``condition`` holds."""
+    driver = subprocess.Popen([sys.executable, "-m", "raynas", *args, "--quiet"], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, env=env, start_new_session=True)
+    try:
+        wait_for(condition, 240, what)
+        os.kill(driver.pid, signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        end_process_group(driver.pid)
+
+
+def epochs_reported(folder):
+    if not (folder / "trials.json").exists():
+        return 0
+    return max((r.epochs for r in read_journal(folder).values()), default=0)
+
+
+def test_a_one_shot_search_resumes_each_stage_after_sigkill(tmp_path, ray_env):
+    exp = write_yaml(tmp_path / "os.yaml", {
+        "name": "os",
+        "data": {"source": "digits", "seed": 0},
+        "model": "cell",
+        "space": {"arch": {"edges": {e: {"choice": OPS} for e in ("0-1", "0-2", "1-2")}, "nodes": 3,
+                           "channels": 8, "stages": 2, "cells_per_stage": 1},
+                  "train": {"lr": 0.003, "batch_size": 64}},
+        "search": {"strategy": "one-shot", "num_trials": 10, "max_concurrent": 1, "seed": 0,
+                   "population_size": 4, "sample_size": 2, "one_shot": {"supernet_epochs": 12}},
+        "max_epochs": 2,
+    })
+    folder, supernet = tmp_path / "res" / "os", tmp_path / "res" / "os" / "supernet"
+    env = dict(os.environ, **ray_env)
+    kill_when(["run", str(exp), "--storage-path", str(tmp_path / "res")], env,
+              lambda: epochs_reported(supernet) >= 3, "three supernet epochs")
+    assert epochs_reported(supernet) < 12, "killed too late to tell"
+    assert not (folder / "tuner.pkl").exists()  # the subnet stage had not started
+
+    kill_when(["resume", str(folder)], env,
+              lambda: (folder / "trials.json").exists()
+              and sum(r.status.finished for r in read_journal(folder).values()) >= 3, "three scored subnets")
+    assert read_meta(supernet)["status"] == "finished"
+    assert sum(r.status.finished for r in read_journal(folder).values()) < 10, "killed too late to tell"
+
+    resumed = raynas("resume", folder, "--quiet", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    # The supernet trained once: one trial, its 12 epochs in order, none trained twice.
+    sup = load_results(supernet).trials
+    assert len(sup) == 1 and sup[0].status.value == "completed"
+    assert [r["epoch"] for r in sup[0].curve] == list(range(1, 13))
+    board = json.loads(raynas("analyze", folder, "--format", "json").stdout)
+    scored = [t for t in board if t["status"] != "lost"]
+    assert len(scored) == 10 and all(t["status"] == "completed" and t["epochs"] == 1 for t in scored)
+    assert all(0.1 < t["best"] <= 1.0 and t["metrics"]["params"] > 0 for t in scored)
+    # Evolution proposed the later ones from the scores of the first.
+    assert any(t["origin"]["how"] != "random" for t in scored), [t["origin"] for t in scored]
+    text = raynas("analyze", folder).stdout
+    assert "one-shot: val_acc is each subnet's score with the supernet's weights" in text
+    assert "supernet 12 epochs" in text

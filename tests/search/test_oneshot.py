@@ -1,0 +1,68 @@
+"""search.strategy: one-shot: the experiment file's rules, and the two stages' specs (no Ray)."""
+
+import pytest
+
+from raynas.errors import ConfigError
+from raynas.search.oneshot import scoring_spec, supernet_spec
+from raynas.spec import spec_from_dict
+
+OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
+EDGES = {e: {"choice": OPS} for e in ("0-1", "0-2", "1-2", "0-3", "1-3", "2-3")}
+
+
+def raw(**changes):
+    base = {
+        "name": "os",
+        "data": {"source": "digits"},
+        "model": "cell",
+        "space": {"arch": {"edges": EDGES, "channels": 8, "stages": 2, "cells_per_stage": 1},
+                  "train": {"lr": 0.003, "batch_size": 32}},
+        "search": {"strategy": "one-shot", "num_trials": 20, "seed": 3},
+        "max_epochs": 7,
+    }
+    for key, value in changes.items():
+        base[key] = value
+    return base
+
+
+def test_defaults_evolution_proposes_and_the_supernet_trains_max_epochs():
+    spec = spec_from_dict(raw())
+    assert spec.search.strategy == "one-shot" and spec.search.searcher == "evolution"
+    assert spec.search.one_shot == {"supernet_epochs": 7, "calibration_batches": 10}
+    assert spec_from_dict(raw(search={"num_trials": 3})).search.strategy == "standalone"
+    assert spec_from_dict(raw(search={"num_trials": 3})).search.searcher == "random"
+
+
+def test_the_supernet_stage_is_one_fifo_trial_of_the_supernet_family_with_the_same_recipe():
+    spec = spec_from_dict(raw(search={"strategy": "one-shot", "num_trials": 20, "seed": 3,
+                                      "one_shot": {"supernet_epochs": 4, "calibration_batches": 2}}))
+    sub = supernet_spec(spec)
+    assert sub.name == "supernet" and sub.num_trials == 1 and sub.max_epochs == 4
+    assert sub.model == "raynas.trainables.supernet:supernet_family" and sub.scheduler.name == "fifo"
+    assert sub.space.sample(seed=0)["train"] == {"lr": 0.003, "batch_size": 32}
+    arch = sub.space.sample(seed=0)["arch"]
+    assert arch["family"] == "cell" and arch["seed"] == 3 and '"0-1"' in arch["space"]
+    scoring = scoring_spec(spec, "/ckpt")
+    assert scoring.max_epochs == 1 and scoring.trainable == "raynas.trainables.supernet:score_subnet"
+    assert scoring.trainable_params["weights"] == "/ckpt" and scoring.trainable_params["calibration_batches"] == 2
+    assert scoring.trainable_params["batch_size"] == 32 and scoring.search.searcher == "evolution"
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"model": "mlp", "space": {"arch": {"depth": {"int": [1, 3]}}}},
+     r"model: one-shot search needs a family whose choices can share weights \(cell\); 'mlp' has no supernet"),
+    ({"space": {"arch": {"edges": EDGES, "channels": {"choice": [8, 16]}}}},
+     r"space\.arch\.channels: is searched, but in a cell supernet only arch\.edges"),
+    ({"space": {"arch": {"edges": EDGES}, "train": {"lr": {"float": [0.001, 0.01]}}}},
+     r"space\.train\.lr: one supernet trains with one recipe"),
+    ({"scheduler": {"name": "asha"}}, r"scheduler: one-shot search scores each subnet in one step"),
+    ({"proxies": ["snip"]}, r"proxies: the one-shot scoring trials do not compute zero-cost proxies"),
+    ({"search": {"strategy": "one-shot", "prescreen": {"proxy": "snip", "candidates": 3}}}, r"search\.prescreen: "),
+    ({"search": {"strategy": "oneshot"}}, r"search\.strategy: unknown strategy 'oneshot' \(did you mean 'one-shot'\?\)"),
+    ({"search": {"one_shot": {"supernet_epochs": 3}}}, r"search\.one_shot: only used with search\.strategy: one-shot"),
+    ({"search": {"strategy": "one-shot", "one_shot": {"supernet_epoch": 3}}}, r"search\.one_shot\.supernet_epoch"),
+    ({"search": {"strategy": "one-shot", "one_shot": {"calibration_batches": 0}}}, r"search\.one_shot\.calibration_batches"),
+])
+def test_what_one_shot_cannot_do_is_refused_naming_the_key(changes, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_from_dict(raw(**changes))

@@ -1,0 +1,125 @@
+"""The weight-sharing supernet of the cell family (raynas.trainables.supernet), without Ray."""
+
+import random
+
+import pytest
+import torch
+
+from raynas.errors import ArchError, ConfigError
+from raynas.spaces import Space
+from raynas.trainables.cell import build_cell, edge_keys
+from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
+
+OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
+SPACE = {"edges": {e: {"choice": OPS} for e in edge_keys(4)}, "channels": 8, "stages": 2, "cells_per_stage": 1}
+
+
+def archs(n, seed=0):
+    space, rng = Space({"arch": SPACE}), random.Random(seed)
+    return [space.sample(rng=rng)["arch"] for _ in range(n)]
+
+
+def test_every_path_is_the_stand_alone_network_with_the_supernets_weights():
+    torch.manual_seed(0)
+    net = build_supernet("cell", SPACE, (1, 8, 8), 10)
+    x = torch.randn(32, 1, 8, 8)
+    for arch in archs(6):
+        net.set_arch(arch)
+        recalibrate_bn(net, [x[:16], x[16:]])
+        sub = build_cell(arch, (1, 8, 8), 10)
+        path_state(net, sub)  # strict: every weight of the subnet comes from the path
+        torch.testing.assert_close(sub.eval()(x), net(x))
+    # Each edge of each cell holds one module per candidate op, side by side.
+    first = net.mixed["edges"]["0-1"][0]
+    assert sorted(first.candidates) == sorted(OPS)
+
+
+def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
+    net = build_supernet("cell", SPACE, (1, 8, 8), 10)
+    net.sampler = net.draw_uniform
+    x = torch.randn(4, 1, 8, 8)
+    net.train()
+    paths = []
+    for _ in range(5):
+        net(x)
+        paths.append(net.path())
+    assert len({str(p) for p in paths}) == 5 and int(net.draws) == 5
+    saved = {k: v.clone() for k, v in net.state_dict().items()}
+    after = []
+    for _ in range(3):
+        net(x)
+        after.append(net.path())
+    restored = build_supernet("cell", SPACE, (1, 8, 8), 10)
+    restored.sampler = restored.draw_uniform
+    restored.load_state_dict(saved)  # a checkpoint holds the position in the sequence
+    restored.train()
+    again = []
+    for _ in range(3):
+        restored(x)
+        again.append(restored.path())
+    assert again == after
+    net.eval()
+    before = net.path()
+    net(x)
+    assert net.path() == before  # eval runs the path set last
+
+
+def test_recalibration_recomputes_the_statistics_for_the_path_only():
+    torch.manual_seed(1)
+    net = build_supernet("cell", SPACE, (1, 8, 8), 10)
+    batches = [torch.randn(16, 1, 8, 8) for _ in range(3)]
+    a, b = archs(2, seed=3)
+    net.set_arch(a)
+    assert recalibrate_bn(net, batches) == 3
+    stem_bn = net.net.stem[1]
+    first = stem_bn.running_mean.clone()
+    # The stem sees the same input for every path: its statistics are the batches' whatever the path.
+    net.set_arch(b)
+    recalibrate_bn(net, batches)
+    torch.testing.assert_close(stem_bn.running_mean, first)
+    # A cumulative average over the batches, not a momentum-weighted one.
+    pre = torch.cat([net.net.stem[0](x) for x in batches])
+    torch.testing.assert_close(stem_bn.running_mean, pre.mean(dim=(0, 2, 3)), rtol=1e-4, atol=1e-5)
+    assert stem_bn.momentum == 0.1 and not net.training
+
+
+def test_supernet_training_learns_something_every_path_shares():
+    from raynas.trainables.data import load_dataset
+    from raynas.trainables.hparams import TrainParams
+    from raynas.trainables.module import FastLoop, FastModule, TensorBatches
+
+    torch.manual_seed(0)
+    data = load_dataset("digits", val_fraction=0.2, seed=0)
+    x, y = torch.as_tensor(data.x_train, dtype=torch.float32), torch.as_tensor(data.y_train, dtype=torch.long)
+    xv, yv = torch.as_tensor(data.x_val, dtype=torch.float32), torch.as_tensor(data.y_val, dtype=torch.long)
+    net = build_supernet("cell", SPACE, tuple(data.input_shape), data.num_classes)
+    net.sampler = net.draw_uniform
+    hp = TrainParams.from_config({"lr": 0.003, "batch_size": 64})
+    batches = TensorBatches(x, y, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loop = FastLoop(FastModule(net, hp, max_epochs=10, steps_per_epoch=len(batches)), batches,
+                    TensorBatches(xv, yv, 1024, shuffle=False), torch.device("cpu"))
+    for _ in range(10):
+        loop.train_epoch()
+    scores = []
+    for arch in archs(4, seed=5):
+        net.set_arch(arch)
+        recalibrate_bn(net, [x[i:i + 64] for i in range(0, 640, 64)])
+        scores.append(loop.validate()[1])
+    assert min(scores) > 0.4 and max(scores) > 0.7  # 10 classes: chance is 0.1
+
+
+def test_what_cannot_share_weights_is_refused_with_its_key_path():
+    assert shared_choices("cell", SPACE)["edges"]["0-1"] == OPS
+    with pytest.raises(ConfigError, match=r"space\.arch\.channels: is searched, but in a cell supernet only "
+                                          r"arch\.edges, arch\.reduction_edges share weights"):
+        shared_choices("cell", {**SPACE, "channels": {"choice": [8, 16]}})
+    with pytest.raises(ConfigError, match=r"space\.arch\.edges\.1-2: a supernet holds one module per op"):
+        shared_choices("cell", {**SPACE, "edges": {**SPACE["edges"], "1-2": {"choice": OPS, "when": {"x": 1}}}})
+    with pytest.raises(ConfigError, match=r"model: one-shot search needs a family whose choices can share weights "
+                                          r"\(cell\); 'mlp' has no supernet"):
+        shared_choices("mlp", {"depth": {"int": [1, 3]}})
+    net = build_supernet("cell", {**SPACE, "edges": {**SPACE["edges"], "0-1": {"choice": ["skip", "conv3x3"]}}},
+                         (1, 8, 8), 10)
+    with pytest.raises(ArchError, match=r"arch\.edges\.0-1: 'none' is not a candidate of this supernet's edge "
+                                        r"\(skip, conv3x3\)"):
+        net.set_arch({"edges": {e: "none" for e in edge_keys(4)}})
