@@ -356,6 +356,10 @@ def _validate(args) -> int:
               f"with its weights (batch norm recalibrated on {o['calibration_batches']} batches)")
         print(f"  search:     {spec.search.searcher} proposes the subnets; max_epochs {spec.max_epochs} is for raynas retrain"
               + (f"; {options}" if options else ""))
+    elif spec.search.strategy == "gradient":
+        g = spec.search.gradient
+        print(f"  gradient:   a DARTS supernet trains {g['supernet_epochs']} epochs (arch_lr {g['arch_lr']:g}, "
+              f"max_skip {g['max_skip']}), then the cell it derives trains {spec.max_epochs} epochs")
     else:
         print(f"  search:     {spec.search.searcher}, {spec.num_trials} trials, max_epochs {spec.max_epochs}"
               + (f"; {options}" if options else ""))

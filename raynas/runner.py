@@ -159,7 +159,7 @@ def run(
     )
     for line in warm_lines:
         print(f"raynas: {line}", file=opts.stream or sys.stdout, flush=True)
-    if spec.search.strategy == "one-shot" and spec.retrain is None:
+    if spec.search.strategy in ("one-shot", "gradient") and spec.retrain is None:
         return _one_shot(spec, opts, exp_dir, dataset, restore=False, warm=(priors, earlier_states))
     return _execute(spec, opts, exp_dir, dataset, restore=False, warm=(priors, earlier_states))
 
@@ -180,8 +180,8 @@ def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options
     meta = read_meta(exp_dir)
     with open(exp_dir / SPEC_FILE, encoding="utf-8") as f:
         raw = yaml.safe_load(f)
-    one_shot = isinstance(raw, dict) and isinstance(raw.get("search"), dict) and raw["search"].get("strategy") == "one-shot" \
-        and raw.get("retrain") is None
+    one_shot = isinstance(raw, dict) and isinstance(raw.get("search"), dict) \
+        and raw["search"].get("strategy") in ("one-shot", "gradient") and raw.get("retrain") is None
     started = (exp_dir / "tuner.pkl").exists()
     if not started and not one_shot:
         raise ConfigError(
@@ -513,31 +513,46 @@ def _execute(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, res
 
 
 def _one_shot(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, restore: bool, warm=None) -> Path:
-    """A one-shot search (:mod:`raynas.search.oneshot`): the supernet stage in
-    ``exp_dir/supernet`` (run, or resumed where it stopped), then the subnet stage in
-    ``exp_dir``, on one Ray."""
+    """A one-shot or gradient search (:mod:`raynas.search.oneshot`): the supernet stage in
+    ``exp_dir/supernet`` (run, or resumed where it stopped), then in ``exp_dir`` the subnets
+    scored (one-shot) or the derived cell trained (gradient), on one Ray."""
     global _local_ray
     import ray
 
-    from raynas.search.oneshot import SUPERNET_DIR, scoring_spec, supernet_checkpoint, supernet_spec
+    from raynas.search.oneshot import (
+        SUPERNET_DIR,
+        derived_cell,
+        derived_spec,
+        scoring_spec,
+        supernet_checkpoint,
+        supernet_spec,
+    )
 
     stream = opts.stream or sys.stdout
     started = _init_ray(spec, opts)
     try:
         sub_dir = exp_dir / SUPERNET_DIR
         sub_opts = dataclasses.replace(opts, storage_path=str(exp_dir), name=SUPERNET_DIR, stop=None)
+        gradient = spec.search.strategy == "gradient"
         if run_status(sub_dir) is not RunStatus.FINISHED:
-            epochs = spec.search.one_shot["supernet_epochs"]
+            epochs = (spec.search.gradient if gradient else spec.search.one_shot)["supernet_epochs"]
             if (sub_dir / "tuner.pkl").exists():
-                print(f"raynas: one-shot: resuming the supernet's training ({sub_dir})", file=stream, flush=True)
+                print(f"raynas: {spec.search.strategy}: resuming the supernet's training ({sub_dir})", file=stream, flush=True)
                 resume(sub_dir, sub_opts)
             else:
                 if sub_dir.exists():  # stopped before its trial started: nothing to keep
                     import shutil
 
                     shutil.rmtree(sub_dir)
-                print(f"raynas: one-shot: training the supernet for {epochs} epochs ({sub_dir})", file=stream, flush=True)
+                print(f"raynas: {spec.search.strategy}: training the supernet for {epochs} epochs ({sub_dir})", file=stream,
+                      flush=True)
                 run(supernet_spec(spec), sub_opts)
+        if gradient:
+            arch, row = derived_cell(sub_dir)
+            print(f"raynas: gradient: derived the cell {arch} after {row.get('epoch')} supernet epochs "
+                  f"({row.get('skip_edges')} edges chose skip, {row.get('skip_edges_kept')} kept); training it",
+                  file=stream, flush=True)
+            return _execute(derived_spec(spec, arch), opts, exp_dir, dataset, restore=restore)
         weights = supernet_checkpoint(sub_dir)
         print(f"raynas: one-shot: scoring {spec.num_trials} subnets with the supernet's weights ({weights})",
               file=stream, flush=True)

@@ -115,7 +115,12 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
         proxy, n = results.screened["proxy"], len(results.screened["screened"])
         lines.append(f"prescreen: {n} candidate{'s' if n != 1 else ''} screened out by {proxy} without training "
                      f"({SCREENED_FILE})")
-    if results.one_shot:
+    if results.one_shot and results.one_shot["strategy"] == "gradient":
+        o = results.one_shot
+        lines.append(f"gradient: the cell was derived from the supernet's architecture weights after {o['epochs']} epochs "
+                     f"in {o['supernet_s']:.1f} s ({o['folder']}; {o.get('skip_edges')} edges chose skip, "
+                     f"{o.get('skip_edges_kept')} kept), then trained as the trial above")
+    elif results.one_shot:
         o = results.one_shot
         lines.append(f"one-shot: {results.metric} is each subnet's score with the supernet's weights, not a training; "
                      f"supernet {o['epochs']} epochs in {o['supernet_s']:.1f} s ({o['folder']}), "

@@ -505,21 +505,23 @@ def load_results(path: str | os.PathLike) -> ExperimentResults:
         with open(exp_dir / SCREENED_FILE, encoding="utf-8") as f:
             results.screened = json.load(f)
     search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
-    if search.get("strategy") == "one-shot" and raw.get("retrain") is None:
-        results.one_shot = _one_shot_summary(results)
+    if search.get("strategy") in ("one-shot", "gradient") and raw.get("retrain") is None:
+        results.one_shot = _one_shot_summary(results, search["strategy"])
     return results
 
 
-def _one_shot_summary(results: ExperimentResults) -> dict:
-    """The supernet stage of a one-shot search (``supernet/``) and what each stage cost.
+def _one_shot_summary(results: ExperimentResults, strategy: str) -> dict:
+    """The supernet stage of a one-shot or gradient search (``supernet/``) and what each stage
+    cost.
 
     ``supernet_s`` and ``scoring_s`` are trial seconds (the supernet's epochs; the subnets'
-    scoring steps, summed over trials); times ``cpus`` they are CPU-seconds.
+    scoring steps, summed over trials); times ``cpus`` they are CPU-seconds. A gradient search
+    adds the cell it derived (``derived``) and its skip edges before and after the guard.
     """
     from raynas.search.oneshot import SUPERNET_DIR
 
     folder = results.dir / SUPERNET_DIR
-    out: dict = {"folder": str(folder), "epochs": 0, "supernet_s": 0.0,
+    out: dict = {"strategy": strategy, "folder": str(folder), "epochs": 0, "supernet_s": 0.0,
                  "scoring_s": sum(float(r.get("score_time_s") or 0.0) for t in results.trials for r in t.curve),
                  "scored": sum(1 for t in results.trials if t.best is not None)}
     if is_experiment_dir(folder):
@@ -527,6 +529,10 @@ def _one_shot_summary(results: ExperimentResults) -> dict:
         for trial in supernet.trials:
             out["epochs"] = max(out["epochs"], max((int(r.get("epoch") or 0) for r in trial.curve), default=0))
             out["supernet_s"] += sum(float(r.get("epoch_time_s") or 0.0) for r in trial.curve)
+            derived = [r for r in trial.curve if r.get("derived_arch")]
+            if derived:
+                out["derived"] = json.loads(derived[-1]["derived_arch"])
+                out["skip_edges"], out["skip_edges_kept"] = derived[-1].get("skip_edges"), derived[-1].get("skip_edges_kept")
         out["status"] = (supernet.meta or {}).get("status")
     return out
 

@@ -37,10 +37,13 @@ from typing import Any
 
 from raynas.errors import ConfigError, describe
 
-__all__ = ["STRATEGIES", "SUPERNET_FAMILIES", "SUPERNET_DIR", "shared_choices", "one_shot_settings", "check_one_shot", "supernet_spec",
+__all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "SUPERNET_DIR", "shared_choices",
+           "gradient_settings", "derived_cell", "derived_spec", "one_shot_settings", "check_one_shot", "supernet_spec",
            "supernet_checkpoint", "scoring_spec"]
 
-STRATEGIES = ("standalone", "one-shot")
+STRATEGIES = ("standalone", "one-shot", "gradient")
+#: The strategies that train a supernet first (in SUPERNET_DIR).
+SUPERNET_STRATEGIES = ("one-shot", "gradient")
 #: The supernet stage's experiment folder, inside the one-shot experiment's.
 SUPERNET_DIR = "supernet"
 #: Training batches that recalibrate batch norm before a subnet is scored.
@@ -132,56 +135,122 @@ def one_shot_settings(raw: Any, strategy: str, max_epochs: int) -> dict:
     }
 
 
+def gradient_settings(raw: Any, strategy: str, max_epochs: int) -> dict:
+    """``search.gradient``: ``supernet_epochs`` (default ``max_epochs``), ``arch_lr`` (default
+    3e-4) and ``max_skip`` (default 2; ``null``: no limit); refused without ``strategy: gradient``."""
+    if raw is None:
+        raw = {}
+    elif strategy != "gradient":
+        raise ConfigError("search.gradient", "only used with search.strategy: gradient")
+    if not isinstance(raw, dict):
+        raise ConfigError("search.gradient", f"expected a mapping of supernet_epochs, arch_lr, max_skip; got {describe(raw)}")
+    from raynas.spec.checks import _Section  # noqa: PLC0415
+
+    sec = _Section(raw, "search.gradient", ["supernet_epochs", "arch_lr", "max_skip"])
+    if strategy != "gradient":
+        return {}
+    max_skip = raw.get("max_skip", 2)
+    if max_skip is not None:
+        max_skip = sec.get("max_skip", "int", 2, low=0)
+    return {
+        "supernet_epochs": sec.get("supernet_epochs", "int", max_epochs, low=1),
+        "arch_lr": sec.get("arch_lr", "float", 3e-4, low=0, low_open=True),
+        "max_skip": max_skip,
+    }
+
+
 def check_one_shot(spec) -> None:
-    """What a one-shot search needs, checked before Ray starts (each with the key at fault).
+    """What a one-shot or gradient search needs, checked before Ray starts (with the key at fault).
 
     Raises:
         ConfigError: A user trainable; a family without a supernet or a searched key that
             cannot share weights; searched training hyperparameters; an early-stopping
-            scheduler, a prescreen or zero-cost proxies (none apply to one-step scoring).
+            scheduler, a prescreen or zero-cost proxies (none apply); for a gradient search,
+            the keys of a searcher (it derives one cell) or the Lightning engine.
     """
+    strategy = spec.search.strategy
     if spec.trainable is not None:
-        raise ConfigError("trainable", "one-shot search trains raynas's own supernet of a built-in family; "
+        raise ConfigError("trainable", f"{strategy} search trains raynas's own supernet of a built-in family; "
                                        "a user trainable builds its own model (use model: instead)")
     family = spec.model
     if family not in SUPERNET_FAMILIES:
-        raise ConfigError("model", f"one-shot search needs a family whose choices can share weights "
+        raise ConfigError("model", f"{strategy} search needs a family whose choices can share weights "
                                    f"({', '.join(SUPERNET_FAMILIES)}); {family!r} has no supernet")
     space = spec.raw.get("space") or {}
     shared_choices(family, space.get("arch"))
     for key, value in (space.get("train") or {}).items():
         if isinstance(value, (dict, list)):
             raise ConfigError(f"space.train.{key}", "one supernet trains with one recipe, so training "
-                                                    f"hyperparameters are constants under one-shot search; got {describe(value)}")
+                                                    f"hyperparameters are constants under {strategy} search; got {describe(value)}")
+    why = ("scores each subnet in one step" if strategy == "one-shot"
+           else "trains one supernet, then the one cell it derives")
     if spec.scheduler.name != "fifo":
-        raise ConfigError("scheduler", f"one-shot search scores each subnet in one step, so {spec.scheduler.name} "
-                                       "has nothing to stop early; remove the scheduler section")
+        raise ConfigError("scheduler", f"{strategy} search {why}, so {spec.scheduler.name} has nothing to stop "
+                                       "early; remove the scheduler section")
     if spec.search.prescreen:
-        raise ConfigError("search.prescreen", "scoring a subnet with inherited weights costs about as much as a "
-                                              "proxy; remove search.prescreen under one-shot search")
+        raise ConfigError("search.prescreen", f"{strategy} search {why}: there are no candidates to prescreen; "
+                                              "remove search.prescreen")
     if spec.proxies:
-        raise ConfigError("proxies", "the one-shot scoring trials do not compute zero-cost proxies; remove proxies")
+        raise ConfigError("proxies", f"{strategy} search {why} and computes no zero-cost proxies; remove proxies")
+    if strategy == "gradient":
+        given = spec.raw.get("search") or {}
+        for key in ("searcher", "num_trials", "warm_start", "points"):
+            if key in given:
+                raise ConfigError(f"search.{key}", "a gradient search derives its one cell from the supernet's "
+                                                   f"architecture weights and then trains it; remove search.{key}")
+        if spec.trainer.engine.value != "fast":
+            raise ConfigError("trainer.engine", "a gradient search reports the cell it derives each epoch from the "
+                                                "fast engine's loop; use engine: fast")
 
 
 def supernet_spec(spec):
-    """The spec of the supernet stage: one trial of the supernet family, FIFO, the same data,
-    recipe, trainer and resources, ``supernet_epochs`` epochs."""
+    """The spec of the supernet stage: one trial of the supernet family (the gradient search's
+    for ``strategy: gradient``), FIFO, the same data, recipe, trainer and resources,
+    ``supernet_epochs`` epochs."""
     from raynas.spec import spec_from_dict
 
     raw = {k: v for k, v in spec.raw.items()
            if k in ("data", "trainer", "resources")}
     space = spec.raw["space"]
+    arch = {"family": spec.model, "space": json.dumps(space["arch"], sort_keys=True), "seed": spec.search.seed or 0}
+    if spec.search.strategy == "gradient":
+        settings, model = spec.search.gradient, "raynas.trainables.supernet:darts_family"
+        arch.update(arch_lr=settings["arch_lr"], max_skip=settings["max_skip"])
+    else:
+        settings, model = spec.search.one_shot, "raynas.trainables.supernet:supernet_family"
     raw.update(
         name=SUPERNET_DIR,
-        model="raynas.trainables.supernet:supernet_family",
-        space={"arch": {"family": spec.model, "space": json.dumps(space["arch"], sort_keys=True),
-                        "seed": spec.search.seed or 0},
-               "train": dict(space.get("train") or {})},
+        model=model,
+        space={"arch": arch, "train": dict(space.get("train") or {})},
         search={"searcher": "random", "num_trials": 1, "seed": spec.search.seed or 0},
         objective={"metric": "val_acc", "mode": "max"},
-        max_epochs=spec.search.one_shot["supernet_epochs"],
+        max_epochs=settings["supernet_epochs"],
     )
     return spec_from_dict(raw, file=spec.source_file, base_dir=spec.base_dir)
+
+
+def derived_cell(folder) -> tuple[dict, dict]:
+    """The cell a gradient search derived at its supernet's last epoch (``folder``: the
+    supernet stage's experiment), and that epoch's row.
+
+    Raises:
+        ConfigError: The supernet trial reported no derived cell (it failed before an epoch).
+    """
+    from raynas.analysis import load_results
+
+    rows = [r for t in load_results(folder).trials for r in t.curve if r.get("derived_arch")]
+    if not rows:
+        raise ConfigError("search.strategy", f"the gradient search's supernet in {folder} derived no cell "
+                                             "(its trial reported no epoch; see raynas analyze there)")
+    last = max(rows, key=lambda r: int(r.get("epoch") or 0))
+    return json.loads(last["derived_arch"]), last
+
+
+def derived_spec(spec, arch: dict):
+    """The spec that trains the derived cell from scratch: one trial, the given configuration."""
+    train = spec.raw["space"].get("train") or {}
+    search = dataclasses.replace(spec.search, searcher="random", num_trials=1, points=[{"arch": arch, "train": dict(train)}])
+    return dataclasses.replace(spec, search=search)
 
 
 def supernet_checkpoint(folder) -> str:

@@ -62,7 +62,7 @@ def _load(ref: str) -> Callable:
 
 # Keys every searcher accepts; the rest of `search:` are the chosen searcher's parameters.
 SEARCH_COMMON = ("searcher", "num_trials", "max_concurrent", "seed", "warm_start", "points", "prescreen", "strategy",
-                 "one_shot")
+                 "one_shot", "gradient")
 
 SEARCHERS: dict[str, Strategy] = {
     "random": Strategy(

@@ -62,11 +62,14 @@ class SearchSpec:
     points: list = field(default_factory=list)
     #: ``{"proxy": name, "candidates": n}``: n suggestions per trial, the best by the proxy trains.
     prescreen: dict | None = None
-    #: ``standalone`` (every trial trains its network) or ``one-shot`` (one weight-sharing
-    #: supernet trains, and trials score subnets with its weights: raynas.search.oneshot).
+    #: ``standalone`` (every trial trains its network), ``one-shot`` (one weight-sharing
+    #: supernet trains, and trials score subnets with its weights) or ``gradient`` (DARTS
+    #: derives one cell, which then trains): raynas.search.oneshot.
     strategy: str = "standalone"
     #: One-shot settings: ``{"supernet_epochs": int, "calibration_batches": int}``.
     one_shot: dict = field(default_factory=dict)
+    #: Gradient (DARTS) settings: ``{"supernet_epochs": int, "arch_lr": float, "max_skip": int | None}``.
+    gradient: dict = field(default_factory=dict)
 
 
 #: Schedulers whose trials exploit each other (Ray's PBT and PB2).

@@ -181,7 +181,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         )
     for strategy in (SEARCHERS[search.searcher], SCHEDULERS[scheduler.name]):
         strategy.check(spec)  # its own rules (raynas.search.rules, raynas.search.pbt)
-    if search.strategy == "one-shot":
+    if search.strategy in ("one-shot", "gradient"):
         from raynas.search.oneshot import check_one_shot
 
         check_one_shot(spec)
@@ -384,7 +384,7 @@ def _strategy(raw: Any, section: str, key: str, registry: dict, default: str, co
 
 
 def _search_spec(raw: Any, space: Space, max_epochs: int) -> SearchSpec:
-    from raynas.search.oneshot import STRATEGIES, one_shot_settings
+    from raynas.search.oneshot import STRATEGIES, gradient_settings, one_shot_settings
 
     strategy = (raw or {}).get("strategy", "standalone") if isinstance(raw, dict) else "standalone"
     if strategy not in STRATEGIES:
@@ -405,6 +405,7 @@ def _search_spec(raw: Any, space: Space, max_epochs: int) -> SearchSpec:
         prescreen=_prescreen(raw.get("prescreen")),
         strategy=strategy,
         one_shot=one_shot_settings(raw.get("one_shot"), strategy, max_epochs),
+        gradient=gradient_settings(raw.get("gradient"), strategy, max_epochs),
     )
     if searcher == "grid":
         space.grid()  # raises a ConfigError naming the continuous domains

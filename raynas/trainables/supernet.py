@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import random
 import os
 from collections.abc import Callable, Iterable, Mapping
@@ -54,6 +55,8 @@ __all__ = [
     "path_state",
     "supernet_family",
     "score_subnet",
+    "DartsSupernet",
+    "darts_family",
 ]
 
 class MixedOp(nn.Module):
@@ -70,9 +73,20 @@ class MixedOp(nn.Module):
         super().__init__()
         self.candidates = nn.ModuleDict(candidates)
         self.active = next(iter(candidates))
+        #: Softmax weights of the candidates (gradient search): the output is their weighted
+        #: sum instead of the active candidate's.
+        self.weights: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.candidates[self.active](x)
+        if self.weights is None:
+            return self.candidates[self.active](x)
+        out = None
+        for w, (name, op) in zip(self.weights, self.candidates.items()):
+            if name == "none":
+                continue  # zeros: nothing to add
+            term = w * op(x)
+            out = term if out is None else out + term
+        return out if out is not None else self.candidates["none"](x)
 
     def extra_repr(self) -> str:
         return f"active={self.active!r}"
@@ -94,7 +108,7 @@ class CellSupernet(nn.Module):
     def __init__(self, constants: Mapping[str, Any], choices: Mapping[str, Mapping[str, list]],
                  input_shape: tuple, num_classes: int):
         super().__init__()
-        from raynas.trainables.cell import OPS, build_cell
+        from raynas.trainables.cell import OPS, CellNetwork, build_cell
 
         self.choices = {k: {e: list(v) for e, v in d.items()} for k, d in choices.items()}
         self.sampler: Callable[[], Mapping[str, Any]] | None = None
@@ -112,14 +126,11 @@ class CellSupernet(nn.Module):
                 return op
             return make_edge
 
-        # The skeleton and its checks come from the family itself, built from a first path
-        # with edge hooks that return mixed ops in place of single ones.
+        # The family checks the constants and the sizes on a first path; the skeleton is the
+        # family's own, built with edge hooks that return mixed ops in place of single ones.
         first = self._first_path(constants)
-        from raynas.trainables import cell as cell_module
-
-        skeleton = build_cell(first, tuple(input_shape), num_classes)  # checks keys and sizes
-        del skeleton
-        self.net = cell_module.CellNetwork(
+        build_cell(first, tuple(input_shape), num_classes)
+        self.net = CellNetwork(
             tuple(input_shape)[0],
             num_classes,
             nodes=int(constants.get("nodes", 4)),
@@ -355,3 +366,145 @@ def score_subnet(config: dict, context) -> None:
             count += len(y)
     tune.report({"epoch": 1, "val_acc": correct / max(1, count), "val_loss": loss_sum / max(1, count),
                  "score_time_s": time.perf_counter() - began, **stats})
+
+
+# ----------------------------------------------------------------------------------------------
+# Gradient search (DARTS, first order)
+# ----------------------------------------------------------------------------------------------
+
+
+class DartsSupernet(CellSupernet):
+    """A cell supernet whose edges output the softmax-weighted sum of their candidates
+    (Liu et al., 2019, DARTS, first-order), with the architecture weights learnt alongside.
+
+    The architecture parameters (one logit per candidate of each edge key, shared by every cell
+    of that kind, as in DARTS) and their Adam moments are buffers, so the network's optimizer
+    never touches them and a checkpoint of the module holds them. In training mode, once
+    :meth:`set_arch_data` has handed it a held-out part of the training split, every forward
+    pass first takes one architecture step on the next held-out batch (the gradient of its loss
+    with respect to the architecture parameters only), then computes the batch's output with
+    the updated weights for the network's own step: DARTS's alternation, first order.
+
+    Args:
+        arch_lr: Adam's learning rate for the architecture (DARTS: 3e-4), with betas
+            (0.5, 0.999) and weight decay 1e-3 as in DARTS.
+        max_skip: The derived cell keeps at most this many ``skip`` edges per cell kind; the
+            others take their best op that is neither ``skip`` nor ``none`` (DARTS+'s guard
+            against the collapse to parameter-free cells). None: no limit.
+    """
+
+    BETAS = (0.5, 0.999)
+    WEIGHT_DECAY = 1e-3
+
+    def __init__(self, constants, choices, input_shape, num_classes, *, arch_lr: float = 3e-4,
+                 max_skip: int | None = 2):
+        super().__init__(constants, choices, input_shape, num_classes)
+        self.arch_lr, self.max_skip = float(arch_lr), max_skip
+        self.alpha_names: list[tuple[str, str]] = [(k, e) for k, edges in self.choices.items() for e in edges]
+        for i, (key, edge) in enumerate(self.alpha_names):
+            n = len(self.choices[key][edge])
+            self.register_buffer(f"alpha_{i}", torch.zeros(n))
+            self.register_buffer(f"alpha_m_{i}", torch.zeros(n))
+            self.register_buffer(f"alpha_v_{i}", torch.zeros(n))
+        self.register_buffer("arch_steps", torch.zeros((), dtype=torch.long))
+        self.arch_data: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.arch_batch_size = 64
+
+    def alphas(self) -> list[torch.Tensor]:
+        return [getattr(self, f"alpha_{i}") for i in range(len(self.alpha_names))]
+
+    def set_arch_data(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> None:
+        """The held-out training data the architecture steps learn from."""
+        self.arch_data, self.arch_batch_size = (x, y), int(batch_size)
+
+    def _weigh(self, alphas: list[torch.Tensor]) -> None:
+        for (key, edge), alpha in zip(self.alpha_names, alphas):
+            weights = torch.softmax(alpha, dim=0)
+            for op in self.mixed[key][edge]:
+                op.weights = weights
+
+    def _arch_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y = self.arch_data
+        n, size = len(y), self.arch_batch_size
+        per_pass = max(1, n // size)
+        step = int(self.arch_steps)
+        # A seeded permutation per pass over the held-out data: the sequence resumes from
+        # the step count in a checkpoint.
+        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + step // per_pass))
+        index = order[(step % per_pass) * size:(step % per_pass + 1) * size]
+        return x[index.to(x.device)], y[index.to(y.device)]
+
+    def arch_step(self) -> torch.Tensor:
+        """One Adam step of the architecture on the next held-out batch; returns its loss
+        (a detached tensor: no host sync per batch)."""
+        x, y = self._arch_batch()
+        alphas = [a.detach().requires_grad_(True) for a in self.alphas()]
+        self._weigh(alphas)
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        grads = torch.autograd.grad(loss, alphas)
+        self.arch_steps += 1
+        t = int(self.arch_steps)
+        b1, b2 = self.BETAS
+        with torch.no_grad():
+            for i, (alpha, grad) in enumerate(zip(self.alphas(), grads)):
+                grad = grad + self.WEIGHT_DECAY * alpha
+                m, v = getattr(self, f"alpha_m_{i}"), getattr(self, f"alpha_v_{i}")
+                m.mul_(b1).add_(grad, alpha=1 - b1)
+                v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+                step = self.arch_lr * math.sqrt(1 - b2**t) / (1 - b1**t)
+                alpha.sub_(step * m / (v.sqrt() + 1e-8))
+        return loss.detach()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.training and self.arch_data is not None:
+            self.arch_step()
+        self._weigh(self.alphas())
+        return self.net(x)
+
+    def derive(self, max_skip: int | None = "default") -> tuple[dict, int]:
+        """The discrete cell: each edge's strongest op other than ``none`` (as DARTS derives),
+        with at most ``max_skip`` ``skip`` edges per cell kind; and how many edges chose skip
+        before that limit (the collapse it guards against)."""
+        limit = self.max_skip if max_skip == "default" else max_skip
+        arch = dict(self.constants)
+        raw_skips = 0
+        for key, edges in self.choices.items():
+            picks, skips = {}, []
+            for (k, edge), alpha in zip(self.alpha_names, self.alphas()):
+                if k != key:
+                    continue
+                ops = self.choices[key][edge]
+                order = sorted(range(len(ops)), key=lambda i: -float(alpha[i]))
+                ranked = [ops[i] for i in order if ops[i] != "none"] or ["none"]
+                picks[edge] = ranked
+                if ranked[0] == "skip":
+                    skips.append((float(torch.softmax(alpha, 0)[ops.index("skip")]), edge))
+            raw_skips += len(skips)
+            chosen = {edge: ranked[0] for edge, ranked in picks.items()}
+            if limit is not None and len(skips) > limit:
+                for _, edge in sorted(skips, reverse=True)[limit:]:
+                    others = [op for op in picks[edge] if op not in ("skip", "none")]
+                    if others:
+                        chosen[edge] = others[0]
+            arch[key] = {edge: chosen[edge] for edge in edges}
+        return arch, raw_skips
+
+    def epoch_metrics(self) -> dict:
+        """Reported with each epoch: the cell derived so far (JSON) and its skip edges."""
+        arch, raw_skips = self.derive()
+        return {"derived_arch": json.dumps(arch, sort_keys=True), "skip_edges": raw_skips,
+                "skip_edges_kept": sum(op == "skip" for k in self.choices for op in arch[k].values())}
+
+
+def darts_family(arch: dict, input_shape: tuple, num_classes: int) -> nn.Module:
+    """The family of a gradient search's supernet trial: ``arch`` as for :func:`supernet_family`
+    plus ``arch_lr`` and ``max_skip``."""
+    family, space = arch.get("family"), arch.get("space")
+    if not isinstance(family, str) or not isinstance(space, str):
+        raise ArchError("arch", f"a gradient search's supernet needs arch.family and arch.space (JSON), got {describe(arch)}")
+    choices = shared_choices(family, json.loads(space))
+    constants = {k: v for k, v in json.loads(space).items() if k not in choices}
+    net = DartsSupernet(constants, choices, tuple(input_shape), num_classes, arch_lr=float(arch.get("arch_lr", 3e-4)),
+                        max_skip=arch.get("max_skip", 2))
+    net.seed = int(arch.get("seed", 0))
+    return net

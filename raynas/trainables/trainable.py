@@ -223,6 +223,13 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
         x, y = batch(data, BATCH_SIZE, job.seed)  # the same batch for every trial
         stats.update(compute(net, x.to(device), y.to(device), job.proxies, seed=job.seed))
     tensors = _device_tensors(data, device)
+    if hasattr(net, "set_arch_data"):
+        # Gradient search (DARTS): a seeded half of the training split teaches the architecture
+        # and the other half the weights, as DARTS splits its training data.
+        order = torch.randperm(len(tensors[1]), generator=torch.Generator().manual_seed(job.seed))
+        half, arch_half = order[: len(order) // 2].to(device), order[len(order) // 2:].to(device)
+        net.set_arch_data(tensors[0][arch_half], tensors[1][arch_half], hp.batch_size)
+        tensors = (tensors[0][half], tensors[1][half], *tensors[2:])
     if job.extra.get("full_data"):
         tensors = (torch.cat([tensors[0], tensors[2]]), torch.cat([tensors[1], tensors[3]]), *tensors[2:])
     if job.extra.get("test"):  # a retrain says what it trained on (no cost to a search's trials)
@@ -507,6 +514,8 @@ def _train_fast(net, hp, tensors, job: TrialJob, device, stats: dict) -> None:
             metrics["train_loss"] = state["train_loss"]
         return _report(metrics, state)
 
+    # A model may add metrics of its own to each epoch (a gradient search's derived cell).
+    own_metrics = getattr(net, "epoch_metrics", None)
     for epoch in range(start_epoch + 1, job.max_epochs + 1):
         began = time.perf_counter()
         train_loss = loop.train_epoch()
@@ -522,6 +531,8 @@ def _train_fast(net, hp, tensors, job: TrialJob, device, stats: dict) -> None:
             "epoch_time_s": time.perf_counter() - began,
             **stats,
         }
+        if own_metrics is not None:
+            metrics.update(own_metrics())
         if exploited:
             metrics[EXPLOITED_KEY], exploited = exploited, None
         last = epoch == job.max_epochs

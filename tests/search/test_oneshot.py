@@ -56,7 +56,7 @@ def test_the_supernet_stage_is_one_fifo_trial_of_the_supernet_family_with_the_sa
     ({"space": {"arch": {"edges": EDGES}, "train": {"lr": {"float": [0.001, 0.01]}}}},
      r"space\.train\.lr: one supernet trains with one recipe"),
     ({"scheduler": {"name": "asha"}}, r"scheduler: one-shot search scores each subnet in one step"),
-    ({"proxies": ["snip"]}, r"proxies: the one-shot scoring trials do not compute zero-cost proxies"),
+    ({"proxies": ["snip"]}, r"proxies: one-shot search scores each subnet in one step and computes no zero-cost proxies"),
     ({"search": {"strategy": "one-shot", "prescreen": {"proxy": "snip", "candidates": 3}}}, r"search\.prescreen: "),
     ({"search": {"strategy": "oneshot"}}, r"search\.strategy: unknown strategy 'oneshot' \(did you mean 'one-shot'\?\)"),
     ({"search": {"one_shot": {"supernet_epochs": 3}}}, r"search\.one_shot: only used with search\.strategy: one-shot"),
@@ -66,3 +66,32 @@ def test_the_supernet_stage_is_one_fifo_trial_of_the_supernet_family_with_the_sa
 def test_what_one_shot_cannot_do_is_refused_naming_the_key(changes, message):
     with pytest.raises(ConfigError, match=message):
         spec_from_dict(raw(**changes))
+
+
+def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
+    spec = spec_from_dict(raw(search={"strategy": "gradient", "seed": 2, "gradient": {"supernet_epochs": 5}}))
+    assert spec.search.gradient == {"supernet_epochs": 5, "arch_lr": 3e-4, "max_skip": 2}
+    sub = supernet_spec(spec)
+    assert sub.model == "raynas.trainables.supernet:darts_family" and sub.max_epochs == 5 and sub.num_trials == 1
+    arch = sub.space.sample(seed=0)["arch"]
+    assert arch["arch_lr"] == 3e-4 and arch["max_skip"] == 2 and arch["seed"] == 2
+    unlimited = spec_from_dict(raw(search={"strategy": "gradient", "gradient": {"max_skip": None}}))
+    assert unlimited.search.gradient["max_skip"] is None
+    from raynas.search.oneshot import derived_spec
+
+    cell = {"edges": {e: "conv3x3" for e in EDGES}, "channels": 8, "stages": 2, "cells_per_stage": 1}
+    trained = derived_spec(spec, cell)
+    assert trained.num_trials == 1 and trained.search.points == [{"arch": cell, "train": {"lr": 0.003, "batch_size": 32}}]
+
+
+@pytest.mark.parametrize("search, message", [
+    ({"strategy": "gradient", "searcher": "evolution"}, r"search\.searcher: a gradient search derives its one cell"),
+    ({"strategy": "gradient", "num_trials": 5}, r"search\.num_trials: a gradient search derives its one cell"),
+    ({"strategy": "gradient", "gradient": {"arch_lr": 0}}, r"search\.gradient\.arch_lr: must be > 0"),
+    ({"strategy": "one-shot", "gradient": {"arch_lr": 0.1}}, r"search\.gradient: only used with search\.strategy: gradient"),
+])
+def test_what_a_gradient_search_cannot_take_is_refused(search, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_from_dict(raw(search=search))
+    with pytest.raises(ConfigError, match=r"trainer\.engine: a gradient search reports the cell"):
+        spec_from_dict(raw(search={"strategy": "gradient"}, trainer={"engine": "lightning"}))

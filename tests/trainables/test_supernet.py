@@ -123,3 +123,59 @@ def test_what_cannot_share_weights_is_refused_with_its_key_path():
     with pytest.raises(ArchError, match=r"arch\.edges\.0-1: 'none' is not a candidate of this supernet's edge "
                                         r"\(skip, conv3x3\)"):
         net.set_arch({"edges": {e: "none" for e in edge_keys(4)}})
+
+
+def darts(**kw):
+    from raynas.trainables.supernet import darts_family
+    import json
+
+    torch.manual_seed(0)
+    return darts_family({"family": "cell", "space": json.dumps(SPACE), "seed": 1, **kw}, (1, 8, 8), 10)
+
+
+def test_darts_steps_the_architecture_on_held_out_data_and_leaves_the_weights_to_their_optimizer():
+    net = darts(arch_lr=0.01)
+    x, y = torch.randn(128, 1, 8, 8), torch.randint(0, 10, (128,))
+    weights = {k: v.clone() for k, v in net.named_parameters()}
+    assert not any(k.startswith("alpha") for k in weights)  # the network's optimizer never sees them
+    net.set_arch_data(x[:64], y[:64], batch_size=32)
+    net.train()
+    before = [a.clone() for a in net.alphas()]
+    net(x[64:96])
+    assert int(net.arch_steps) == 1 and any(not torch.equal(a, b) for a, b in zip(before, net.alphas()))
+    assert all(torch.equal(v, weights[k]) for k, v in net.named_parameters())
+    # Every candidate runs, weighted by the softmax of its edge's logits.
+    op = net.mixed["edges"]["0-1"][0]
+    torch.testing.assert_close(op.weights, torch.softmax(net.alphas()[0], 0))
+    # The logits, their Adam moments and the step count are in the state dict: a resume goes on exactly.
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    assert {"alpha_0", "alpha_m_0", "alpha_v_0", "arch_steps"} <= set(state)
+    net(x[96:])
+    again = darts(arch_lr=0.01)
+    again.load_state_dict(state)
+    again.set_arch_data(x[:64], y[:64], batch_size=32)
+    again.train()
+    again(x[96:])
+    for a, b in zip(net.alphas(), again.alphas()):
+        torch.testing.assert_close(a, b)
+
+
+def test_darts_derives_the_strongest_op_never_none_and_guards_against_skip_collapse():
+    net = darts(max_skip=2)
+    with torch.no_grad():
+        for (key, edge), alpha in zip(net.alpha_names, net.alphas()):
+            ops = net.choices[key][edge]
+            alpha.zero_()
+            alpha[ops.index("none")] = 5.0  # none is strongest everywhere: never derived
+            alpha[ops.index("skip")] = 3.0 + 0.1 * len(edge_keys(4)) - 0.1 * edge_keys(4).index(edge)
+            alpha[ops.index("conv3x3")] = 1.0
+    arch, raw_skips = net.derive()
+    assert raw_skips == 6
+    # The two edges with the strongest skip keep it; the others take their next op.
+    assert arch["edges"] == {"0-1": "skip", "0-2": "skip", "1-2": "conv3x3", "0-3": "conv3x3", "1-3": "conv3x3",
+                             "2-3": "conv3x3"}
+    unguarded, _ = net.derive(max_skip=None)
+    assert set(unguarded["edges"].values()) == {"skip"}
+    metrics = net.epoch_metrics()
+    assert metrics["skip_edges"] == 6 and metrics["skip_edges_kept"] == 2
+    assert build_cell(arch, (1, 8, 8), 10)  # the derived cell is a cell of the space
