@@ -86,7 +86,7 @@ def test_grid_num_trials_defaults_to_grid_size():
         ("scheduler", {"name": "asha", "grace": 2}, "scheduler.grace", ["unknown key", "did you mean 'grace_period'"]),
         ("scheduler", {"name": "asha", "reduction_factor": 1}, "scheduler.reduction_factor", ["> 1"]),
         ("scheduler", {"name": "asha", "grace_period": 5}, "scheduler.grace_period", ["<= max_t", "5"]),
-        ("model", "transformer", "model", ["unknown model family 'transformer'", "mlp"]),
+        ("model", "transfomer", "model", ["unknown model family 'transfomer'", "did you mean 'transformer'", "mlp"]),
         ("model", "nosuchmodule_xyz:build", "model", ["cannot import", "nosuchmodule_xyz"]),
         ("data.source", "imagenet", "data.source", ["imagenet"]),
         ("data.source", "mnist", "data.path", ["path"]),

@@ -1,7 +1,8 @@
 """Refuse a budget no architecture of the space can meet, before Ray starts.
 
 For the built-in families, parameters and FLOPs grow with every size in the arch dict
-(widths, channels, depths, repeats, kernels, expansions), so the space's smallest corner
+(widths, channels, depths, repeats, kernels, expansions; a transformer's ``patch_size`` is the
+exception, and every value of it is tried), so the space's smallest corner
 (each size at its lower end, every other choice tried) bounds what any of its architectures
 can achieve: if even that corner is over budget, the search could only reject. A user's
 family may not be monotone, so it is not checked here (its trials are still measured and
@@ -21,6 +22,10 @@ __all__ = ["smallest_architectures", "check_budget"]
 
 _MAX_CORNERS = 64
 
+#: Arch keys of built-in families whose costs do not grow with the value, so every value is
+#: tried rather than the lowest: a transformer's larger ``patch_size`` means fewer tokens.
+_NOT_MONOTONE = frozenset({"patch_size"})
+
 
 def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -36,6 +41,10 @@ def _smallest(node: Node) -> list[Any]:
         constants = node.constants()
         if constants is not None and all(_is_number(v) for v in constants):
             return [min(constants)]
+        if constants is not None and "none" in constants and all(isinstance(v, str) for v in constants):
+            # A cell's absent edge costs nothing wherever it is, so it alone is that edge's
+            # smallest: the all-`none` cell is found whatever the order of the ops.
+            return ["none"]
         out: list[Any] = []
         for option in node.options:
             out.extend(_smallest(option))
@@ -51,6 +60,15 @@ def _smallest(node: Node) -> list[Any]:
     return []
 
 
+def _every(node: Node) -> list[Any]:
+    """Every value of a numeric choice or int range (capped), else the smallest candidates."""
+    if isinstance(node, Int):
+        return node.values()[:_MAX_CORNERS]
+    if isinstance(node, Choice) and node.constants() is not None:
+        return list(node.constants())[:_MAX_CORNERS]
+    return _smallest(node)
+
+
 def _smallest_dict(node: Dict) -> list[dict]:
     partials: list[dict] = [{}]
     for key in node.order:
@@ -60,7 +78,8 @@ def _smallest_dict(node: Dict) -> list[dict]:
             if not node.active(child, partial):
                 grown.append(partial)
                 continue
-            for value in _smallest(child):
+            values = _every(child) if key in _NOT_MONOTONE else _smallest(child)
+            for value in values:
                 grown.append({**partial, key: value})
         partials = grown[:_MAX_CORNERS]
     return [{k: p[k] for k in node.items if k in p} for p in partials]

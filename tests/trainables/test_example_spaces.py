@@ -50,3 +50,21 @@ def test_every_suggested_architecture_builds(example, searcher):
     assert len({repr(a) for a in built}) >= 5, built  # the searchers explore the space
     if searcher == "evolution":
         assert s.num_mutations > 0  # children of tournament winners were built too
+
+
+def test_a_budget_is_checked_against_the_cheapest_architectures_of_both_families():
+    """The budget check builds the space's smallest corner. A larger transformer patch is
+    cheaper (fewer tokens), so every patch size is tried; a cell's cheapest edge is `none`,
+    wherever it stands in the choice list."""
+    from raynas.trainables.budget import smallest_architectures
+    from raynas.trainables.families import count_flops
+
+    vit = load_spec(EXPERIMENTS / "transformer_digits.yaml").space
+    corners = smallest_architectures(vit)
+    assert {a["patch_size"] for a in corners} == {2, 4}
+    flops = {a["patch_size"]: count_flops(build_model("transformer", a, (1, 8, 8), 10), (1, 8, 8))
+             for a in corners}
+    assert flops[4] < flops[2]
+    cell = Space({"arch": {"edges": {e: {"choice": ["conv3x3", "skip", "none"]} for e in
+                                     ("0-1", "0-2", "1-2", "0-3", "1-3", "2-3")}}})
+    assert smallest_architectures(cell) == [{"edges": {e: "none" for e in ("0-1", "0-2", "1-2", "0-3", "1-3", "2-3")}}]
