@@ -7,14 +7,16 @@ avgpool3x3) on scikit-learn's digits with a held-out test split, on a local Ray:
 * ``evolution+asha``: regularized evolution proposes ``--evolution-trials`` cells, each trained
   up to ``--epochs`` epochs under ASHA (grace period 1, reduction factor 3);
 * ``one-shot``: ``search.strategy: one-shot``, a supernet trained ``--supernet-epochs`` epochs,
-  then ``--oneshot-trials`` cells proposed by evolution and scored with inherited weights.
+  then ``--oneshot-trials`` cells proposed by evolution and scored with inherited weights;
+* ``gradient``: ``search.strategy: gradient`` (DARTS), a supernet trained ``--supernet-epochs``
+  epochs, then the one cell it derives trained ``--epochs`` epochs (part of its compute).
 
 The compute of a search is the seconds its trials spent in epochs and scoring steps (the
 ``epoch_time_s`` and ``score_time_s`` they report; one CPU per trial, so CPU-seconds), which
 leaves Ray's start-up and orchestration out. Quality: each search's best ``--top`` cells are
 retrained from scratch by ``raynas retrain`` (``--epochs`` epochs, ``--seeds`` seeds each) and
-scored on the test split; the table gives the test accuracy of each search's first pick and of
-the best of its top cells (mean over the retrain seeds).
+scored on the test split (the gradient search has one cell); the table gives the test accuracy
+of each search's first pick and of the best of its top cells (mean over the retrain seeds).
 
 Usage::
 
@@ -26,6 +28,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -39,11 +42,12 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
 EDGES = ["0-1", "0-2", "1-2", "0-3", "1-3", "2-3"]
+METHODS = ("evolution+asha", "one-shot", "gradient")
 
 
 def experiment(method: str, args, seed: int) -> dict:
     base = {
-        "name": f"{method}-{seed}",
+        "name": f"{method.replace('+', '-')}-{seed}",
         "data": {"source": "digits", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0},
         "model": "cell",
         "space": {"arch": {"edges": {e: {"choice": OPS} for e in EDGES}, "channels": 16, "stages": 2,
@@ -56,9 +60,11 @@ def experiment(method: str, args, seed: int) -> dict:
     if method == "evolution+asha":
         base["search"] = {"searcher": "evolution", "num_trials": args.evolution_trials, "max_concurrent": 2, "seed": seed}
         base["scheduler"] = {"name": "asha", "grace_period": 1, "reduction_factor": 3}
-    else:
+    elif method == "one-shot":
         base["search"] = {"strategy": "one-shot", "num_trials": args.oneshot_trials, "max_concurrent": 2, "seed": seed,
                           "one_shot": {"supernet_epochs": args.supernet_epochs}}
+    else:
+        base["search"] = {"strategy": "gradient", "seed": seed, "gradient": {"supernet_epochs": args.supernet_epochs}}
     return base
 
 
@@ -75,6 +81,7 @@ def trial_seconds(folder: Path) -> float:
 
 def run_method(method: str, args, seed: int, storage: str) -> dict:
     import raynas
+    from raynas.runner import RunOptions
     from raynas.winner.retrain import retrain, summary
 
     began = time.perf_counter()
@@ -82,7 +89,8 @@ def run_method(method: str, args, seed: int, storage: str) -> dict:
                         report=False)
     search_wall = time.perf_counter() - began
     seconds = trial_seconds(folder)
-    retrain(folder, top=args.top, seeds=args.seeds, epochs=args.epochs)
+    retrain(folder, top=1 if method == "gradient" else args.top, seeds=args.seeds, epochs=args.epochs,
+            opts=RunOptions(progress=False, report=False))
     candidates = summary(folder)
     tests = [statistics.fmean(c.test_acc) for c in candidates if c.test_acc]
     return {"method": method, "seed": seed, "trial_s": seconds, "search_wall_s": search_wall,
@@ -115,8 +123,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for seed in range(args.search_seeds):
-            for method in ("evolution+asha", "one-shot"):
-                rows.append(run_method(method, args, seed, os.path.join(tmp, "results")))
+            for method in METHODS:
+                # raynas's own lines (the stages, the report's path) go to stderr: stdout is the table or JSON.
+                with contextlib.redirect_stdout(sys.stderr):
+                    rows.append(run_method(method, args, seed, os.path.join(tmp, "results")))
                 r = rows[-1]
                 print(f"{method} seed {seed}: {r['trial_s']:.1f} trial-s, first pick test {r['first_pick_test']:.4f}",
                       file=sys.stderr, flush=True)
@@ -129,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
           f"one-shot ({args.supernet_epochs} supernet epochs, {args.oneshot_trials} cells scored); "
           f"top {args.top} retrained {args.seeds}x{args.epochs} epochs; {args.search_seeds} search seeds")
     print(f"{'method':16s} {'trial-s':>8s} {'first pick test':>16s} {'best of top test':>17s}")
-    for method in ("evolution+asha", "one-shot"):
+    for method in METHODS:
         mine = [r for r in rows if r["method"] == method]
         mean = lambda k: statistics.fmean(r[k] for r in mine)  # noqa: E731
         print(f"{method:16s} {mean('trial_s'):8.1f} {mean('first_pick_test'):16.4f} {mean('best_of_top_test'):17.4f}")

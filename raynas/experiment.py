@@ -59,6 +59,8 @@ JOURNAL_FILE = "trials.json"
 RESULT_FILE = "result.json"
 #: The candidates ``search.prescreen`` scored and did not train (proxy, configs, scores).
 SCREENED_FILE = "screened.json"
+#: The supernet stage of a one-shot or gradient search, inside its experiment folder.
+SUPERNET_DIR = "supernet"
 RETRAIN_DIR = "retrain"  # raynas retrain's experiment, inside the search's folder
 RETRAIN_KEY = "raynas_retrain"  # in a retrain trial's config: {trial, rank, seed} it trains again
 DATA_FILE = "data.json"  # the data's shape, classes, preprocessing and split sizes (Dataset.info)

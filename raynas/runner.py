@@ -519,14 +519,8 @@ def _one_shot(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, re
     global _local_ray
     import ray
 
-    from raynas.search.oneshot import (
-        SUPERNET_DIR,
-        derived_cell,
-        derived_spec,
-        scoring_spec,
-        supernet_checkpoint,
-        supernet_spec,
-    )
+    from raynas.experiment import SUPERNET_DIR
+    from raynas.search.stages import derived_cell, derived_spec, scoring_spec, supernet_checkpoint, supernet_spec
 
     stream = opts.stream or sys.stdout
     started = _init_ray(spec, opts)

@@ -115,17 +115,8 @@ def table(results: ExperimentResults, top: int | None = None, width: int | None 
         proxy, n = results.screened["proxy"], len(results.screened["screened"])
         lines.append(f"prescreen: {n} candidate{'s' if n != 1 else ''} screened out by {proxy} without training "
                      f"({SCREENED_FILE})")
-    if results.one_shot and results.one_shot["strategy"] == "gradient":
-        o = results.one_shot
-        lines.append(f"gradient: the cell was derived from the supernet's architecture weights after {o['epochs']} epochs "
-                     f"in {o['supernet_s']:.1f} s ({o['folder']}; {o.get('skip_edges')} edges chose skip, "
-                     f"{o.get('skip_edges_kept')} kept), then trained as the trial above")
-    elif results.one_shot:
-        o = results.one_shot
-        lines.append(f"one-shot: {results.metric} is each subnet's score with the supernet's weights, not a training; "
-                     f"supernet {o['epochs']} epochs in {o['supernet_s']:.1f} s ({o['folder']}), "
-                     f"{o['scored']} subnets scored in {o['scoring_s']:.1f} s of trials; "
-                     f"train the best from scratch with raynas retrain {results.dir} --top 3")
+    if results.one_shot:
+        lines.append(one_shot_text(results))
     compressed = [(t, c) for t in board for c in t.compressed]
     if compressed:
         lines.append("compressed (raynas compress):")
@@ -350,3 +341,16 @@ def importance(result, fmt: str = "table") -> str:
         lines.append(f"  not rated: {key}: {why}")
     lines += [f"  note: {note}" for note in result.notes]
     return "\n".join(lines)
+
+
+def one_shot_text(results) -> str:
+    """What a one-shot or gradient search's stages did and cost (``analyze`` and the report)."""
+    o = results.one_shot
+    if o["strategy"] == "gradient":
+        return (f"gradient: the cell was derived from the supernet's architecture weights after {o['epochs']} epochs "
+                f"in {o['supernet_s']:.1f} s ({o['folder']}; {o.get('skip_edges')} edges chose skip, "
+                f"{o.get('skip_edges_kept')} kept), then trained as a trial")
+    return (f"one-shot: {results.metric} is each subnet's score with the supernet's weights, not a training; "
+            f"supernet {o['epochs']} epochs in {o['supernet_s']:.1f} s ({o['folder']}), "
+            f"{o['scored']} subnets scored in {o['scoring_s']:.1f} s of trials; "
+            f"train the best from scratch with raynas retrain {results.dir} --top 3")

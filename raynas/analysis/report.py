@@ -120,6 +120,10 @@ def report_data(results: ExperimentResults, live: bool = False, importance: dict
     }
     if multi:
         data["pareto"] = _pareto(results)
+    if results.one_shot:
+        from raynas.analysis.render import one_shot_text
+
+        data["stage"] = one_shot_text(results)
     return data
 
 

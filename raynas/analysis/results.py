@@ -16,6 +16,7 @@ import yaml
 
 from raynas.experiment import (
     SCREENED_FILE,
+    SUPERNET_DIR,
     PROXY_NAMES,
     loss_sign,
     RETRAIN_DIR,
@@ -518,8 +519,6 @@ def _one_shot_summary(results: ExperimentResults, strategy: str) -> dict:
     scoring steps, summed over trials); times ``cpus`` they are CPU-seconds. A gradient search
     adds the cell it derived (``derived``) and its skip edges before and after the guard.
     """
-    from raynas.search.oneshot import SUPERNET_DIR
-
     folder = results.dir / SUPERNET_DIR
     out: dict = {"strategy": strategy, "folder": str(folder), "epochs": 0, "supernet_s": 0.0,
                  "scoring_s": sum(float(r.get("score_time_s") or 0.0) for t in results.trials for r in t.curve),

@@ -30,24 +30,24 @@ Example (experiment file)::
 
 from __future__ import annotations
 
-import dataclasses
-import json
 from collections.abc import Mapping
 from typing import Any
 
 from raynas.errors import ConfigError, describe
+from raynas.experiment import SUPERNET_DIR
 
-__all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "SUPERNET_DIR", "shared_choices",
-           "gradient_settings", "derived_cell", "derived_spec", "one_shot_settings", "check_one_shot", "supernet_spec",
-           "supernet_checkpoint", "scoring_spec"]
+__all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "SUPERNET_DIR", "CALIBRATION_BATCHES", "ARCH_LR",
+           "shared_choices", "check_one_shot"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: The strategies that train a supernet first (in SUPERNET_DIR).
 SUPERNET_STRATEGIES = ("one-shot", "gradient")
-#: The supernet stage's experiment folder, inside the one-shot experiment's.
-SUPERNET_DIR = "supernet"
 #: Training batches that recalibrate batch norm before a subnet is scored.
 CALIBRATION_BATCHES = 10
+#: Adam's learning rate for DARTS's architecture weights. DARTS's 3e-4 suits its ~20,000 steps
+#: on CIFAR-10; in 30 epochs on digits (270 steps) it moved the strongest op's weight from 0.20
+#: to 0.21, and 3e-3 to 0.25-0.36 (docs/oneshot.md).
+ARCH_LR = 3e-3
 
 
 #: Families with a supernet, and the arch keys whose values can share weights.
@@ -115,50 +115,6 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
     return out
 
 
-def one_shot_settings(raw: Any, strategy: str, max_epochs: int) -> dict:
-    """``search.one_shot``: ``supernet_epochs`` (default ``max_epochs``) and
-    ``calibration_batches`` (default 10); refused without ``strategy: one-shot``."""
-    if raw is None:
-        raw = {}
-    elif strategy != "one-shot":
-        raise ConfigError("search.one_shot", "only used with search.strategy: one-shot")
-    if not isinstance(raw, dict):
-        raise ConfigError("search.one_shot", f"expected a mapping of supernet_epochs, calibration_batches; got {describe(raw)}")
-    from raynas.spec.checks import _Section  # noqa: PLC0415 (the spec's own section reader)
-
-    sec = _Section(raw, "search.one_shot", ["supernet_epochs", "calibration_batches"])
-    if strategy != "one-shot":
-        return {}
-    return {
-        "supernet_epochs": sec.get("supernet_epochs", "int", max_epochs, low=1),
-        "calibration_batches": sec.get("calibration_batches", "int", CALIBRATION_BATCHES, low=1),
-    }
-
-
-def gradient_settings(raw: Any, strategy: str, max_epochs: int) -> dict:
-    """``search.gradient``: ``supernet_epochs`` (default ``max_epochs``), ``arch_lr`` (default
-    3e-4) and ``max_skip`` (default 2; ``null``: no limit); refused without ``strategy: gradient``."""
-    if raw is None:
-        raw = {}
-    elif strategy != "gradient":
-        raise ConfigError("search.gradient", "only used with search.strategy: gradient")
-    if not isinstance(raw, dict):
-        raise ConfigError("search.gradient", f"expected a mapping of supernet_epochs, arch_lr, max_skip; got {describe(raw)}")
-    from raynas.spec.checks import _Section  # noqa: PLC0415
-
-    sec = _Section(raw, "search.gradient", ["supernet_epochs", "arch_lr", "max_skip"])
-    if strategy != "gradient":
-        return {}
-    max_skip = raw.get("max_skip", 2)
-    if max_skip is not None:
-        max_skip = sec.get("max_skip", "int", 2, low=0)
-    return {
-        "supernet_epochs": sec.get("supernet_epochs", "int", max_epochs, low=1),
-        "arch_lr": sec.get("arch_lr", "float", 3e-4, low=0, low_open=True),
-        "max_skip": max_skip,
-    }
-
-
 def check_one_shot(spec) -> None:
     """What a one-shot or gradient search needs, checked before Ray starts (with the key at fault).
 
@@ -201,85 +157,3 @@ def check_one_shot(spec) -> None:
         if spec.trainer.engine.value != "fast":
             raise ConfigError("trainer.engine", "a gradient search reports the cell it derives each epoch from the "
                                                 "fast engine's loop; use engine: fast")
-
-
-def supernet_spec(spec):
-    """The spec of the supernet stage: one trial of the supernet family (the gradient search's
-    for ``strategy: gradient``), FIFO, the same data, recipe, trainer and resources,
-    ``supernet_epochs`` epochs."""
-    from raynas.spec import spec_from_dict
-
-    raw = {k: v for k, v in spec.raw.items()
-           if k in ("data", "trainer", "resources")}
-    space = spec.raw["space"]
-    arch = {"family": spec.model, "space": json.dumps(space["arch"], sort_keys=True), "seed": spec.search.seed or 0}
-    if spec.search.strategy == "gradient":
-        settings, model = spec.search.gradient, "raynas.trainables.supernet:darts_family"
-        arch.update(arch_lr=settings["arch_lr"], max_skip=settings["max_skip"])
-    else:
-        settings, model = spec.search.one_shot, "raynas.trainables.supernet:supernet_family"
-    raw.update(
-        name=SUPERNET_DIR,
-        model=model,
-        space={"arch": arch, "train": dict(space.get("train") or {})},
-        search={"searcher": "random", "num_trials": 1, "seed": spec.search.seed or 0},
-        objective={"metric": "val_acc", "mode": "max"},
-        max_epochs=settings["supernet_epochs"],
-    )
-    return spec_from_dict(raw, file=spec.source_file, base_dir=spec.base_dir)
-
-
-def derived_cell(folder) -> tuple[dict, dict]:
-    """The cell a gradient search derived at its supernet's last epoch (``folder``: the
-    supernet stage's experiment), and that epoch's row.
-
-    Raises:
-        ConfigError: The supernet trial reported no derived cell (it failed before an epoch).
-    """
-    from raynas.analysis import load_results
-
-    rows = [r for t in load_results(folder).trials for r in t.curve if r.get("derived_arch")]
-    if not rows:
-        raise ConfigError("search.strategy", f"the gradient search's supernet in {folder} derived no cell "
-                                             "(its trial reported no epoch; see raynas analyze there)")
-    last = max(rows, key=lambda r: int(r.get("epoch") or 0))
-    return json.loads(last["derived_arch"]), last
-
-
-def derived_spec(spec, arch: dict):
-    """The spec that trains the derived cell from scratch: one trial, the given configuration."""
-    train = spec.raw["space"].get("train") or {}
-    search = dataclasses.replace(spec.search, searcher="random", num_trials=1, points=[{"arch": arch, "train": dict(train)}])
-    return dataclasses.replace(spec, search=search)
-
-
-def supernet_checkpoint(folder) -> str:
-    """The last checkpoint of the supernet stage's trial (``folder``: its experiment folder).
-
-    Raises:
-        ConfigError: The supernet trial failed or left no checkpoint.
-    """
-    from raynas.winner.export import _checkpoint, pick_trial
-
-    _, trial = pick_trial(folder)
-    return str(_checkpoint(folder, trial))
-
-
-def scoring_spec(spec, weights: str):
-    """The spec the subnet stage runs: the experiment's search, with each trial scoring its
-    architecture on the supernet checkpoint ``weights`` (a folder) in one step."""
-    from raynas.trainables.registry import resolve_family
-
-    train = spec.raw["space"].get("train") or {}
-    params = {
-        "weights": str(weights),
-        "family": spec.model,
-        "build": resolve_family(spec.model),  # what a worker imports to build the stand-alone subnet
-        "space": json.dumps(spec.raw["space"]["arch"], sort_keys=True),
-        "calibration_batches": spec.search.one_shot["calibration_batches"],
-        "batch_size": int(train.get("batch_size", 64)),
-        "constraints": dataclasses.asdict(spec.constraints) if spec.constraints else {},
-        "num_threads": spec.trainer.num_threads or max(1, int(spec.resources.cpus_per_trial)),
-    }
-    return dataclasses.replace(spec, trainable="raynas.trainables.supernet:score_subnet", trainable_params=params,
-                               max_epochs=1)

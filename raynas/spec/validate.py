@@ -13,6 +13,7 @@ from typing import Any, Mapping, Sequence
 from raynas._imports import is_reference, load_reference
 from raynas.errors import ConfigError, describe, did_you_mean
 from raynas.experiment import BUDGETS, PROXY_NAMES
+from raynas.search import oneshot
 from raynas.search.registry import SCHEDULERS, SEARCH_COMMON, SEARCHERS
 from raynas.spaces import Space
 from raynas.trainables.hparams import LR_SCHEDULES, OPTIMIZERS, TrainParams
@@ -182,7 +183,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
     for strategy in (SEARCHERS[search.searcher], SCHEDULERS[scheduler.name]):
         strategy.check(spec)  # its own rules (raynas.search.rules, raynas.search.pbt)
     if search.strategy in ("one-shot", "gradient"):
-        from raynas.search.oneshot import check_one_shot
+        check_one_shot = oneshot.check_one_shot
 
         check_one_shot(spec)
     return spec
@@ -384,7 +385,7 @@ def _strategy(raw: Any, section: str, key: str, registry: dict, default: str, co
 
 
 def _search_spec(raw: Any, space: Space, max_epochs: int) -> SearchSpec:
-    from raynas.search.oneshot import STRATEGIES, gradient_settings, one_shot_settings
+    STRATEGIES = oneshot.STRATEGIES
 
     strategy = (raw or {}).get("strategy", "standalone") if isinstance(raw, dict) else "standalone"
     if strategy not in STRATEGIES:
@@ -404,8 +405,8 @@ def _search_spec(raw: Any, space: Space, max_epochs: int) -> SearchSpec:
         points=_points(raw.get("points"), space),
         prescreen=_prescreen(raw.get("prescreen")),
         strategy=strategy,
-        one_shot=one_shot_settings(raw.get("one_shot"), strategy, max_epochs),
-        gradient=gradient_settings(raw.get("gradient"), strategy, max_epochs),
+        one_shot=_one_shot_settings(raw.get("one_shot"), strategy, max_epochs),
+        gradient=_gradient_settings(raw.get("gradient"), strategy, max_epochs),
     )
     if searcher == "grid":
         space.grid()  # raises a ConfigError naming the continuous domains
@@ -413,6 +414,45 @@ def _search_spec(raw: Any, space: Space, max_epochs: int) -> SearchSpec:
         if size > 10_000_000:
             raise ConfigError("space", f"the grid has {int(size):,} configurations; use random or optuna search")
     return spec
+
+
+def _settings_section(raw: Any, strategy: str, key: str, keys: list[str]):
+    """``search.<key>``'s reader, or None when the strategy is not ``key`` (and it is absent)."""
+    name = key.replace("_", "-")
+    if raw is not None and strategy != name:
+        raise ConfigError(f"search.{key}", f"only used with search.strategy: {name}")
+    if raw is not None and not isinstance(raw, dict):
+        raise ConfigError(f"search.{key}", f"expected a mapping of {', '.join(keys)}; got {describe(raw)}")
+    return _Section(raw or {}, f"search.{key}", keys) if strategy == name else None
+
+
+def _one_shot_settings(raw: Any, strategy: str, max_epochs: int) -> dict:
+    """``search.one_shot``: ``supernet_epochs`` (default ``max_epochs``) and
+    ``calibration_batches`` (default 10); refused without ``strategy: one-shot``."""
+    sec = _settings_section(raw, strategy, "one_shot", ["supernet_epochs", "calibration_batches"])
+    if sec is None:
+        return {}
+    return {
+        "supernet_epochs": sec.get("supernet_epochs", "int", max_epochs, low=1),
+        "calibration_batches": sec.get("calibration_batches", "int", oneshot.CALIBRATION_BATCHES, low=1),
+    }
+
+
+def _gradient_settings(raw: Any, strategy: str, max_epochs: int) -> dict:
+    """``search.gradient``: ``supernet_epochs`` (default ``max_epochs``), ``arch_lr`` (default
+    :data:`raynas.search.oneshot.ARCH_LR`) and ``max_skip`` (default 2; ``null``: no limit); refused without
+    ``strategy: gradient``."""
+    sec = _settings_section(raw, strategy, "gradient", ["supernet_epochs", "arch_lr", "max_skip"])
+    if sec is None:
+        return {}
+    max_skip = (raw or {}).get("max_skip", 2)
+    if max_skip is not None:
+        max_skip = sec.get("max_skip", "int", 2, low=0)
+    return {
+        "supernet_epochs": sec.get("supernet_epochs", "int", max_epochs, low=1),
+        "arch_lr": sec.get("arch_lr", "float", oneshot.ARCH_LR, low=0, low_open=True),
+        "max_skip": max_skip,
+    }
 
 
 def _warm_start(raw: Any) -> list[str]:

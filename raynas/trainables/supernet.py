@@ -386,7 +386,8 @@ class DartsSupernet(CellSupernet):
     the updated weights for the network's own step: DARTS's alternation, first order.
 
     Args:
-        arch_lr: Adam's learning rate for the architecture (DARTS: 3e-4), with betas
+        arch_lr: Adam's learning rate for the architecture (DARTS: 3e-4; raynas's default for
+            a gradient search is ``raynas.search.oneshot.ARCH_LR``), with betas
             (0.5, 0.999) and weight decay 1e-3 as in DARTS.
         max_skip: The derived cell keeps at most this many ``skip`` edges per cell kind; the
             others take their best op that is neither ``skip`` nor ``none`` (DARTS+'s guard
@@ -396,7 +397,7 @@ class DartsSupernet(CellSupernet):
     BETAS = (0.5, 0.999)
     WEIGHT_DECAY = 1e-3
 
-    def __init__(self, constants, choices, input_shape, num_classes, *, arch_lr: float = 3e-4,
+    def __init__(self, constants, choices, input_shape, num_classes, *, arch_lr: float = 3e-3,
                  max_skip: int | None = 2):
         super().__init__(constants, choices, input_shape, num_classes)
         self.arch_lr, self.max_skip = float(arch_lr), max_skip
@@ -504,7 +505,7 @@ def darts_family(arch: dict, input_shape: tuple, num_classes: int) -> nn.Module:
         raise ArchError("arch", f"a gradient search's supernet needs arch.family and arch.space (JSON), got {describe(arch)}")
     choices = shared_choices(family, json.loads(space))
     constants = {k: v for k, v in json.loads(space).items() if k not in choices}
-    net = DartsSupernet(constants, choices, tuple(input_shape), num_classes, arch_lr=float(arch.get("arch_lr", 3e-4)),
+    net = DartsSupernet(constants, choices, tuple(input_shape), num_classes, arch_lr=float(arch.get("arch_lr", 3e-3)),
                         max_skip=arch.get("max_skip", 2))
     net.seed = int(arch.get("seed", 0))
     return net

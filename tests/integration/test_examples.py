@@ -64,7 +64,8 @@ def test_experiment_file_runs_through_the_console_script(tmp_path, ray_env, name
     board = raynas("analyze", folder, "--format", "json")
     assert board.returncode == 0, board.stderr
     trials = json.loads(board.stdout)
-    expected = int(next(v for v in SMALL[name] if v.startswith("search.num_trials=")).split("=")[1])
+    # A gradient search trains the one cell it derives.
+    expected = int(next((v for v in SMALL[name] if v.startswith("search.num_trials=")), "=1").split("=")[1])
     assert len(trials) == expected
     # A budget may reject an architecture before it trains; nothing fails.
     assert all(t["status"] in ("completed", "stopped", "rejected") for t in trials), [(t["status"], t["error"]) for t in trials]

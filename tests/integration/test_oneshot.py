@@ -12,12 +12,28 @@ import pytest
 from raynas.analysis import load_results
 from raynas.experiment import read_journal, read_meta
 
+from tests.analysis._chromium import Page
+from tests.analysis.test_report import RENDERED
 from tests.helpers import raynas, write_yaml
 from tests.integration.test_resume import end_process_group, wait_for
 
 pytestmark = [pytest.mark.ray, pytest.mark.slow]
 
 OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
+
+
+def cell_experiment(tmp_path, name: str, search: dict):
+    """A 3-node cell space on digits (125 cells), small and quick, with the given search section."""
+    return write_yaml(tmp_path / f"{name}.yaml", {
+        "name": name,
+        "data": {"source": "digits", "seed": 0},
+        "model": "cell",
+        "space": {"arch": {"edges": {e: {"choice": OPS} for e in ("0-1", "0-2", "1-2")}, "nodes": 3,
+                           "channels": 8, "stages": 2, "cells_per_stage": 1},
+                  "train": {"lr": 0.003, "batch_size": 64}},
+        "search": search,
+        "max_epochs": 2,
+    })
 
 
 def kill_when(args, env, condition, what):
@@ -39,22 +55,13 @@ def epochs_reported(folder):
 
 
 def test_a_one_shot_search_resumes_each_stage_after_sigkill(tmp_path, ray_env):
-    exp = write_yaml(tmp_path / "os.yaml", {
-        "name": "os",
-        "data": {"source": "digits", "seed": 0},
-        "model": "cell",
-        "space": {"arch": {"edges": {e: {"choice": OPS} for e in ("0-1", "0-2", "1-2")}, "nodes": 3,
-                           "channels": 8, "stages": 2, "cells_per_stage": 1},
-                  "train": {"lr": 0.003, "batch_size": 64}},
-        "search": {"strategy": "one-shot", "num_trials": 10, "max_concurrent": 1, "seed": 0,
-                   "population_size": 4, "sample_size": 2, "one_shot": {"supernet_epochs": 12}},
-        "max_epochs": 2,
-    })
+    exp = cell_experiment(tmp_path, "os", {"strategy": "one-shot", "num_trials": 10, "max_concurrent": 1, "seed": 0,
+                                           "population_size": 4, "sample_size": 2, "one_shot": {"supernet_epochs": 40}})
     folder, supernet = tmp_path / "res" / "os", tmp_path / "res" / "os" / "supernet"
     env = dict(os.environ, **ray_env)
     kill_when(["run", str(exp), "--storage-path", str(tmp_path / "res")], env,
               lambda: epochs_reported(supernet) >= 3, "three supernet epochs")
-    assert epochs_reported(supernet) < 12, "killed too late to tell"
+    assert epochs_reported(supernet) < 40, "killed too late to tell"
     assert not (folder / "tuner.pkl").exists()  # the subnet stage had not started
 
     kill_when(["resume", str(folder)], env,
@@ -65,10 +72,10 @@ def test_a_one_shot_search_resumes_each_stage_after_sigkill(tmp_path, ray_env):
 
     resumed = raynas("resume", folder, "--quiet", env=env)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
-    # The supernet trained once: one trial, its 12 epochs in order, none trained twice.
+    # The supernet trained once: one trial, its 40 epochs in order, none trained twice.
     sup = load_results(supernet).trials
     assert len(sup) == 1 and sup[0].status.value == "completed"
-    assert [r["epoch"] for r in sup[0].curve] == list(range(1, 13))
+    assert [r["epoch"] for r in sup[0].curve] == list(range(1, 41))
     board = json.loads(raynas("analyze", folder, "--format", "json").stdout)
     scored = [t for t in board if t["status"] != "lost"]
     assert len(scored) == 10 and all(t["status"] == "completed" and t["epochs"] == 1 for t in scored)
@@ -77,4 +84,30 @@ def test_a_one_shot_search_resumes_each_stage_after_sigkill(tmp_path, ray_env):
     assert any(t["origin"]["how"] != "random" for t in scored), [t["origin"] for t in scored]
     text = raynas("analyze", folder).stdout
     assert "one-shot: val_acc is each subnet's score with the supernet's weights" in text
-    assert "supernet 12 epochs" in text
+    assert "supernet 40 epochs" in text
+    # The report says it too, in a real browser.
+    report = raynas("report", folder, "-o", tmp_path / "os.html")
+    assert report.returncode == 0, report.stderr
+    with Page((tmp_path / "os.html").as_uri()) as page:
+        page.wait_for(RENDERED)
+        assert page.evaluate("window.RAYNAS_ERRORS") == []
+        summary = page.evaluate("document.getElementById('summary').textContent")
+        assert "one-shot: val_acc is each subnet's score" in summary and "supernet 40 epochs" in summary
+
+
+def test_a_gradient_search_trains_the_cell_its_supernet_derived(tmp_path, ray_env):
+    exp = cell_experiment(tmp_path, "g", {"strategy": "gradient", "seed": 0, "gradient": {"supernet_epochs": 4, "max_skip": 1}})
+    proc = raynas("run", exp, "--storage-path", tmp_path / "res", "--quiet", env=dict(os.environ, **ray_env))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    folder = tmp_path / "res" / "g"
+    supernet = load_results(folder / "supernet").trials
+    rows = supernet[0].curve
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4]
+    derived = json.loads(rows[-1]["derived_arch"])
+    assert all(r["skip_edges_kept"] <= 1 for r in rows)
+    assert "none" not in derived["edges"].values() and list(derived["edges"].values()).count("skip") <= 1
+    trials = load_results(folder).trials
+    assert len(trials) == 1 and trials[0].status.value == "completed" and trials[0].epochs == 2
+    assert trials[0].config["arch"] == derived
+    assert "gradient: the cell was derived from the supernet's architecture weights after 4 epochs" in raynas(
+        "analyze", folder).stdout

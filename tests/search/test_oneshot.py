@@ -3,7 +3,7 @@
 import pytest
 
 from raynas.errors import ConfigError
-from raynas.search.oneshot import scoring_spec, supernet_spec
+from raynas.search.stages import scoring_spec, supernet_spec
 from raynas.spec import spec_from_dict
 
 OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
@@ -70,14 +70,14 @@ def test_what_one_shot_cannot_do_is_refused_naming_the_key(changes, message):
 
 def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
     spec = spec_from_dict(raw(search={"strategy": "gradient", "seed": 2, "gradient": {"supernet_epochs": 5}}))
-    assert spec.search.gradient == {"supernet_epochs": 5, "arch_lr": 3e-4, "max_skip": 2}
+    assert spec.search.gradient == {"supernet_epochs": 5, "arch_lr": 3e-3, "max_skip": 2}
     sub = supernet_spec(spec)
     assert sub.model == "raynas.trainables.supernet:darts_family" and sub.max_epochs == 5 and sub.num_trials == 1
     arch = sub.space.sample(seed=0)["arch"]
-    assert arch["arch_lr"] == 3e-4 and arch["max_skip"] == 2 and arch["seed"] == 2
+    assert arch["arch_lr"] == 3e-3 and arch["max_skip"] == 2 and arch["seed"] == 2
     unlimited = spec_from_dict(raw(search={"strategy": "gradient", "gradient": {"max_skip": None}}))
     assert unlimited.search.gradient["max_skip"] is None
-    from raynas.search.oneshot import derived_spec
+    from raynas.search.stages import derived_spec
 
     cell = {"edges": {e: "conv3x3" for e in EDGES}, "channels": 8, "stages": 2, "cells_per_stage": 1}
     trained = derived_spec(spec, cell)
