@@ -108,8 +108,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--supernet-epochs", type=int, default=30)
     parser.add_argument("--top", type=int, default=3, help="cells each search hands to raynas retrain (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="retrain seeds per cell (default 3)")
+    parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)} (default: all)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    if not methods or any(m not in METHODS for m in methods):
+        parser.error(f"--methods: choose from {', '.join(METHODS)}, got {args.methods!r}")
     if min(args.search_seeds, args.evolution_trials, args.oneshot_trials, args.epochs, args.supernet_epochs,
            args.top, args.seeds) < 1:
         parser.error("every count must be >= 1")
@@ -123,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     try:
         for seed in range(args.search_seeds):
-            for method in METHODS:
+            for method in methods:
                 # raynas's own lines (the stages, the report's path) go to stderr: stdout is the table or JSON.
                 with contextlib.redirect_stdout(sys.stderr):
                     rows.append(run_method(method, args, seed, os.path.join(tmp, "results")))
@@ -139,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
           f"one-shot ({args.supernet_epochs} supernet epochs, {args.oneshot_trials} cells scored); "
           f"top {args.top} retrained {args.seeds}x{args.epochs} epochs; {args.search_seeds} search seeds")
     print(f"{'method':16s} {'trial-s':>8s} {'first pick test':>16s} {'best of top test':>17s}")
-    for method in METHODS:
+    for method in methods:
         mine = [r for r in rows if r["method"] == method]
         mean = lambda k: statistics.fmean(r[k] for r in mine)  # noqa: E731
         print(f"{method:16s} {mean('trial_s'):8.1f} {mean('first_pick_test'):16.4f} {mean('best_of_top_test'):17.4f}")

@@ -97,6 +97,7 @@ def scoring_spec(spec, weights: str):
         "batch_size": int(train.get("batch_size", 64)),
         "constraints": dataclasses.asdict(spec.constraints) if spec.constraints else {},
         "num_threads": spec.trainer.num_threads or max(1, int(spec.resources.cpus_per_trial)),
+        "gpus": spec.resources.gpus_per_trial,
     }
     return dataclasses.replace(spec, trainable="raynas.trainables.supernet:score_subnet", trainable_params=params,
                                max_epochs=1)

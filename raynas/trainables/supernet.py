@@ -324,7 +324,7 @@ def score_subnet(config: dict, context) -> None:
     ``latency_ms``. An architecture over a budget (``constraints``) is rejected before it is
     scored, as in a standard search. ``context.params``: ``weights`` (the supernet trial's
     checkpoint folder), ``family``, ``space`` (JSON), ``calibration_batches``, ``batch_size``, ``constraints``,
-    ``num_threads``.
+    ``num_threads``, ``gpus`` (the trial's GPUs: it scores on the GPU then).
     """
     import time
 
@@ -341,9 +341,14 @@ def score_subnet(config: dict, context) -> None:
         torch.set_num_threads(threads)
     shape, classes = tuple(data.input_shape), int(data.num_classes)
     arch = config.get("arch", {})
+    if params.get("gpus") and not torch.cuda.is_available():
+        # As the built-in trainable: a GPU trial on a torch that sees none says so.
+        return report_failure(f"resources.gpus_per_trial is {params['gpus']:g} but torch {torch.__version__} on this "
+                              "worker sees no CUDA device (install a CUDA build of torch, or set gpus_per_trial: 0)")
+    device = torch.device("cuda" if params.get("gpus") else "cpu")
     try:
         standalone = build_model(params["build"], arch, shape, classes)
-        net = _load_supernet(params, shape, classes)
+        net = _load_supernet(params, shape, classes).to(device)
         net.set_arch(arch)
     except (ArchError, ValueError, TypeError) as err:
         return report_failure(f"{type(err).__name__}: {err}")
@@ -352,7 +357,7 @@ def score_subnet(config: dict, context) -> None:
     rejected = over_budget(stats, params.get("constraints") or {})
     if rejected:
         return tune.report(rejected)
-    x_train, y_train, x_val, y_val = _device_tensors(data, torch.device("cpu"))[:4]
+    x_train, y_train, x_val, y_val = _device_tensors(data, device)[:4]
     generator = torch.Generator().manual_seed(int(context.seed))
     batches = TensorBatches(x_train, y_train, int(params.get("batch_size", 64)), shuffle=True, generator=generator)
     wanted = int(params.get("calibration_batches", 10))
