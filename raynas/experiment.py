@@ -61,6 +61,8 @@ RESULT_FILE = "result.json"
 SCREENED_FILE = "screened.json"
 #: The supernet stage of a one-shot or gradient search, inside its experiment folder.
 SUPERNET_DIR = "supernet"
+#: The search strategies that train a supernet in SUPERNET_DIR first (raynas.search.oneshot).
+SUPERNET_STRATEGIES = ("one-shot", "gradient")
 RETRAIN_DIR = "retrain"  # raynas retrain's experiment, inside the search's folder
 RETRAIN_KEY = "raynas_retrain"  # in a retrain trial's config: {trial, rank, seed} it trains again
 DATA_FILE = "data.json"  # the data's shape, classes, preprocessing and split sizes (Dataset.info)

@@ -31,6 +31,8 @@ from raynas.experiment import (
     DATA_FILE,
     META_FILE,
     SPEC_FILE,
+    SUPERNET_DIR,
+    SUPERNET_STRATEGIES,
     RunStatus,
     run_status,
     is_experiment_dir,
@@ -159,7 +161,7 @@ def run(
     )
     for line in warm_lines:
         print(f"raynas: {line}", file=opts.stream or sys.stdout, flush=True)
-    if spec.search.strategy in ("one-shot", "gradient") and spec.retrain is None:
+    if spec.search.strategy in SUPERNET_STRATEGIES and spec.retrain is None:
         return _one_shot(spec, opts, exp_dir, dataset, restore=False, warm=(priors, earlier_states))
     return _execute(spec, opts, exp_dir, dataset, restore=False, warm=(priors, earlier_states))
 
@@ -181,7 +183,7 @@ def resume(exp_dir: str | os.PathLike, opts: RunOptions | None = None, **options
     with open(exp_dir / SPEC_FILE, encoding="utf-8") as f:
         raw = yaml.safe_load(f)
     one_shot = isinstance(raw, dict) and isinstance(raw.get("search"), dict) \
-        and raw["search"].get("strategy") in ("one-shot", "gradient") and raw.get("retrain") is None
+        and raw["search"].get("strategy") in SUPERNET_STRATEGIES and raw.get("retrain") is None
     started = (exp_dir / "tuner.pkl").exists()
     if not started and not one_shot:
         raise ConfigError(
@@ -519,7 +521,6 @@ def _one_shot(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, re
     global _local_ray
     import ray
 
-    from raynas.experiment import SUPERNET_DIR
     from raynas.search.stages import derived_cell, derived_spec, scoring_spec, supernet_checkpoint, supernet_spec
 
     stream = opts.stream or sys.stdout

@@ -17,6 +17,7 @@ import yaml
 from raynas.experiment import (
     SCREENED_FILE,
     SUPERNET_DIR,
+    SUPERNET_STRATEGIES,
     PROXY_NAMES,
     loss_sign,
     RETRAIN_DIR,
@@ -506,7 +507,7 @@ def load_results(path: str | os.PathLike) -> ExperimentResults:
         with open(exp_dir / SCREENED_FILE, encoding="utf-8") as f:
             results.screened = json.load(f)
     search = raw.get("search") if isinstance(raw.get("search"), dict) else {}
-    if search.get("strategy") in ("one-shot", "gradient") and raw.get("retrain") is None:
+    if search.get("strategy") in SUPERNET_STRATEGIES and raw.get("retrain") is None:
         results.one_shot = _one_shot_summary(results, search["strategy"])
     return results
 

@@ -34,14 +34,12 @@ from collections.abc import Mapping
 from typing import Any
 
 from raynas.errors import ConfigError, describe
-from raynas.experiment import SUPERNET_DIR
+from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 
 __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "SUPERNET_DIR", "CALIBRATION_BATCHES", "ARCH_LR",
            "shared_choices", "check_one_shot"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
-#: The strategies that train a supernet first (in SUPERNET_DIR).
-SUPERNET_STRATEGIES = ("one-shot", "gradient")
 #: Training batches that recalibrate batch norm before a subnet is scored.
 CALIBRATION_BATCHES = 10
 #: Adam's learning rate for DARTS's architecture weights. DARTS's 3e-4 suits its ~20,000 steps

@@ -182,7 +182,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         )
     for strategy in (SEARCHERS[search.searcher], SCHEDULERS[scheduler.name]):
         strategy.check(spec)  # its own rules (raynas.search.rules, raynas.search.pbt)
-    if search.strategy in ("one-shot", "gradient"):
+    if search.strategy in oneshot.SUPERNET_STRATEGIES:
         check_one_shot = oneshot.check_one_shot
 
         check_one_shot(spec)
