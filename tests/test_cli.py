@@ -61,6 +61,13 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": {"choice": [8, 16]}}}},
          "space.arch.channels: is searched, but in a cell supernet only arch.edges, arch.reduction_edges share weights"),
+        # A supernet far larger than any machine's memory (estimated on PyTorch's meta device).
+        ({"model": "cell", "search": {"strategy": "one-shot"},
+          "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": 65536}}},
+         "space.arch.channels: the one-shot search's supernet does not fit: training it needs about 41.2 TiB"),
+        ({"model": "cell", "search": {"strategy": "gradient"},
+          "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": 65536}}},
+         "space.arch.channels: the gradient search's supernet does not fit: training it needs about 41.2 TiB"),
     ],
 )
 def test_bad_input_exits_2_before_ray_and_changes_nothing(tmp_path, ray_env, change, where):
