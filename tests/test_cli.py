@@ -61,6 +61,10 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": {"choice": [8, 16]}}}},
          "space.arch.channels: is searched, but in a cell supernet only arch.edges, arch.reduction_edges share weights"),
+        # A supernet whose constants do not fit the data: the architecture check says why.
+        ({"model": "cell", "search": {"strategy": "one-shot"},
+          "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "stages": 6}}},
+         "space.arch: none of 8 sampled architectures of model 'cell' fits the data (input 1x8x8, 10 classes)"),
         # A supernet far larger than any machine's memory (estimated on PyTorch's meta device).
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": 65536}}},

@@ -24,7 +24,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from raynas.errors import ConfigError
+from raynas.errors import ArchError, ConfigError
 
 __all__ = ["estimate_supernet_bytes", "check_supernet_memory"]
 
@@ -142,7 +142,10 @@ def check_supernet_memory(spec, input_shape: tuple, num_classes: int, train_size
             ``space.train.batch_size`` when the activations dominate, else ``space.arch``
             (``space.arch.channels`` where the space sets it).
     """
-    estimate = estimate_supernet_bytes(spec, input_shape, num_classes, train_size)
+    try:
+        estimate = estimate_supernet_bytes(spec, input_shape, num_classes, train_size)
+    except ArchError:
+        return None  # the space does not build for the data: the architecture check says how
     available = _available(spec)
     if available is None:
         return (f"{spec.search.strategy} search: the supernet's memory (estimated {_human(estimate['total_bytes'])}) "
