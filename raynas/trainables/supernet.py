@@ -301,7 +301,7 @@ _LOADED: dict = {}
 def _load_supernet(params: dict, input_shape: tuple, num_classes: int) -> CellSupernet:
     from pathlib import Path
 
-    from raynas.winner.export import _weights
+    from raynas.trainables.trainable import checkpoint_weights
 
     path = params["weights"]  # the supernet trial's checkpoint folder
     key = (path, os.stat(path).st_mtime_ns, tuple(input_shape), num_classes)
@@ -309,7 +309,7 @@ def _load_supernet(params: dict, input_shape: tuple, num_classes: int) -> CellSu
     if net is None:
         _LOADED.clear()  # one supernet per search: do not keep an older one
         net = build_supernet(params["family"], json.loads(params["space"]), tuple(input_shape), num_classes)
-        net.load_state_dict(_weights(Path(path))[0])
+        net.load_state_dict(checkpoint_weights(Path(path))[0])
         _LOADED[key] = net
     return net
 

@@ -239,6 +239,32 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
     return _train_fast(net, hp, tensors, job, device, stats)
 
 
+def checkpoint_weights(folder) -> tuple[dict, int | None]:
+    """The network's state dict (``net.`` prefix removed) and the epoch of a built-in checkpoint
+    folder (the fast engine's or Lightning's).
+
+    Raises:
+        ConfigError: The folder holds neither.
+    """
+    from pathlib import Path
+
+    import torch
+
+    from raynas.errors import ConfigError
+
+    folder = Path(folder)
+    fast, lightning = folder / CHECKPOINT_FILE, folder / "lightning.ckpt"
+    if fast.is_file():
+        state = torch.load(fast, map_location="cpu", weights_only=False)
+        module, epoch = state["loop"]["module"], state.get(EPOCH_KEY)
+    elif lightning.is_file():
+        state = torch.load(lightning, map_location="cpu", weights_only=False)
+        module, epoch = state["state_dict"], state.get(EPOCH_KEY, state.get("epoch"))
+    else:
+        raise ConfigError("--trial", f"{folder} holds no raynas checkpoint ({CHECKPOINT_FILE} or lightning.ckpt)")
+    return {k[len("net."):]: v for k, v in module.items() if k.startswith("net.")}, epoch
+
+
 def over_budget(stats: dict, constraints: dict) -> dict | None:
     """The result that rejects an architecture whose measured ``stats`` break a budget of
     ``constraints`` (``max_params``, ...); None when it keeps to all of them."""

@@ -65,24 +65,6 @@ def _checkpoint(exp_dir: Path, trial) -> Path:
     return folders[-1]
 
 
-def _weights(folder: Path) -> tuple[dict, int | None]:
-    """The network's state dict (``net.`` prefix removed) and the epoch of a built-in checkpoint."""
-    import torch
-
-    from raynas.trainables.trainable import CHECKPOINT_FILE, EPOCH_KEY
-
-    fast, lightning = folder / CHECKPOINT_FILE, folder / "lightning.ckpt"
-    if fast.is_file():
-        state = torch.load(fast, map_location="cpu", weights_only=False)
-        module, epoch = state["loop"]["module"], state.get(EPOCH_KEY)
-    elif lightning.is_file():
-        state = torch.load(lightning, map_location="cpu", weights_only=False)
-        module, epoch = state["state_dict"], state.get(EPOCH_KEY, state.get("epoch"))
-    else:
-        raise ConfigError("--trial", f"{folder} holds no raynas checkpoint ({CHECKPOINT_FILE} or lightning.ckpt)")
-    return {k[len("net."):]: v for k, v in module.items() if k.startswith("net.")}, epoch
-
-
 def trial_model(exp_dir: str | os.PathLike, trial: str | None = None, rank: int | None = None):
     """The model of a trial (default: the best) with its weights, in eval mode, and its metadata.
 
@@ -95,6 +77,7 @@ def trial_model(exp_dir: str | os.PathLike, trial: str | None = None, rank: int 
         ConfigError: See :func:`pick_trial`; a user trainable's checkpoint raynas cannot read.
     """
     from raynas.trainables.families import build_model
+    from raynas.trainables.trainable import checkpoint_weights
 
     exp_dir = check_experiment(exp_dir, "the search or retrain to export from")
     _, chosen = pick_trial(exp_dir, trial, rank)
@@ -108,7 +91,7 @@ def trial_model(exp_dir: str | os.PathLike, trial: str | None = None, rank: int 
         family, arch = None, config.get("arch")
     else:
         family, arch = raw.get("model") or "mlp", config.get("arch", {})
-        state, epoch = _weights(folder)
+        state, epoch = checkpoint_weights(folder)
         net = build_model(family, arch, tuple(info["input_shape"]), int(info["num_classes"]), base_dir=base_dir)
         net.load_state_dict(state)
     rows = [r for r in chosen.curve if r.get("epoch") == epoch] if epoch is not None else []
