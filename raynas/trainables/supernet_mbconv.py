@@ -141,7 +141,8 @@ class MBConvSupernet(nn.Module):
     def __init__(self, arch_space: Mapping[str, Any], input_shape: tuple, num_classes: int):
         super().__init__()
         constants, self.stages = mbconv_layout(arch_space)
-        self.constants = {**MBCONV_CONSTANTS, **constants}
+        self.constants = constants  # the space's (a path's arch holds them as the space does)
+        settings = {**MBCONV_CONSTANTS, **constants}
         self.sampler: Callable[[], Mapping[str, Any]] | None = None
         # Paths drawn so far by draw_uniform: in the state dict, so a checkpoint resumes the
         # same sequence of paths.
@@ -151,8 +152,8 @@ class MBConvSupernet(nn.Module):
         # the deepest first path: its ArchError names the key, as for any trial.
         first = self._first_path()
         build_mbconv(first, tuple(input_shape), num_classes)
-        act = ACTIVATIONS[self.constants["activation"]]
-        channels = int(self.constants["stem_channels"])
+        act = ACTIVATIONS[settings["activation"]]
+        channels = int(settings["stem_channels"])
         self.stem = nn.Sequential(*_conv_bn(input_shape[0], channels, 3), act())
         self.layers = nn.ModuleList()
         for stage in self.stages:
@@ -175,9 +176,9 @@ class MBConvSupernet(nn.Module):
                              if expansions else nn.Identity())
             self.layers.append(slots)
             channels = stage.channels
-        head_channels = int(self.constants["head_channels"])
+        head_channels = int(settings["head_channels"])
         self.head_conv = nn.Sequential(*_conv_bn(channels, head_channels, 1), act()) if head_channels else None
-        self.head = _head(head_channels or channels, num_classes, float(self.constants["dropout"]), act)
+        self.head = _head(head_channels or channels, num_classes, float(settings["dropout"]), act)
         self.active: list[list[tuple[int, int, int]]] = []
         self.set_arch(first)
 
@@ -199,15 +200,15 @@ class MBConvSupernet(nn.Module):
         """
         if not isinstance(arch, Mapping):
             raise ArchError("arch", f"the supernet needs an arch dict, got {describe(arch)}")
-        for key, value in self.constants.items():
-            given = arch.get(key, MBCONV_CONSTANTS[key])
+        for key, default in MBCONV_CONSTANTS.items():
+            given, value = arch.get(key, default), self.constants.get(key, default)
             if given != value or isinstance(given, bool) != isinstance(value, bool):
                 raise ArchError(f"arch.{key}", f"this supernet holds {key} {value!r} only, got {describe(given)}")
         stages = arch.get("stages")
         if not isinstance(stages, list) or len(stages) != len(self.stages):
             raise ArchError("arch.stages", f"this supernet holds {len(self.stages)} stages, got {describe(stages)}")
         active, normal = [], []
-        channels = int(self.constants["stem_channels"])
+        channels = int(self.constants.get("stem_channels", MBCONV_CONSTANTS["stem_channels"]))
         for i, (stage, given) in enumerate(zip(self.stages, stages)):
             path = f"arch.stages.{i}"
             if not isinstance(given, Mapping):
