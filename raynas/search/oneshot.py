@@ -148,10 +148,11 @@ class MBConvSlot:
 
 @dataclass(frozen=True)
 class MBConvStage:
-    """One stage of an mbconv supernet: constant channels and stride, a depth among ``depths``
-    (a path with n layers runs the first n of ``slots``)."""
+    """One stage of an mbconv supernet: its channels among ``channels`` (slices of the largest),
+    a constant stride, a depth among ``depths`` (a path with n layers runs the first n of
+    ``slots``)."""
 
-    channels: int
+    channels: tuple[int, ...]
     stride: int
     depths: tuple[int, ...]
     slots: tuple[MBConvSlot, ...]
@@ -159,7 +160,7 @@ class MBConvStage:
     def choices(self, index: int) -> dict[str, tuple]:
         """The stage's candidates as flat key paths under ``arch.stages`` (``0.layers`` is the
         number of layers; ``0.layers.1.kernel`` a layer's kernels)."""
-        out: dict[str, tuple] = {f"{index}.layers": self.depths}
+        out: dict[str, tuple] = {f"{index}.channels": self.channels, f"{index}.layers": self.depths}
         for j, slot in enumerate(self.slots):
             out[f"{index}.layers.{j}.op"] = slot.ops
             if "mbconv" in slot.ops:
@@ -173,20 +174,19 @@ def _unwrap(value: Any) -> Any:
     return value["value"] if isinstance(value, Mapping) and set(value) == {"value"} else value
 
 
-def _int_candidates(value: Any, path: str, what: str, *, odd: bool = False, searched: bool = True) -> tuple[int, ...]:
-    """A constant int or ``{choice: [ints]}`` (``when`` is handled by the caller)."""
+def _int_candidates(value: Any, path: str, what: str, *, odd: bool = False, conditional: bool = False) -> tuple[int, ...]:
+    """A constant int or ``{choice: [ints]}`` (with ``when``, which the caller reads, if
+    ``conditional``)."""
     value = _unwrap(value)
     if isinstance(value, Mapping):
-        if not searched or set(value) - {"choice", "when"} or not isinstance(value.get("choice"), list) \
-                or not value["choice"]:
-            rule = (f"must be a constant in a one-shot space: the supernet holds one {what}"
-                    if not searched else f"a supernet holds {what} as slices of its largest, so this must be an int "
-                                         "or {choice: [ints]}")
-            raise ConfigError(path, f"{rule}, got {describe(value)}")
+        allowed = {"choice", "when"} if conditional else {"choice"}
+        if set(value) - allowed or not isinstance(value.get("choice"), list) or not value["choice"]:
+            raise ConfigError(path, f"a supernet holds {what} as slices of its largest, so this must be an int or "
+                                    f"{{choice: [ints]}}{'' if conditional else ' without conditions'}, got {describe(value)}")
         options = value["choice"]
     else:
         if isinstance(value, list):
-            raise ConfigError(path, f"must be an int{' or {choice: [ints]}' if searched else ''}, got {describe(value)}")
+            raise ConfigError(path, f"must be an int or {{choice: [ints]}}, got {describe(value)}")
         options = [value]
     for option in options:
         if isinstance(option, bool) or not isinstance(option, int) or option < 1 or (odd and option % 2 == 0):
@@ -229,7 +229,8 @@ def _layer_slot(value: Any, path: str) -> MBConvSlot:
             wanted = when["op"] if isinstance(when["op"], list) else [when["op"]]
             applies = "mbconv" in wanted
         # Where the condition leaves the key out of an mbconv layer, build_mbconv's default holds.
-        found[key] = _int_candidates(raw, f"{path}.{key}", key + "s", odd=odd) if applies else (_LAYER_DEFAULTS[key],)
+        found[key] = _int_candidates(raw, f"{path}.{key}", key + "s", odd=odd,
+                                                                                     conditional=True) if applies else (_LAYER_DEFAULTS[key],)
     return MBConvSlot(tuple(dict.fromkeys(ops)), found["expansion"], found["kernel"])
 
 
@@ -244,11 +245,7 @@ def _stage(value: Any, path: str) -> MBConvStage:
                                                f"{did_you_mean(str(key), ['channels', 'stride', 'layers'])}")
     if "channels" not in value:
         raise ConfigError(f"{path}.channels", "required key is missing")
-    channels = value["channels"]
-    if isinstance(_unwrap(channels), Mapping):
-        raise ConfigError(f"{path}.channels", "searched stage channels cannot share weights in this supernet "
-                                              f"(one width per stage); make it a constant, got {describe(channels)}")
-    channels = _int_candidates(channels, f"{path}.channels", "channels", searched=False)[0]
+    channels = _int_candidates(value["channels"], f"{path}.channels", "channels")
     stride = _unwrap(value.get("stride", 1))
     if isinstance(stride, Mapping) or isinstance(stride, bool) or stride not in (1, 2) or not isinstance(stride, int):
         raise ConfigError(f"{path}.stride", "must be 1 or 2, a constant: a supernet stage has one stride, "
@@ -284,15 +281,15 @@ def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -
     """The constants and stages of an mbconv space's ``arch`` that a supernet can hold, checked.
 
     A one-shot mbconv space has constant ``stem_channels``, ``activation``, ``dropout`` and
-    ``head_channels``, and a constant list of stages, each with constant ``channels`` and
-    ``stride``; a stage's ``layers`` are a list of layers or ``{repeat: {min, max}, block}`` (the
-    depth, as a prefix of ``max`` layers); a layer's ``op`` (identity, mbconv), ``expansion``
-    and ``kernel`` (odd) are constants or choices, ``expansion`` and ``kernel`` possibly with
-    ``when: {op: mbconv}``.
+    ``head_channels``, and a constant list of stages, each with ``channels`` (an int or a
+    choice of ints: slices of the largest) and a constant ``stride``; a stage's ``layers`` are
+    a list of layers or ``{repeat: {min, max}, block}`` (the depth, as a prefix of ``max``
+    layers); a layer's ``op`` (identity, mbconv), ``expansion`` and ``kernel`` (odd) are
+    constants or choices, ``expansion`` and ``kernel`` possibly with ``when: {op: mbconv}``.
 
     Raises:
-        ConfigError: Anything else, with its key path (a searched number of stages, searched
-            channels or stride, a float expansion, an unknown op or key).
+        ConfigError: Anything else, with its key path (a searched number of stages, a searched
+            stride, a float expansion, an int range, an unknown op or key).
 
     Example:
         >>> constants, stages = mbconv_layout({"stem_channels": 8, "stages": [{"channels": 16, "layers": {
@@ -310,8 +307,8 @@ def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -
                                     f"{did_you_mean(str(key), [*MBCONV_CONSTANTS, 'stages'])}")
         value = _unwrap(value)
         if isinstance(value, (Mapping, list)):
-            raise ConfigError(path, "is searched, but in an mbconv supernet only the layers of each stage (their "
-                                    "number, op, expansion and kernel) share weights; make it a constant (one supernet "
+            raise ConfigError(path, "is searched, but in an mbconv supernet only each stage's channels and layers "
+                                    "(their number, op, expansion and kernel) share weights; make it a constant (one supernet "
                                     f"per value), got {describe(value)}")
         constants[key] = value
     if "stages" not in arch_space:

@@ -3,6 +3,10 @@
 
 What shares weights (the space's rules: :func:`raynas.search.oneshot.mbconv_layout`):
 
+* **width**: a stage whose ``channels`` are a choice holds the largest; ``c`` channels are the
+  first ``c`` output channels of each layer's projection (and its batch norm), and the first
+  ``c`` input channels of whatever reads them (the next layer's expand and depthwise convs, the
+  head's conv or linear layer).
 * **depth**: a stage whose ``layers`` are ``{repeat: {min: a, max: b}, block}`` holds ``b``
   layers; a path with ``n`` layers runs the first ``n``.
 * **expansion**: each layer holds the hidden channels of its largest expansion; expansion ``e``
@@ -16,7 +20,7 @@ What shares weights (the space's rules: :func:`raynas.search.oneshot.mbconv_layo
   the stride: that one runs as an MBConv with expansion 1 and kernel 3 (build_mbconv's stand-in),
   with the layer's weights.
 
-Everything else (stem, stage channels and strides, head) is a constant of the space. Every path
+Everything else (stem, stage strides, head) is a constant of the space. Every path
 computes what :func:`~raynas.trainables.families.build_mbconv` of its arch computes with the
 weights :meth:`MBConvSupernet.path_state_dict` copies into it (tests/trainables/test_supernet_mbconv.py).
 
@@ -61,19 +65,24 @@ def _sliced_bn(bn: nn.BatchNorm2d, x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 class SlicedMBConv(nn.Module):
-    """One layer position of an mbconv supernet: an inverted residual of the largest expansion
-    and kernel, run as any smaller one by slicing (see the module's docstring).
+    """One layer position of an mbconv supernet: an inverted residual of the largest input and
+    output channels, expansion and kernel, run as any smaller one by slicing (see the module's
+    docstring).
 
     Args:
-        cin, cout, stride: The layer's shape (fixed by its stage).
+        cin, cout, stride: The layer's largest shape (its stride is fixed by its stage).
         expansions, kernels: Every expansion and kernel the layer may run.
         act: The activation's class.
+
+    Attributes:
+        expansion, kernel, out_channels: What the layer runs; its input channels are those of
+            its input.
     """
 
     def __init__(self, cin: int, cout: int, stride: int, expansions: tuple[int, ...], kernels: tuple[int, ...],
                  act: Callable[[], nn.Module]):
         super().__init__()
-        self.cin, self.cout, self.stride = cin, cout, stride
+        self.stride = stride
         self.max_kernel = max(kernels)
         hidden = cin * max(expansions)
         # Only a layer that may expand holds an expand conv (expansion 1 has none).
@@ -81,35 +90,35 @@ class SlicedMBConv(nn.Module):
         self.depthwise = nn.Sequential(*_conv_bn(hidden, hidden, self.max_kernel, stride, groups=hidden))
         self.project = nn.Sequential(*_conv_bn(hidden, cout, 1))
         self.act = act()
-        self.use_residual = stride == 1 and cin == cout
-        self.expansion, self.kernel = max(expansions), self.max_kernel
+        self.expansion, self.kernel, self.out_channels = max(expansions), self.max_kernel, cout
 
     def _kernel(self, k: int) -> torch.Tensor:
         weight, start = self.depthwise[0].weight, (self.max_kernel - k) // 2
         return weight[:, :, start:start + k, start:start + k]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        e, k = self.expansion, self.kernel
-        hidden = self.cin * e
+        e, k, cin, cout = self.expansion, self.kernel, x.shape[1], self.out_channels
+        hidden = cin * e
         h = x
         if e != 1:
-            h = self.act(_sliced_bn(self.expand[1], F.conv2d(x, self.expand[0].weight[:hidden]), hidden))
+            h = self.act(_sliced_bn(self.expand[1], F.conv2d(x, self.expand[0].weight[:hidden, :cin]), hidden))
         h = F.conv2d(h, self._kernel(k)[:hidden], None, self.stride, k // 2, groups=hidden)
         h = self.act(_sliced_bn(self.depthwise[1], h, hidden))
-        out = self.project[1](F.conv2d(h, self.project[0].weight[:, :hidden]))
-        return x + out if self.use_residual else out
+        out = _sliced_bn(self.project[1], F.conv2d(h, self.project[0].weight[:cout, :hidden]), cout)
+        # As MBConv: a residual when the layer keeps the shape.
+        return x + out if self.stride == 1 and cin == cout else out
 
-    def path_state(self, expansion: int, kernel: int) -> dict[str, torch.Tensor]:
-        """This layer's weights for an ``MBConv(cin, cout, expansion, kernel, ...)``, named as in
-        its state dict."""
-        hidden = self.cin * expansion
+    def path_state(self, cin: int, expansion: int, kernel: int) -> dict[str, torch.Tensor]:
+        """This layer's weights for an ``MBConv(cin, out_channels, expansion, kernel, ...)``,
+        named as in its state dict."""
+        hidden, cout = cin * expansion, self.out_channels
         convs_bns: list[tuple[torch.Tensor, nn.BatchNorm2d, int]] = []
         if expansion != 1:
-            convs_bns.append((self.expand[0].weight[:hidden], self.expand[1], hidden))
+            convs_bns.append((self.expand[0].weight[:hidden, :cin], self.expand[1], hidden))
         convs_bns.append((self._kernel(kernel)[:hidden], self.depthwise[1], hidden))
-        convs_bns.append((self.project[0].weight[:, :hidden], self.project[1], self.cout))
+        convs_bns.append((self.project[0].weight[:cout, :hidden], self.project[1], cout))
         out, index = {}, 0
-        for i, (weight, bn, n) in enumerate(convs_bns):
+        for weight, bn, n in convs_bns:
             out[f"body.{index}.weight"] = weight
             for name in ("weight", "bias", "running_mean", "running_var"):
                 out[f"body.{index + 1}.{name}"] = getattr(bn, name)[:n]
@@ -118,7 +127,7 @@ class SlicedMBConv(nn.Module):
         return out
 
     def extra_repr(self) -> str:
-        return f"expansion={self.expansion}, kernel={self.kernel}"
+        return f"expansion={self.expansion}, kernel={self.kernel}, out_channels={self.out_channels}"
 
 
 class MBConvSupernet(nn.Module):
@@ -156,11 +165,12 @@ class MBConvSupernet(nn.Module):
         channels = int(settings["stem_channels"])
         self.stem = nn.Sequential(*_conv_bn(input_shape[0], channels, 3), act())
         self.layers = nn.ModuleList()
+        before = (channels,)  # the channels a stage may receive
         for stage in self.stages:
-            changes = stage.stride != 1 or channels != stage.channels
+            changes = stage.stride != 1 or any(c != b for c in stage.channels for b in before)
             slots = nn.ModuleList()
-            # A shape-changing stage runs its first layer as the stand-in when it is identity or
-            # absent (depth 0): the first layer then holds expansion 1 and kernel 3 too.
+            # A stage that may change the shape runs its first layer as the stand-in when it is
+            # identity or absent (depth 0): the first layer then holds expansion 1 and kernel 3 too.
             count = max(len(stage.slots), 1 if changes else 0)
             for j in range(count):
                 slot = stage.slots[j] if j < len(stage.slots) else None
@@ -169,17 +179,19 @@ class MBConvSupernet(nn.Module):
                 if j == 0 and changes and (slot is None or "identity" in slot.ops or 0 in stage.depths):
                     expansions.append(STAND_IN[0])
                     kernels.append(STAND_IN[1])
-                cin = channels if j == 0 else stage.channels
+                cin = max(before) if j == 0 else max(stage.channels)
                 stride = stage.stride if j == 0 else 1
                 # A layer that is always skipped holds nothing.
-                slots.append(SlicedMBConv(cin, stage.channels, stride, tuple(expansions), tuple(kernels), act)
+                slots.append(SlicedMBConv(cin, max(stage.channels), stride, tuple(expansions), tuple(kernels), act)
                              if expansions else nn.Identity())
             self.layers.append(slots)
-            channels = stage.channels
+            before = stage.channels
+        channels = max(before)
         head_channels = int(settings["head_channels"])
         self.head_conv = nn.Sequential(*_conv_bn(channels, head_channels, 1), act()) if head_channels else None
         self.head = _head(head_channels or channels, num_classes, float(settings["dropout"]), act)
-        self.active: list[list[tuple[int, int, int]]] = []
+        # Per stage: its channels and the layers it runs, (position, input channels, expansion, kernel).
+        self.active: list[tuple[int, list[tuple[int, int, int, int]]]] = []
         self.set_arch(first)
 
     # -- paths ----------------------------------------------------------------------------------
@@ -189,7 +201,7 @@ class MBConvSupernet(nn.Module):
         for stage in self.stages:
             layers = [{"op": slot.ops[0], "expansion": slot.expansions[0], "kernel": slot.kernels[0]}
                       for slot in stage.slots[:max(stage.depths)]]
-            stages.append({"channels": stage.channels, "stride": stage.stride, "layers": layers})
+            stages.append({"channels": stage.channels[0], "stride": stage.stride, "layers": layers})
         return {**self.constants, "stages": stages}
 
     def set_arch(self, arch: Mapping[str, Any]) -> None:
@@ -213,18 +225,22 @@ class MBConvSupernet(nn.Module):
             path = f"arch.stages.{i}"
             if not isinstance(given, Mapping):
                 raise ArchError(path, f"expected a stage mapping, got {describe(given)}")
-            for key, value in (("channels", stage.channels), ("stride", stage.stride)):
-                if given.get(key, 1 if key == "stride" else None) != value:
-                    raise ArchError(f"{path}.{key}", f"this supernet's stage has {key} {value}, "
-                                                     f"got {describe(given.get(key))}")
+            if given.get("stride", 1) != stage.stride:
+                raise ArchError(f"{path}.stride", f"this supernet's stage has stride {stage.stride}, "
+                                                  f"got {describe(given.get('stride'))}")
+            out = given.get("channels")
+            if isinstance(out, bool) or out not in stage.channels:
+                raise ArchError(f"{path}.channels", f"{out!r} is not a candidate of this supernet's stage "
+                                                    f"({', '.join(map(str, stage.channels))})")
+            out = int(out)
             layers = given.get("layers", [{"op": "mbconv"}])
             if not isinstance(layers, list) or len(layers) not in stage.depths:
                 raise ArchError(f"{path}.layers", f"this supernet's stage takes "
                                                   f"{' or '.join(map(str, stage.depths))} layers, got {describe(layers)}")
-            changes = stage.stride != 1 or channels != stage.channels
+            changes = stage.stride != 1 or channels != out
             run, ran = [], []
             if not layers and changes:
-                run.append((0, *STAND_IN))  # no layers: build_mbconv's stand-in all the same
+                run.append((0, channels, *STAND_IN))  # no layers: build_mbconv's stand-in all the same
             for j, layer in enumerate(layers):
                 lpath = f"{path}.layers.{j}"
                 if not isinstance(layer, Mapping):
@@ -237,7 +253,7 @@ class MBConvSupernet(nn.Module):
                 if op == "identity":
                     ran.append({"op": "identity"})
                     if j == 0 and changes:
-                        run.append((j, *STAND_IN))  # build_mbconv's stand-in for a shape-changing identity
+                        run.append((j, channels, *STAND_IN))  # build_mbconv's stand-in for a shape-changing identity
                     continue
                 values = []
                 for key, options in (("expansion", slot.expansions), ("kernel", slot.kernels)):
@@ -246,15 +262,15 @@ class MBConvSupernet(nn.Module):
                         raise ArchError(f"{lpath}.{key}", f"{value!r} is not a candidate of this supernet's layer "
                                                           f"({', '.join(map(str, options))})")
                     values.append(int(value))
-                run.append((j, *values))
+                run.append((j, channels if j == 0 else out, *values))
                 ran.append({"op": "mbconv", "expansion": values[0], "kernel": values[1]})
-            active.append(run)
-            normal.append({"channels": stage.channels, "stride": stage.stride, "layers": ran})
-            channels = stage.channels
+            active.append((out, run))
+            normal.append({"channels": out, "stride": stage.stride, "layers": ran})
+            channels = out
         self.active, self._path = active, normal
-        for stage_slots, run in zip(self.layers, active):
-            for j, e, k in run:
-                stage_slots[j].expansion, stage_slots[j].kernel = e, k
+        for stage_slots, (out, run) in zip(self.layers, active):
+            for j, _, e, k in run:
+                stage_slots[j].expansion, stage_slots[j].kernel, stage_slots[j].out_channels = e, k, out
 
     def draw_uniform(self) -> dict:
         """A path with each stage's depth and each layer's op, expansion and kernel drawn
@@ -264,14 +280,14 @@ class MBConvSupernet(nn.Module):
         self.draws += 1
         stages = []
         for stage in self.stages:
-            layers = []
+            layers, channels = [], rng.choice(stage.channels)
             for slot in stage.slots[:rng.choice(stage.depths)]:
                 op = rng.choice(slot.ops)
                 layer = {"op": op}
                 if op == "mbconv":
                     layer.update(expansion=rng.choice(slot.expansions), kernel=rng.choice(slot.kernels))
                 layers.append(layer)
-            stages.append({"channels": stage.channels, "stride": stage.stride, "layers": layers})
+            stages.append({"channels": channels, "stride": stage.stride, "layers": layers})
         return {**self.constants, "stages": stages}
 
     def path(self) -> dict:
@@ -286,23 +302,30 @@ class MBConvSupernet(nn.Module):
         if self.training and self.sampler is not None:
             self.set_arch(self.sampler())
         h = self.stem(x)
-        for stage_slots, run in zip(self.layers, self.active):
-            for j, _, _ in run:
+        for stage_slots, (_, run) in zip(self.layers, self.active):
+            for j, _, _, _ in run:
                 h = stage_slots[j](h)
-        if self.head_conv is not None:
-            h = self.head_conv(h)
-        return self.head(h)
+        if self.head_conv is not None:  # its input: the first channels of its largest
+            conv, bn, act = self.head_conv
+            h = act(bn(F.conv2d(h, conv.weight[:, :h.shape[1]])))
+        for module in self.head:
+            h = F.linear(h, module.weight[:, :h.shape[1]], module.bias) if isinstance(module, nn.Linear) else module(h)
+        return h
 
     def path_state_dict(self) -> dict[str, torch.Tensor]:
         """The active path's weights (sliced), named as in ``build_mbconv(self.path(), ...)``'s
         state dict."""
         out = {f"0.{k}": v for k, v in self.stem.state_dict().items()}
-        for s, (stage_slots, run) in enumerate(zip(self.layers, self.active)):
-            for b, (j, e, k) in enumerate(run):
-                out.update({f"1.{s}.{b}.{name}": t for name, t in stage_slots[j].path_state(e, k).items()})
+        for s, (stage_slots, (channels, run)) in enumerate(zip(self.layers, self.active)):
+            for b, (j, cin, e, k) in enumerate(run):
+                out.update({f"1.{s}.{b}.{name}": t for name, t in stage_slots[j].path_state(cin, e, k).items()})
         index = 2
         if self.head_conv is not None:
-            out.update({f"2.{k}": v for k, v in self.head_conv.state_dict().items()})
+            head = self.head_conv.state_dict()
+            head["0.weight"] = head["0.weight"][:, :channels]
+            out.update({f"2.{k}": v for k, v in head.items()})
             index = 3
-        out.update({f"{index}.{k}": v for k, v in self.head.state_dict().items()})
+        for k, v in self.head.state_dict().items():
+            # The linear layer's input: the last stage's channels, the first of its largest.
+            out[f"{index}.{k}"] = v[:, :channels] if k.endswith("weight") and self.head_conv is None else v
         return out

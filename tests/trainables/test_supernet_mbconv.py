@@ -56,6 +56,15 @@ CHOSEN = [
 ]
 
 
+# Searched widths: a stage that keeps its shape in some paths only (residual or stand-in by path),
+# with and without the head's conv.
+WIDTHS = {"stem_channels": 4, "dropout": 0.1, "stages": [
+    {"channels": {"choice": [4, 6]}, "layers": {"repeat": {"min": 0, "max": 2}, "block": block()}},
+    {"channels": {"choice": [6, 8]}, "layers": {"repeat": {"min": 1, "max": 2}, "block": block()}},
+    {"channels": {"choice": [8, 10]}, "stride": 2, "layers": [block(), block((1, 2), (3,), when=False)]},
+]}
+
+
 @pytest.fixture(scope="module")
 def trained_like():
     """A supernet whose weights and batch-norm affine parameters are far from their initial values."""
@@ -79,6 +88,27 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(traine
         torch.testing.assert_close(sub.eval()(x), net(x), rtol=1e-4, atol=1e-5)
         # The path it reports builds the same network.
         assert build_mbconv(net.path(), SHAPE, 10).state_dict().keys() == sub.state_dict().keys()
+
+
+@pytest.mark.parametrize("head_channels", [0, 12])
+def test_every_path_of_searched_widths_is_the_stand_alone_network(head_channels):
+    torch.manual_seed(0)
+    space = {**WIDTHS, "head_channels": head_channels}
+    net = build_supernet("mbconv", space, SHAPE, 10)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    x = torch.randn(32, *SHAPE)
+    sampled = archs(25, seed=1, space=space)
+    assert {a["stages"][0]["channels"] for a in sampled} == {4, 6}
+    for arch in sampled:
+        net.set_arch(arch)
+        recalibrate_bn(net, [x[:16], x[16:]])
+        sub = build_mbconv(arch, SHAPE, 10)
+        path_state(net, sub)
+        torch.testing.assert_close(sub.eval()(x), net(x), rtol=1e-4, atol=1e-5)
+    # The largest width holds the others: the last stage's projection has 10 output channels.
+    assert net.layers[2][1].project[0].weight.shape[:2] == (10, 10 * 2)
 
 
 def test_weights_are_shared_slices_of_the_largest():
@@ -159,7 +189,7 @@ def test_set_arch_refuses_what_the_supernet_does_not_hold_with_the_key_path():
         (arch_of([], [], [mb(1, 5), mb(1, 5)], []), r"arch\.stages\.2\.layers\.0\.op: 'mbconv' is not a candidate"),
         ({**CHOSEN[0], "head_channels": 0}, r"arch\.head_channels: this supernet holds head_channels 12 only"),
         ({**CHOSEN[0], "stages": [{**s, "channels": 16} for s in CHOSEN[0]["stages"]]},
-         r"arch\.stages\.0\.channels: this supernet's stage has channels 4"),
+         r"arch\.stages\.0\.channels: 16 is not a candidate of this supernet's stage \(4\)"),
         ({**CHOSEN[0], "stages": CHOSEN[0]["stages"][:2]}, r"arch\.stages: this supernet holds 4 stages"),
     ]
     for arch, message in bad:
@@ -220,8 +250,12 @@ def test_supernet_training_reduces_the_loss_of_its_paths_on_digits():
 @pytest.mark.parametrize("change, message", [
     ({"stages": {"repeat": {"min": 1, "max": 3}, "block": {"channels": 8}}},
      r"space\.arch\.stages: an mbconv supernet holds a constant list of stages"),
-    ({"stages": [{"channels": {"choice": [8, 16]}}]},
-     r"space\.arch\.stages\.0\.channels: searched stage channels cannot share weights"),
+    ({"stages": [{"channels": {"int": [8, 16]}}]},
+     r"space\.arch\.stages\.0\.channels: a supernet holds channels as slices of its largest, so this must be an int "
+     r"or \{choice: \[ints\]\} without conditions"),
+    ({"stages": [{"channels": {"choice": [8, 16], "when": {"stride": 2}}}]}, r"space\.arch\.stages\.0\.channels: "),
+    ({"stages": [{"channels": {"choice": [8, 16.0]}}]},
+     r"space\.arch\.stages\.0\.channels: channels must be positive ints, got 16\.0 \(a float"),
     ({"stages": [{"channels": 8, "stride": {"choice": [1, 2]}}]},
      r"space\.arch\.stages\.0\.stride: must be 1 or 2, a constant"),
     ({"stages": [{"channels": 8, "layers": [{"expansion": {"choice": [1.5, 3]}}]}]},
@@ -231,7 +265,7 @@ def test_supernet_training_reduces_the_loss_of_its_paths_on_digits():
     ({"stages": [{"channels": 8, "layers": [{"op": {"choice": ["identity", "conv"]}}]}]},
      r"space\.arch\.stages\.0\.layers\.0\.op: an mbconv supernet holds the ops identity and mbconv, got 'conv'"),
     ({"head_channels": {"choice": [0, 64]}, "stages": [{"channels": 8}]},
-     r"space\.arch\.head_channels: is searched, but in an mbconv supernet only the layers of each stage"),
+     r"space\.arch\.head_channels: is searched, but in an mbconv supernet only each stage's channels and layers"),
     ({"stages": [{"channels": 8, "layers": [{"kernel": {"choice": [3, 5], "when": {"expansion": 6}}}]}]},
      r"space\.arch\.stages\.0\.layers\.0\.kernel\.when: an mbconv supernet takes conditions on the layer's op only"),
     ({"stages": [{"channels": 8, "layers": {"choice": [[], [{"op": "mbconv"}]]}}]},
@@ -247,6 +281,7 @@ def test_what_an_mbconv_supernet_cannot_hold_is_refused_with_its_key_path(change
 def test_shared_choices_lists_each_stage_depth_and_layer_candidate():
     choices = shared_choices("mbconv", SPACE)["stages"]
     assert choices["0.layers"] == [0, 1, 2] and choices["1.layers.2.kernel"] == [3, 5, 7]
+    assert choices["0.channels"] == [4] and shared_choices("mbconv", WIDTHS)["stages"]["1.channels"] == [6, 8]
     assert choices["2.layers.0.op"] == ["identity"] and "2.layers.0.kernel" not in choices
     assert choices["2.layers.1.expansion"] == [1, 6] and choices["2.layers.1.kernel"] == [5]
     # A condition that leaves expansion out of mbconv layers: build_mbconv's default holds.
