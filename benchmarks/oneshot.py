@@ -3,8 +3,8 @@
 Does a supernet rank architectures as training them one by one does, and at what cost? On
 scikit-learn's 8x8 digits and a NAS-Bench-201-style cell space (4 nodes, 6 edges, each one of
 none, skip, conv1x1, conv3x3, avgpool3x3; 15,625 architectures), or with ``--family mbconv`` an
-mbconv space (experiments/oneshot_mbconv_digits.yaml's: three stages of 1-3 layers, each identity
-or an MBConv of expansion 1, 3 or 6 and kernel 3 or 5):
+mbconv space (experiments/oneshot_mbconv_digits.yaml's: three stages of two widths each and 1-3
+layers, each identity or an MBConv of expansion 1, 3 or 6 and kernel 3 or 5):
 
 1. trains one supernet (:mod:`raynas.trainables.supernet`) for ``--supernet-epochs`` epochs,
    one path drawn uniformly from the space per batch, with the fast engine's loop;
@@ -48,8 +48,8 @@ _MB_BLOCK = {"op": {"choice": ["identity", "mbconv"]}, "expansion": {"choice": [
              "kernel": {"choice": [3, 5], "when": {"op": "mbconv"}}}
 #: The mbconv space (--family mbconv): experiments/oneshot_mbconv_digits.yaml's arch.
 MBCONV_SPACE = {"stem_channels": 16, "stages": [
-    {"channels": c, "stride": s, "layers": {"repeat": {"min": 1, "max": 3}, "block": _MB_BLOCK}}
-    for c, s in ((16, 1), (24, 2), (32, 2))], "head_channels": 64, "dropout": 0.1}
+    {"channels": {"choice": c}, "stride": s, "layers": {"repeat": {"min": 1, "max": 3}, "block": _MB_BLOCK}}
+    for c, s in (([16, 24], 1), ([24, 32], 2), ([32, 48], 2))], "head_channels": 64, "dropout": 0.1}
 TRAIN = {"optimizer": "adam", "lr": 3e-3, "batch_size": 64}
 #: The family the benchmark runs (--family).
 FAMILY = "cell"

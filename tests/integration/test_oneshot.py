@@ -121,7 +121,7 @@ def test_an_mbconv_one_shot_search_scores_subnets_of_its_sliced_supernet(tmp_pat
         "data": {"source": "digits", "seed": 0},
         "model": "mbconv",
         "space": {"arch": {"stem_channels": 8, "stages": [
-                      {"channels": 8, "layers": {"repeat": {"min": 1, "max": 2}, "block": block}},
+                      {"channels": {"choice": [8, 12]}, "layers": {"repeat": {"min": 1, "max": 2}, "block": block}},
                       {"channels": 16, "stride": 2, "layers": {"repeat": {"min": 0, "max": 2}, "block": block}}]},
                   "train": {"lr": 0.003, "batch_size": 64}},
         "search": {"strategy": "one-shot", "num_trials": 4, "seed": 0, "population_size": 2, "sample_size": 2,
