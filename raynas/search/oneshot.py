@@ -90,7 +90,8 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
         raise ConfigError(where, f"one-shot search needs a mapping of the family's keys, got {describe(arch_space)}")
     if family == "mbconv":
         _, stages = mbconv_layout(arch_space, where=where)
-        return {"stages": {key: list(values) for i, stage in enumerate(stages) for key, values in stage.choices(i).items()}}
+        return {"stages": {key: list(values) for i, stage in enumerate(stages)
+                           for key, values in stage.choices(i).items()}}
     sharing = SUPERNET_FAMILIES[family]
     out: dict[str, dict[str, list]] = {}
     for key, value in arch_space.items():
@@ -174,15 +175,17 @@ def _unwrap(value: Any) -> Any:
     return value["value"] if isinstance(value, Mapping) and set(value) == {"value"} else value
 
 
-def _int_candidates(value: Any, path: str, what: str, *, odd: bool = False, conditional: bool = False) -> tuple[int, ...]:
+def _int_candidates(value: Any, path: str, what: str, *, odd: bool = False,
+                    conditional: bool = False) -> tuple[int, ...]:
     """A constant int or ``{choice: [ints]}`` (with ``when``, which the caller reads, if
     ``conditional``)."""
     value = _unwrap(value)
     if isinstance(value, Mapping):
         allowed = {"choice", "when"} if conditional else {"choice"}
         if set(value) - allowed or not isinstance(value.get("choice"), list) or not value["choice"]:
+            rule = "{choice: [ints]}" + ("" if conditional else " without conditions")
             raise ConfigError(path, f"a supernet holds {what} as slices of its largest, so this must be an int or "
-                                    f"{{choice: [ints]}}{'' if conditional else ' without conditions'}, got {describe(value)}")
+                                    f"{rule}, got {describe(value)}")
         options = value["choice"]
     else:
         if isinstance(value, list):
@@ -191,8 +194,8 @@ def _int_candidates(value: Any, path: str, what: str, *, odd: bool = False, cond
     for option in options:
         if isinstance(option, bool) or not isinstance(option, int) or option < 1 or (odd and option % 2 == 0):
             kind = "odd positive ints" if odd else "positive ints"
-            raise ConfigError(path, f"{what} must be {kind}, got {describe(option)}"
-                                    + (" (a float is not a slice of the largest tensor)" if isinstance(option, float) else ""))
+            why = " (a float is not a slice of the largest tensor)" if isinstance(option, float) else ""
+            raise ConfigError(path, f"{what} must be {kind}, got {describe(option)}{why}")
     return tuple(dict.fromkeys(options))
 
 
@@ -215,8 +218,8 @@ def _layer_slot(value: Any, path: str) -> MBConvSlot:
         ops = [op]
     for name in ops:
         if name not in ("identity", "mbconv"):
-            raise ConfigError(f"{path}.op", f"an mbconv supernet holds the ops identity and mbconv, got {describe(name)}"
-                                            f"{did_you_mean(str(name), ['identity', 'mbconv'])}")
+            raise ConfigError(f"{path}.op", "an mbconv supernet holds the ops identity and mbconv, got "
+                                            f"{describe(name)}{did_you_mean(str(name), ['identity', 'mbconv'])}")
     found = {}
     for key, odd in (("expansion", False), ("kernel", True)):
         raw = _unwrap(value.get(key, _LAYER_DEFAULTS[key]))
@@ -229,8 +232,8 @@ def _layer_slot(value: Any, path: str) -> MBConvSlot:
             wanted = when["op"] if isinstance(when["op"], list) else [when["op"]]
             applies = "mbconv" in wanted
         # Where the condition leaves the key out of an mbconv layer, build_mbconv's default holds.
-        found[key] = _int_candidates(raw, f"{path}.{key}", key + "s", odd=odd,
-                                                                                     conditional=True) if applies else (_LAYER_DEFAULTS[key],)
+        found[key] = (_int_candidates(raw, f"{path}.{key}", key + "s", odd=odd, conditional=True) if applies
+                      else (_LAYER_DEFAULTS[key],))
     return MBConvSlot(tuple(dict.fromkeys(ops)), found["expansion"], found["kernel"])
 
 
@@ -247,7 +250,7 @@ def _stage(value: Any, path: str) -> MBConvStage:
         raise ConfigError(f"{path}.channels", "required key is missing")
     channels = _int_candidates(value["channels"], f"{path}.channels", "channels")
     stride = _unwrap(value.get("stride", 1))
-    if isinstance(stride, Mapping) or isinstance(stride, bool) or stride not in (1, 2) or not isinstance(stride, int):
+    if isinstance(stride, (Mapping, bool)) or not isinstance(stride, int) or stride not in (1, 2):
         raise ConfigError(f"{path}.stride", "must be 1 or 2, a constant: a supernet stage has one stride, "
                                             f"got {describe(stride)}")
     layers = _unwrap(value.get("layers", [{"op": "mbconv"}]))
@@ -308,8 +311,8 @@ def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -
         value = _unwrap(value)
         if isinstance(value, (Mapping, list)):
             raise ConfigError(path, "is searched, but in an mbconv supernet only each stage's channels and layers "
-                                    "(their number, op, expansion and kernel) share weights; make it a constant (one supernet "
-                                    f"per value), got {describe(value)}")
+                                    "(their number, op, expansion and kernel) share weights; make it a constant "
+                                    f"(one supernet per value), got {describe(value)}")
         constants[key] = value
     if "stages" not in arch_space:
         raise ConfigError(f"{where}.stages", "required key is missing")

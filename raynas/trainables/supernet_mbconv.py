@@ -46,7 +46,12 @@ from torch import nn
 from torch.nn import functional as F
 
 from raynas.errors import ArchError, describe
-from raynas.search.oneshot import _LAYER_DEFAULTS, MBCONV_CONSTANTS, STAND_IN, MBConvStage, mbconv_layout
+from raynas.search.oneshot import (
+    _LAYER_DEFAULTS,
+    MBCONV_CONSTANTS,
+    STAND_IN,
+    mbconv_layout,
+)
 from raynas.trainables.families import ACTIVATIONS, _conv_bn, _head, build_mbconv
 
 __all__ = ["MBConvSupernet", "SlicedMBConv"]
@@ -235,8 +240,9 @@ class MBConvSupernet(nn.Module):
             out = int(out)
             layers = given.get("layers", [{"op": "mbconv"}])
             if not isinstance(layers, list) or len(layers) not in stage.depths:
-                raise ArchError(f"{path}.layers", f"this supernet's stage takes "
-                                                  f"{' or '.join(map(str, stage.depths))} layers, got {describe(layers)}")
+                depths = " or ".join(map(str, stage.depths))
+                raise ArchError(f"{path}.layers",
+                                f"this supernet's stage takes {depths} layers, got {describe(layers)}")
             changes = stage.stride != 1 or channels != out
             run, ran = [], []
             if not layers and changes:

@@ -118,7 +118,8 @@ def test_an_mbconv_one_shot_search_trains_its_supernet_and_scores_mbconv_subnets
      r"space\.arch\.stages: an mbconv supernet holds a constant list of stages"),
     ({**MBCONV_ARCH, "stages": [{"channels": 8, "stride": {"choice": [1, 2]}}]},
      r"space\.arch\.stages\.0\.stride: must be 1 or 2, a constant"),
-    ({**MBCONV_ARCH, "dropout": {"choice": [0.0, 0.1]}}, r"space\.arch\.dropout: is searched, but in an mbconv supernet"),
+    ({**MBCONV_ARCH, "dropout": {"choice": [0.0, 0.1]}},
+     r"space\.arch\.dropout: is searched, but in an mbconv supernet"),
 ])
 def test_what_an_mbconv_supernet_cannot_hold_stops_the_spec(arch, message):
     with pytest.raises(ConfigError, match=message):

@@ -10,7 +10,13 @@ import torch
 from raynas.errors import ArchError, ConfigError
 from raynas.spaces import Space
 from raynas.trainables.families import build_mbconv
-from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices, supernet_family
+from raynas.trainables.supernet import (
+    build_supernet,
+    path_state,
+    recalibrate_bn,
+    shared_choices,
+    supernet_family,
+)
 
 
 def block(expansions=(1, 3), kernels=(3, 5), when=True):
@@ -181,11 +187,12 @@ def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
 def test_set_arch_refuses_what_the_supernet_does_not_hold_with_the_key_path():
     net = build_supernet("mbconv", SPACE, SHAPE, 10)
     bad = [
-        (arch_of([mb(3, 7)], [], [IDENTITY, mb(1, 5)], []), r"arch\.stages\.0\.layers\.0\.kernel: 7 is not a candidate "
-                                                           r"of this supernet's layer \(3, 5\)"),
-        (arch_of([mb(6, 3)], [], [IDENTITY, mb(1, 5)], []), r"arch\.stages\.0\.layers\.0\.expansion: 6 is not a candidate"),
-        (arch_of([mb(1, 3)] * 3, [], [IDENTITY, mb(1, 5)], []), r"arch\.stages\.0\.layers: this supernet's stage takes "
-                                                               r"0 or 1 or 2 layers"),
+        (arch_of([mb(3, 7)], [], [IDENTITY, mb(1, 5)], []),
+         r"arch\.stages\.0\.layers\.0\.kernel: 7 is not a candidate of this supernet's layer \(3, 5\)"),
+        (arch_of([mb(6, 3)], [], [IDENTITY, mb(1, 5)], []),
+         r"arch\.stages\.0\.layers\.0\.expansion: 6 is not a candidate"),
+        (arch_of([mb(1, 3)] * 3, [], [IDENTITY, mb(1, 5)], []),
+         r"arch\.stages\.0\.layers: this supernet's stage takes 0 or 1 or 2 layers"),
         (arch_of([], [], [mb(1, 5), mb(1, 5)], []), r"arch\.stages\.2\.layers\.0\.op: 'mbconv' is not a candidate"),
         ({**CHOSEN[0], "head_channels": 0}, r"arch\.head_channels: this supernet holds head_channels 12 only"),
         ({**CHOSEN[0], "stages": [{**s, "channels": 16} for s in CHOSEN[0]["stages"]]},
@@ -251,8 +258,8 @@ def test_supernet_training_reduces_the_loss_of_its_paths_on_digits():
     ({"stages": {"repeat": {"min": 1, "max": 3}, "block": {"channels": 8}}},
      r"space\.arch\.stages: an mbconv supernet holds a constant list of stages"),
     ({"stages": [{"channels": {"int": [8, 16]}}]},
-     r"space\.arch\.stages\.0\.channels: a supernet holds channels as slices of its largest, so this must be an int "
-     r"or \{choice: \[ints\]\} without conditions"),
+     (r"space\.arch\.stages\.0\.channels: a supernet holds channels as slices of its largest, so this must be an int "
+      r"or \{choice: \[ints\]\} without conditions")),
     ({"stages": [{"channels": {"choice": [8, 16], "when": {"stride": 2}}}]}, r"space\.arch\.stages\.0\.channels: "),
     ({"stages": [{"channels": {"choice": [8, 16.0]}}]},
      r"space\.arch\.stages\.0\.channels: channels must be positive ints, got 16\.0 \(a float"),
@@ -285,6 +292,6 @@ def test_shared_choices_lists_each_stage_depth_and_layer_candidate():
     assert choices["2.layers.0.op"] == ["identity"] and "2.layers.0.kernel" not in choices
     assert choices["2.layers.1.expansion"] == [1, 6] and choices["2.layers.1.kernel"] == [5]
     # A condition that leaves expansion out of mbconv layers: build_mbconv's default holds.
-    only_identity = {"stages": [{"channels": 8, "layers": [{"op": {"choice": ["identity", "mbconv"]},
-                                                            "expansion": {"choice": [3], "when": {"op": "identity"}}}]}]}
+    layer = {"op": {"choice": ["identity", "mbconv"]}, "expansion": {"choice": [3], "when": {"op": "identity"}}}
+    only_identity = {"stages": [{"channels": 8, "layers": [layer]}]}
     assert shared_choices("mbconv", only_identity)["stages"]["0.layers.0.expansion"] == [6]
