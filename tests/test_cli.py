@@ -61,6 +61,11 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": {"choice": [8, 16]}}}},
          "space.arch.channels: is searched, but in a cell supernet only arch.edges, arch.reduction_edges share weights"),
+        ({"model": "mbconv", "search": {"strategy": "one-shot"},
+          "space": {"arch": {"stages": {"repeat": {"min": 1, "max": 2}, "block": {"channels": 8}}}}},
+         "space.arch.stages: an mbconv supernet holds a constant list of stages"),
+        ({"model": "mbconv", "search": {"strategy": "gradient"}, "space": {"arch": {"stages": [{"channels": 8}]}}},
+         "model: gradient search relaxes the ops of a cell (cell); 'mbconv' has a single-path supernet only"),
     ],
 )
 def test_bad_input_exits_2_before_ray_and_changes_nothing(tmp_path, ray_env, change, where):
