@@ -129,9 +129,11 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
 
 #: mbconv's arch keys that must be constants of a one-shot space, and their defaults.
 MBCONV_CONSTANTS = {"stem_channels": 16, "activation": "relu6", "dropout": 0.0, "head_channels": 0}
-#: A layer's defaults in build_mbconv, and the stand-in for a shape-changing identity layer.
-_LAYER_DEFAULTS = {"op": "mbconv", "expansion": 6, "kernel": 3}
-STAND_IN = (1, 3)  # (expansion, kernel)
+#: A layer's defaults in build_mbconv.
+MBCONV_LAYER_DEFAULTS = {"op": "mbconv", "expansion": 6, "kernel": 3}
+#: build_mbconv's stand-in for a stage's first layer that is identity but changes the shape:
+#: (expansion, kernel) of the MBConv it runs instead.
+STAND_IN = (1, 3)
 
 
 @dataclass(frozen=True)
@@ -205,9 +207,9 @@ def _layer_slot(value: Any, path: str) -> MBConvSlot:
         raise ConfigError(path, f"a layer of an mbconv supernet must be a mapping of op, expansion and kernel, "
                                 f"got {describe(value)}")
     for key in value:
-        if key not in _LAYER_DEFAULTS:
+        if key not in MBCONV_LAYER_DEFAULTS:
             raise ConfigError(f"{path}.{key}", f"unknown key; allowed keys: op, expansion, kernel"
-                                               f"{did_you_mean(str(key), list(_LAYER_DEFAULTS))}")
+                                               f"{did_you_mean(str(key), list(MBCONV_LAYER_DEFAULTS))}")
     op = _unwrap(value.get("op", "mbconv"))
     if isinstance(op, Mapping):
         if set(op) != {"choice"} or not isinstance(op["choice"], list) or not op["choice"]:
@@ -222,7 +224,7 @@ def _layer_slot(value: Any, path: str) -> MBConvSlot:
                                             f"{describe(name)}{did_you_mean(str(name), ['identity', 'mbconv'])}")
     found = {}
     for key, odd in (("expansion", False), ("kernel", True)):
-        raw = _unwrap(value.get(key, _LAYER_DEFAULTS[key]))
+        raw = _unwrap(value.get(key, MBCONV_LAYER_DEFAULTS[key]))
         applies = True
         if isinstance(raw, Mapping) and "when" in raw:
             when = raw["when"]
@@ -233,7 +235,7 @@ def _layer_slot(value: Any, path: str) -> MBConvSlot:
             applies = "mbconv" in wanted
         # Where the condition leaves the key out of an mbconv layer, build_mbconv's default holds.
         found[key] = (_int_candidates(raw, f"{path}.{key}", key + "s", odd=odd, conditional=True) if applies
-                      else (_LAYER_DEFAULTS[key],))
+                      else (MBCONV_LAYER_DEFAULTS[key],))
     return MBConvSlot(tuple(dict.fromkeys(ops)), found["expansion"], found["kernel"])
 
 

@@ -46,12 +46,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from raynas.errors import ArchError, describe
-from raynas.search.oneshot import (
-    _LAYER_DEFAULTS,
-    MBCONV_CONSTANTS,
-    STAND_IN,
-    mbconv_layout,
-)
+from raynas.search.oneshot import MBCONV_CONSTANTS, MBCONV_LAYER_DEFAULTS, STAND_IN, mbconv_layout
 from raynas.trainables.families import ACTIVATIONS, _conv_bn, _head, build_mbconv
 
 __all__ = ["MBConvSupernet", "SlicedMBConv"]
@@ -263,7 +258,7 @@ class MBConvSupernet(nn.Module):
                     continue
                 values = []
                 for key, options in (("expansion", slot.expansions), ("kernel", slot.kernels)):
-                    value = layer.get(key, _LAYER_DEFAULTS[key])
+                    value = layer.get(key, MBCONV_LAYER_DEFAULTS[key])
                     if isinstance(value, bool) or value not in options:
                         raise ArchError(f"{lpath}.{key}", f"{value!r} is not a candidate of this supernet's layer "
                                                           f"({', '.join(map(str, options))})")
