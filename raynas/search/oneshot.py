@@ -38,8 +38,8 @@ from raynas.errors import ConfigError, describe, did_you_mean
 from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 
 __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_FAMILIES", "SUPERNET_DIR",
-           "CALIBRATION_BATCHES", "ARCH_LR", "MBConvSlot", "MBConvStage", "mbconv_layout", "shared_choices",
-           "check_one_shot"]
+           "CALIBRATION_BATCHES", "ARCH_LR", "MBCONV_CONSTANTS", "MBCONV_LAYER_DEFAULTS", "STAND_IN", "MBConvSlot",
+           "MBConvStage", "mbconv_layout", "shared_choices", "check_one_shot"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: Training batches that recalibrate batch norm before a subnet is scored.
