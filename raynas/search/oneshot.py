@@ -69,7 +69,9 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
     """The candidates of every weight-sharing choice of a space's ``arch``, checked.
 
     Returns ``{key: {sub_key: [candidates]}}`` for the family's sharing keys (for ``cell``:
-    ``{"edges": {"0-1": [ops]}, ...}``); a constant counts as a one-candidate choice.
+    ``{"edges": {"0-1": [ops]}, ...}``; for ``mbconv``: ``{"stages": {"0.channels": [widths],
+    "0.layers": [depths], "0.layers.1.kernel": [kernels], ...}}``, see :func:`mbconv_layout`);
+    a constant counts as a one-candidate choice.
 
     Raises:
         ConfigError: The family has no supernet, or a key that cannot share weights is searched,
