@@ -173,10 +173,12 @@ class DurableScheduler(TrialScheduler):
         self._paused_ids: set[str] = set()
         # Trials that were running when the state was saved: they start again first.
         self._running_ids: set[str] = set()
+        # Trials the saved scheduler held that Tune did not restore (see _forget_lost).
+        self._missing: list[_MissingTrial] = []
 
     def __getstate__(self):
         state = dict(self.__dict__)
-        for key in ("pacer", "_active", "_saved", "_saved_ids", "_readded", "_paused_ids", "_running_ids"):
+        for key in ("pacer", "_active", "_saved", "_saved_ids", "_readded", "_paused_ids", "_running_ids", "_missing"):
             state.pop(key, None)
         return state
 
@@ -221,7 +223,8 @@ class DurableScheduler(TrialScheduler):
         self._active = True
         if self.exp_dir is None:
             return
-        path = os.path.join(self.exp_dir, BACKUP_DIR, SCHEDULER_FILE)
+        folder = snapshot_dir(self.exp_dir)
+        path = os.path.join(folder, SCHEDULER_FILE) if folder else ""
         if os.path.exists(path):
             from ray import cloudpickle
 
@@ -239,15 +242,18 @@ class DurableScheduler(TrialScheduler):
         import pickle
 
         readded = self._readded
+        missing: dict[str, _MissingTrial] = {}
 
         class Unpickler(pickle.Unpickler):
             def persistent_load(self, pid):
                 _, trial_id = pid
-                return readded.get(trial_id) or _MissingTrial(trial_id)
+                # One object per id: schedulers key their dicts by the trial object.
+                return readded.get(trial_id) or missing.setdefault(trial_id, _MissingTrial(trial_id))
 
         self.inner = Unpickler(io.BytesIO(self._saved)).load()
         self.known_ids = set(self._saved_ids)
         self._saved = None
+        self._missing = list(missing.values())
 
     # Tune reads these attributes directly.
     @property
@@ -315,6 +321,8 @@ class DurableScheduler(TrialScheduler):
                     if set_trial_status(tune_controller, trial, "PAUSED"):
                         mark_for_snapshot(tune_controller, trial)
             self._paused_ids = set()
+        if self._missing:
+            self._forget_lost(tune_controller)
         if self._running_ids:
             # Tune restores a trial that was running as PENDING too, beside the trials that
             # were waiting for a slot, and a scheduler may pick one of those first. Search and
@@ -329,6 +337,24 @@ class DurableScheduler(TrialScheduler):
                     return trial
             self._running_ids = set()
         return self.inner.choose_trial_to_run(tune_controller)
+
+    def _forget_lost(self, tune_controller) -> None:
+        """Removes from the scheduler the trials it held unfinished that the restored experiment
+        lacks. Snapshots are consistent, so there should be none; one left in a HyperBand
+        bracket would hold the bracket at its milestone for ever, its other trials paused."""
+        from raynas.experiment import read_journal
+
+        journal = read_journal(self.exp_dir) if self.exp_dir else {}
+        for trial in self._missing:
+            rec = journal.get(trial.trial_id)
+            if rec is not None and rec.status.finished:
+                continue  # a finished trial Tune let go of: the scheduler has done with it
+            log.warning("the saved scheduler knew trial %s, which the restored experiment lacks: removed from it", trial.trial_id)
+            try:
+                self.inner.on_trial_remove(tune_controller, trial)
+            except (KeyError, NotImplementedError):
+                pass  # the scheduler kept nothing of it
+        self._missing = []
 
     def debug_string(self) -> str:
         return self.inner.debug_string()
@@ -362,8 +388,11 @@ def backup_state(staging_dir: str, exp_dir: str, extra: dict[str, bytes] | None 
 
     Tune writes them in a staging folder and copies them to the results folder in a
     background thread, file by file and not atomically, so a crash can leave the results
-    folder with a half-copied or mixed set. This copy is taken at snapshot time, each file
-    replaced atomically, the manifest last: it is always one complete snapshot.
+    folder with a half-copied or mixed set. This copy is taken at snapshot time into a new
+    folder of its own, and the manifest, replaced atomically last, names that folder: a
+    crash at any point leaves the manifest naming one complete snapshot, never the scheduler
+    of one snapshot beside Tune's trials of the one before (a resumed HyperBand then waited
+    for a trial that Tune did not have).
 
     Args:
         staging_dir: Tune's staging folder for the experiment.
@@ -374,25 +403,51 @@ def backup_state(staging_dir: str, exp_dir: str, extra: dict[str, bytes] | None 
         The names of the files backed up.
     """
     backup = os.path.join(exp_dir, BACKUP_DIR)
-    os.makedirs(backup, exist_ok=True)
+    snapshot = f"snapshot-{time.time_ns():x}"
+    folder = os.path.join(backup, snapshot)
+    os.makedirs(folder, exist_ok=True)
     names = []
     for name, data in (extra or {}).items():
-        with atomic_file(os.path.join(backup, name), "wb") as f:
+        with open(os.path.join(folder, name), "wb") as f:
             f.write(data)
         names.append(name)
     for pattern in STATE_PATTERNS:
         for path in glob.glob(os.path.join(staging_dir, pattern)):
             name = os.path.basename(path)
-            copy_atomic(path, os.path.join(backup, name))
+            shutil.copyfile(path, os.path.join(folder, name))
             names.append(name)
-    if names:
-        with atomic_file(os.path.join(backup, MANIFEST)) as f:
-            json.dump({"files": sorted(names)}, f)
-        # Files of older snapshots that this one no longer lists.
-        for name in os.listdir(backup):
-            if name not in names and name != MANIFEST and ".tmp-" not in name:
-                os.remove(os.path.join(backup, name))
+    if not names:
+        shutil.rmtree(folder, ignore_errors=True)
+        return names
+    with atomic_file(os.path.join(backup, MANIFEST)) as f:
+        json.dump({"snapshot": snapshot, "files": sorted(names)}, f)
+    # Older snapshots, and the loose files of the flat layout raynas wrote before.
+    for name in os.listdir(backup):
+        if name not in (snapshot, MANIFEST) and ".tmp-" not in name:
+            path = os.path.join(backup, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path, ignore_errors=True)
+            else:
+                os.remove(path)
     return names
+
+
+def snapshot_dir(exp_dir: str | os.PathLike) -> str | None:
+    """The folder of the last complete backed-up snapshot, or None when there is none.
+
+    Results folders written before snapshots had folders of their own keep their files
+    directly in the backup folder (a manifest without ``snapshot``, or none at all).
+    """
+    backup = os.path.join(exp_dir, BACKUP_DIR)
+    try:
+        with open(os.path.join(backup, MANIFEST), encoding="utf-8") as f:
+            manifest = json.load(f)
+    except FileNotFoundError:
+        return backup if os.path.isdir(backup) else None
+    except json.JSONDecodeError:
+        return None
+    snapshot = manifest.get("snapshot") if isinstance(manifest, dict) else None
+    return os.path.join(backup, snapshot) if snapshot else backup
 
 
 def restore_state_backup(exp_dir: str) -> bool:
@@ -407,13 +462,14 @@ def restore_state_backup(exp_dir: str) -> bool:
             names = json.load(f)["files"]
     except (FileNotFoundError, json.JSONDecodeError, KeyError):
         return False
+    folder = snapshot_dir(exp_dir)
     for pattern in STATE_PATTERNS:
         for path in glob.glob(os.path.join(exp_dir, pattern)):
             if os.path.basename(path) not in names:
                 os.remove(path)
     for name in names:
         if any(fnmatch.fnmatch(name, pattern) for pattern in STATE_PATTERNS):  # Tune's files go back
-            copy_atomic(os.path.join(backup, name), os.path.join(exp_dir, name))
+            copy_atomic(os.path.join(folder, name), os.path.join(exp_dir, name))
     return True
 
 

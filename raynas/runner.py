@@ -228,6 +228,15 @@ def preflight(spec: ExperimentSpec, notes: list[str] | None = None):
         from raynas.trainables.archcheck import check_architectures
 
         shape, classes = tuple(dataset.input_shape), int(dataset.num_classes)
+        if spec.search.strategy in SUPERNET_STRATEGIES and spec.retrain is None:
+            # First: the sampled architectures below are built for real, the supernet is not.
+            from raynas.trainables.supernet_memory import check_supernet_memory
+
+            note = check_supernet_memory(spec, shape, classes, len(dataset.x_train))
+            if note and notes is None:
+                log.warning("raynas: warning: %s", note)
+            elif note:
+                notes.append(note)
         found = check_architectures(spec, shape, classes)
         if notes is None:
             for note in found:

@@ -66,6 +66,17 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
          "space.arch.stages: an mbconv supernet holds a constant list of stages"),
         ({"model": "mbconv", "search": {"strategy": "gradient"}, "space": {"arch": {"stages": [{"channels": 8}]}}},
          "model: gradient search relaxes the ops of a cell (cell); 'mbconv' has a single-path supernet only"),
+        # A supernet whose constants do not fit the data: the architecture check says why.
+        ({"model": "cell", "search": {"strategy": "one-shot"},
+          "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "stages": 6}}},
+         "space.arch: none of 8 sampled architectures of model 'cell' fits the data (input 1x8x8, 10 classes)"),
+        # A supernet far larger than any machine's memory (estimated on PyTorch's meta device).
+        ({"model": "cell", "search": {"strategy": "one-shot"},
+          "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": 65536}}},
+         "space.arch.channels: the one-shot search's supernet does not fit: training it needs about 41.2 TiB"),
+        ({"model": "cell", "search": {"strategy": "gradient"},
+          "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": 65536}}},
+         "space.arch.channels: the gradient search's supernet does not fit: training it needs about 41.2 TiB"),
     ],
 )
 def test_bad_input_exits_2_before_ray_and_changes_nothing(tmp_path, ray_env, change, where):

@@ -203,6 +203,99 @@ def test_a_paused_trial_that_is_stopped_is_written_into_the_next_snapshot(tmp_pa
     assert controller.marked == [ts[1]]
 
 
+def test_a_trial_the_restored_experiment_lacks_does_not_hold_its_bracket(tmp_path):
+    # A saved HyperBand whose bracket holds a trial Tune did not restore (and the journal never
+    # saw): its three other trials, paused at the milestone, waited for it for ever.
+    from raynas.experiment import Status, TrialRecord, write_journal
+
+    first = DurableScheduler(hyperband(), str(tmp_path))
+    old = trials("t", 8)  # brackets of 4 (to epoch 8) and 4 (halved at epoch 4)
+    controller = Controller(old)
+    for t in old:
+        t.set_status(Trial.PENDING)
+        first.on_trial_add(controller, t)
+    for t in old[:4]:
+        t.set_status(Trial.TERMINATED)
+        first.on_trial_complete(controller, t, {"epoch": 8, "val_acc": 0.8})
+    for i, t in enumerate(old[4:7]):
+        t.set_status(Trial.RUNNING)
+        decisions = [first.on_trial_result(controller, t, {"epoch": e, "val_acc": 0.1 * e + i}) for e in (1, 2, 3, 4)]
+        assert decisions[-1] == "PAUSE"
+        t.set_status(Trial.PAUSED)
+    write_journal(
+        str(tmp_path),
+        {t.trial_id: TrialRecord(t.trial_id, order=i + 1, status=Status.COMPLETED) for i, t in enumerate(old[:4])},
+    )
+    os.makedirs(tmp_path / BACKUP_DIR)
+    (tmp_path / BACKUP_DIR / SCHEDULER_FILE).write_bytes(first.dump())
+
+    # Tune restores the three paused trials only (the finished ones were released).
+    resumed = DurableScheduler(hyperband(), str(tmp_path))
+    new = [t for t in trials("t", 8)][4:7]
+
+    class Stopping(Controller):
+        def stop_trial(self, trial):
+            trial.set_status(Trial.TERMINATED)
+            resumed.on_trial_remove(self, trial)
+
+    controller = Stopping(new)
+    for t in new:
+        t.set_status(Trial.PENDING)
+        resumed.on_trial_add(controller, t)
+    chosen = resumed.choose_trial_to_run(controller)
+    # The bracket is halved without t7: its best two go on to epoch 8, the third stops.
+    assert new[0].status == Trial.TERMINATED
+    assert chosen is new[1]
+    chosen.set_status(Trial.RUNNING)
+    assert resumed.choose_trial_to_run(controller) is new[2]
+
+
+def test_a_crash_while_backing_up_leaves_the_previous_snapshot_whole(tmp_path, monkeypatch):
+    # The scheduler used to be replaced in the backup before Tune's files and the manifest: a
+    # SIGKILL between them resumed one snapshot's scheduler with the trials of the one before.
+    staging, exp = tmp_path / "staging", tmp_path / "exp"
+    staging.mkdir()
+    exp.mkdir()
+    names = ["experiment_state-s.json", "searcher-state-s.pkl", "search_gen_state-s.json", "callback-states-s.pkl"]
+
+    def snapshot(tag: bytes):
+        for name in names:
+            (staging / name).write_bytes(tag + name.encode())
+        durable.backup_state(str(staging), str(exp), {SCHEDULER_FILE: tag + b"scheduler"})
+
+    snapshot(b"first ")
+
+    def killed(*args, **kwargs):
+        raise KeyboardInterrupt("killed before the manifest")
+
+    monkeypatch.setattr(durable, "atomic_file", killed)
+    with pytest.raises(KeyboardInterrupt):
+        snapshot(b"second ")
+    monkeypatch.undo()
+    folder = Path(durable.snapshot_dir(str(exp)))
+    assert (folder / SCHEDULER_FILE).read_bytes() == b"first scheduler"
+    assert durable.restore_state_backup(str(exp))
+    for name in names:
+        assert (exp / name).read_bytes() == b"first " + name.encode()
+    snapshot(b"third ")  # the next snapshot replaces both, and the half-written one goes
+    assert (Path(durable.snapshot_dir(str(exp))) / SCHEDULER_FILE).read_bytes() == b"third scheduler"
+    assert len([p for p in (exp / BACKUP_DIR).iterdir() if p.is_dir()]) == 1
+
+
+def test_a_backup_in_the_flat_layout_still_restores(tmp_path):
+    # Folders backed up before snapshots had folders of their own: files beside the manifest.
+    import json
+
+    backup = tmp_path / BACKUP_DIR
+    backup.mkdir()
+    (backup / "experiment_state-s.json").write_text("{}")
+    (backup / SCHEDULER_FILE).write_bytes(b"old")
+    (backup / durable.MANIFEST).write_text(json.dumps({"files": ["experiment_state-s.json", SCHEDULER_FILE]}))
+    assert durable.snapshot_dir(str(tmp_path)) == str(backup)
+    assert durable.restore_state_backup(str(tmp_path))
+    assert (tmp_path / "experiment_state-s.json").read_text() == "{}"
+
+
 def test_a_fresh_run_has_nothing_to_restore(tmp_path):
     scheduler = DurableScheduler(SCHEDULERS["asha"](), str(tmp_path))
     scheduler.set_search_properties("val_acc", "max")
@@ -407,3 +500,26 @@ def test_no_raynas_file_is_removed_where_tune_stages_in_the_results_folder(tmp_p
     assert durable.remove_downloaded_raynas_files(Storage()) == []
     assert (tmp_path / "trials.json").exists()
     assert durable.remove_downloaded_raynas_files(object()) == []  # another Tune's storage
+
+
+@pytest.mark.ray
+def test_a_snapshot_is_written_only_once_the_last_one_is_uploaded(tmp_path, shared_ray):
+    # Tune's syncer copies the staging folder in the background; a snapshot written meanwhile
+    # replaced a file the copy had listed, and the copy failed with a traceback for the user.
+    import threading
+
+    from raynas._tune.snapshots import Snapshots
+
+    manager, _ = _snapshot_manager(tmp_path)
+    Snapshots(manager).wrap(lambda original, save_fn, force, wait: original(save_fn=save_fn, force=force, wait=wait))
+    syncer = manager._storage.syncer
+    release = threading.Event()
+    syncer._launch_sync_process((release.wait, {}))  # an upload still in flight
+    uploading = []
+
+    def save_fn():
+        uploading.append(syncer._sync_process is not None and bool(syncer._sync_process.is_running))
+
+    threading.Timer(0.5, release.set).start()
+    manager.sync_up_experiment_state(save_fn=save_fn, force=True)
+    assert uploading == [False]

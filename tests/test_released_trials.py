@@ -7,10 +7,11 @@ holds at each step, and whether the ones it let go are really freed.
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 
-from raynas.durable import BACKUP_DIR
+from raynas.durable import snapshot_dir
 from raynas.experiment import read_journal
 
 from tests.helpers import run_script
@@ -104,7 +105,7 @@ def test_finished_trials_leave_tunes_controller_and_its_snapshots(tmp_path, ray_
     assert report["empty"] == [], report
     # Its snapshots, and raynas's copy that a resume starts from, list only the trials not
     # yet released.
-    for folder in (exp_dir, exp_dir / BACKUP_DIR):
+    for folder in (exp_dir, Path(snapshot_dir(exp_dir))):
         [state] = folder.glob("experiment_state-*.json")
         listed = json.loads(state.read_text())["trial_data"]
         assert len(listed) <= report["last_held_finished"] + 2 < TRIALS, (folder, len(listed))

@@ -49,13 +49,31 @@ class Snapshots:
         return self.forced or now - self.last_time >= self.manager._checkpoint_period
 
     def wrap(self, around: Callable[..., Any]) -> None:
-        """Routes this manager's snapshots through ``around(original, save_fn, force, wait)``."""
+        """Routes this manager's snapshots through ``around(original, save_fn, force, wait)``;
+        each save waits for the upload of the snapshot before it (:meth:`wait_for_upload`)."""
         original = self.manager.sync_up_experiment_state
 
         def sync_up_experiment_state(save_fn, force: bool = False, wait: bool = False):
-            return around(original, save_fn, force, wait)
+            def save_after_upload():
+                self.wait_for_upload()
+                return save_fn()
+
+            return around(original, save_after_upload, force, wait)
 
         self.manager.sync_up_experiment_state = sync_up_experiment_state
+
+    def wait_for_upload(self) -> None:
+        """Waits until the background copy of the last snapshot into the results folder is done.
+
+        Tune writes a snapshot into its staging folder while that copy may still be listing the
+        folder: a state file it listed was then replaced (written beside, then renamed) before
+        it was read, and the copy failed with a FileNotFoundError traceback in the user's
+        output. The copy's outcome is left for Tune to collect, as before.
+        """
+        syncer = getattr(getattr(self.manager, "_storage", None), "syncer", None)
+        thread = getattr(getattr(syncer, "_sync_process", None), "_process", None)
+        if thread is not None and thread.is_alive():
+            thread.join()
 
 
 def unsettled(controller: Any) -> bool:

@@ -204,6 +204,17 @@ class MBConvSupernet(nn.Module):
             stages.append({"channels": stage.channels[0], "stride": stage.stride, "layers": layers})
         return {**self.constants, "stages": stages}
 
+    def largest_path(self) -> dict:
+        """The path of the most activations: each stage's widest and deepest, every layer an
+        ``mbconv`` where it may be, of its largest expansion and kernel (what a memory estimate
+        traces)."""
+        stages = []
+        for stage in self.stages:
+            layers = [{"op": "mbconv", "expansion": max(slot.expansions), "kernel": max(slot.kernels)}
+                      if "mbconv" in slot.ops else {"op": "identity"} for slot in stage.slots[:max(stage.depths)]]
+            stages.append({"channels": max(stage.channels), "stride": stage.stride, "layers": layers})
+        return {**self.constants, "stages": stages}
+
     def set_arch(self, arch: Mapping[str, Any]) -> None:
         """Selects the path of ``arch`` (a full arch dict of the space).
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from raynas.durable import BACKUP_DIR
+from raynas.durable import snapshot_dir
 from raynas.experiment import read_journal
 
 from tests.helpers import CONSOLE_SCRIPT, raynas, write_yaml
@@ -53,7 +53,8 @@ def snapshot(exp_dir):
 
 def saved_tune_trials(exp_dir):
     """Trial ids in the Tune state a resume starts from (raynas's consistent copy), or None."""
-    files = sorted((exp_dir / BACKUP_DIR).glob("experiment_state-*.json"))
+    folder = snapshot_dir(exp_dir)
+    files = sorted(Path(folder).glob("experiment_state-*.json")) if folder else []
     if not files:
         return None
     try:
@@ -256,7 +257,7 @@ def test_a_state_tune_cannot_restore_fails_the_resume_and_runs_nothing(tmp_path,
     exp_dir = tmp_path / "res" / "broken"
     # A saved state Tune's restore fails on: an experiment state that lists no trial (Tune
     # takes its staging folder from the first one listed).
-    for folder in (exp_dir, exp_dir / BACKUP_DIR):
+    for folder in (exp_dir, Path(snapshot_dir(exp_dir))):
         for state in folder.glob("experiment_state-*.json"):
             state.write_text(json.dumps({"trial_data": [], "runner_data": {}, "stats": {}}))
     (exp_dir / "raynas.json").write_text(
