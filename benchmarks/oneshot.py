@@ -1,8 +1,10 @@
-"""One-shot (single-path, weight-sharing) scores against stand-alone training, on a cell space.
+"""One-shot (single-path, weight-sharing) scores against stand-alone training, on a cell or mbconv space.
 
 Does a supernet rank architectures as training them one by one does, and at what cost? On
 scikit-learn's 8x8 digits and a NAS-Bench-201-style cell space (4 nodes, 6 edges, each one of
-none, skip, conv1x1, conv3x3, avgpool3x3; 15,625 architectures):
+none, skip, conv1x1, conv3x3, avgpool3x3; 15,625 architectures), or with ``--family mbconv`` an
+mbconv space (experiments/oneshot_mbconv_digits.yaml's: three stages of two widths each and 1-3
+layers, each identity or an MBConv of expansion 1, 3 or 6 and kernel 3 or 5):
 
 1. trains one supernet (:mod:`raynas.trainables.supernet`) for ``--supernet-epochs`` epochs,
    one path drawn uniformly from the space per batch, with the fast engine's loop;
@@ -21,6 +23,7 @@ Usage::
     python benchmarks/oneshot.py --archs 8 --epochs 2 --supernet-epochs 2   # a quick check
     python benchmarks/oneshot.py --json
     python benchmarks/oneshot.py --data fashion_mnist --data-path DIR --max-samples 2000 --stages 3 --epochs 5
+    python benchmarks/oneshot.py --family mbconv --archs 30 --epochs 8 --supernet-epochs 30
 """
 
 from __future__ import annotations
@@ -41,7 +44,15 @@ OPS5 = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
 EDGES = ["0-1", "0-2", "1-2", "0-3", "1-3", "2-3"]
 #: The space's arch: only the edges are searched (the rest is the supernet's skeleton).
 ARCH_SPACE = {"edges": {e: {"choice": OPS5} for e in EDGES}, "channels": 16, "stages": 2, "cells_per_stage": 1}
+_MB_BLOCK = {"op": {"choice": ["identity", "mbconv"]}, "expansion": {"choice": [1, 3, 6], "when": {"op": "mbconv"}},
+             "kernel": {"choice": [3, 5], "when": {"op": "mbconv"}}}
+#: The mbconv space (--family mbconv): experiments/oneshot_mbconv_digits.yaml's arch.
+MBCONV_SPACE = {"stem_channels": 16, "stages": [
+    {"channels": {"choice": c}, "stride": s, "layers": {"repeat": {"min": 1, "max": 3}, "block": _MB_BLOCK}}
+    for c, s in (([16, 24], 1), ([24, 32], 2), ([32, 48], 2))], "head_channels": 64, "dropout": 0.1}
 TRAIN = {"optimizer": "adam", "lr": 3e-3, "batch_size": 64}
+#: The family the benchmark runs (--family).
+FAMILY = "cell"
 
 
 def sample_archs(n: int, seed: int) -> list[dict]:
@@ -79,7 +90,7 @@ def stand_alone(arch: dict, data, epochs: int, seed: int) -> float:
     from raynas.trainables.families import build_model
 
     torch.manual_seed(seed)
-    net = build_model("cell", arch, tuple(data.input_shape), data.num_classes)
+    net = build_model(FAMILY, arch, tuple(data.input_shape), data.num_classes)
     loop, _ = loop_for(net, data, epochs, seed)
     for _ in range(epochs):
         if not math.isfinite(loop.train_epoch()):
@@ -94,7 +105,7 @@ def train_supernet(data, epochs: int, seed: int):
     from raynas.trainables.supernet import build_supernet
 
     torch.manual_seed(seed)
-    net = build_supernet("cell", ARCH_SPACE, tuple(data.input_shape), data.num_classes)
+    net = build_supernet(FAMILY, ARCH_SPACE, tuple(data.input_shape), data.num_classes)
     space, rng = Space({"arch": ARCH_SPACE}), random.Random(seed)
     net.sampler = lambda: space.sample(rng=rng)["arch"]  # one uniform path per batch
     loop, train_batches = loop_for(net, data, epochs, seed)
@@ -132,6 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-path", default=None, help="folder of the IDX files")
     parser.add_argument("--max-samples", type=int, default=None, help="a seeded stratified subsample of the images")
     parser.add_argument("--stages", type=int, default=2, help="cell stages (default 2; 3 for 28x28 images)")
+    parser.add_argument("--family", choices=["cell", "mbconv"], default="cell", help="the space (default cell)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if min(args.archs, args.epochs, args.supernet_epochs, args.calibration_batches) < 1 or args.archs < 3:
@@ -144,7 +156,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     data = load_dataset(args.data, path=args.data_path, val_fraction=0.2, seed=0, max_samples=args.max_samples)
-    ARCH_SPACE["stages"] = args.stages
+    global FAMILY, ARCH_SPACE
+    FAMILY = args.family
+    if FAMILY == "mbconv":
+        ARCH_SPACE = MBCONV_SPACE
+    else:
+        ARCH_SPACE["stages"] = args.stages
     archs = sample_archs(args.archs, args.seed)
 
     began = time.process_time()
@@ -157,7 +174,7 @@ def main(argv: list[str] | None = None) -> int:
     first = [stand_alone(a, data, args.epochs, args.seed) for a in archs]
     stand_alone_s = time.process_time() - began
     second = [stand_alone(a, data, args.epochs, args.seed + 1) for a in archs]
-    params = [float(count_params(build_model("cell", a, tuple(data.input_shape), data.num_classes))) for a in archs]
+    params = [float(count_params(build_model(FAMILY, a, tuple(data.input_shape), data.num_classes))) for a in archs]
 
     truth = [(a + b) / 2 for a, b in zip(first, second)]
     rows = {}
@@ -178,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
-    print(f"one-shot on {result['settings']['data']}: {args.archs} cell architectures, supernet {args.supernet_epochs} epochs, "
+    print(f"one-shot on {result['settings']['data']}: {args.archs} {FAMILY} architectures, supernet {args.supernet_epochs} epochs, "
           f"stand-alone {args.epochs} epochs x 2 seeds (truth: their mean)")
     print(f"{'score':26s} {'Kendall tau':>11s} {'Spearman rho':>12s} {'acc of its pick':>15s}")
     for name, row in rows.items():

@@ -57,10 +57,15 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
          "space.arch: none of 8 sampled architectures of model 'cnn' fits the data (input 1x8x8, 10 classes)"),
         # One-shot search: a family without a supernet, and a searched key that cannot share weights.
         ({"search": {"strategy": "one-shot"}},
-         "model: one-shot search needs a family whose choices can share weights (cell); 'mlp' has no supernet"),
+         "model: one-shot search needs a family whose choices can share weights (cell, mbconv); 'mlp' has no supernet"),
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": {"choice": [8, 16]}}}},
          "space.arch.channels: is searched, but in a cell supernet only arch.edges, arch.reduction_edges share weights"),
+        ({"model": "mbconv", "search": {"strategy": "one-shot"},
+          "space": {"arch": {"stages": {"repeat": {"min": 1, "max": 2}, "block": {"channels": 8}}}}},
+         "space.arch.stages: an mbconv supernet holds a constant list of stages"),
+        ({"model": "mbconv", "search": {"strategy": "gradient"}, "space": {"arch": {"stages": [{"channels": 8}]}}},
+         "model: gradient search relaxes the ops of a cell (cell); 'mbconv' has a single-path supernet only"),
         # A supernet whose constants do not fit the data: the architecture check says why.
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "stages": 6}}},

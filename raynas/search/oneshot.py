@@ -31,13 +31,15 @@ Example (experiment file)::
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
-from raynas.errors import ConfigError, describe
+from raynas.errors import ConfigError, describe, did_you_mean
 from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 
-__all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "SUPERNET_DIR", "CALIBRATION_BATCHES", "ARCH_LR",
-           "shared_choices", "check_one_shot"]
+__all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_FAMILIES", "SUPERNET_DIR",
+           "CALIBRATION_BATCHES", "ARCH_LR", "MBCONV_CONSTANTS", "MBCONV_LAYER_DEFAULTS", "STAND_IN", "MBConvSlot",
+           "MBConvStage", "mbconv_layout", "shared_choices", "check_one_shot"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: Training batches that recalibrate batch norm before a subnet is scored.
@@ -48,8 +50,12 @@ CALIBRATION_BATCHES = 10
 ARCH_LR = 3e-3
 
 
-#: Families with a supernet, and the arch keys whose values can share weights.
-SUPERNET_FAMILIES: dict[str, tuple[str, ...]] = {"cell": ("edges", "reduction_edges")}
+#: Families with a supernet, and the arch keys whose values can share weights (for ``mbconv``:
+#: per stage the number of layers and per layer the op, expansion and kernel, see
+#: :func:`mbconv_layout`).
+SUPERNET_FAMILIES: dict[str, tuple[str, ...]] = {"cell": ("edges", "reduction_edges"), "mbconv": ("stages",)}
+#: Families a gradient (DARTS) search can relax: its softmax mixes ops of one shape, edge by edge.
+GRADIENT_FAMILIES = ("cell",)
 
 #: Keys of a space entry that make it a searched domain rather than a constant.
 _DOMAIN_KEYS = ("choice", "int", "float", "repeat", "grid", "when")
@@ -63,7 +69,9 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
     """The candidates of every weight-sharing choice of a space's ``arch``, checked.
 
     Returns ``{key: {sub_key: [candidates]}}`` for the family's sharing keys (for ``cell``:
-    ``{"edges": {"0-1": [ops]}, ...}``); a constant counts as a one-candidate choice.
+    ``{"edges": {"0-1": [ops]}, ...}``; for ``mbconv``: ``{"stages": {"0.channels": [widths],
+    "0.layers": [depths], "0.layers.1.kernel": [kernels], ...}}``, see :func:`mbconv_layout`);
+    a constant counts as a one-candidate choice.
 
     Raises:
         ConfigError: The family has no supernet, or a key that cannot share weights is searched,
@@ -82,6 +90,10 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
         )
     if not isinstance(arch_space, Mapping):
         raise ConfigError(where, f"one-shot search needs a mapping of the family's keys, got {describe(arch_space)}")
+    if family == "mbconv":
+        _, stages = mbconv_layout(arch_space, where=where)
+        return {"stages": {key: list(values) for i, stage in enumerate(stages)
+                           for key, values in stage.choices(i).items()}}
     sharing = SUPERNET_FAMILIES[family]
     out: dict[str, dict[str, list]] = {}
     for key, value in arch_space.items():
@@ -113,6 +125,209 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
     return out
 
 
+# ----------------------------------------------------------------------------------------------
+# The mbconv supernet's space: what it holds, checked (no torch here: the spec checks it)
+# ----------------------------------------------------------------------------------------------
+
+#: mbconv's arch keys that must be constants of a one-shot space, and their defaults.
+MBCONV_CONSTANTS = {"stem_channels": 16, "activation": "relu6", "dropout": 0.0, "head_channels": 0}
+#: A layer's defaults in build_mbconv.
+MBCONV_LAYER_DEFAULTS = {"op": "mbconv", "expansion": 6, "kernel": 3}
+#: build_mbconv's stand-in for a stage's first layer that is identity but changes the shape:
+#: (expansion, kernel) of the MBConv it runs instead.
+STAND_IN = (1, 3)
+
+
+@dataclass(frozen=True)
+class MBConvSlot:
+    """One layer position of an mbconv supernet stage and the candidates it may take.
+
+    ``expansions`` and ``kernels`` are those of an ``mbconv`` layer (the defaults, 6 and 3,
+    where the space leaves them out or its ``when`` excludes ``mbconv``).
+    """
+
+    ops: tuple[str, ...]
+    expansions: tuple[int, ...]
+    kernels: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MBConvStage:
+    """One stage of an mbconv supernet: its channels among ``channels`` (slices of the largest),
+    a constant stride, a depth among ``depths`` (a path with n layers runs the first n of
+    ``slots``)."""
+
+    channels: tuple[int, ...]
+    stride: int
+    depths: tuple[int, ...]
+    slots: tuple[MBConvSlot, ...]
+
+    def choices(self, index: int) -> dict[str, tuple]:
+        """The stage's candidates as flat key paths under ``arch.stages`` (``0.layers`` is the
+        number of layers; ``0.layers.1.kernel`` a layer's kernels)."""
+        out: dict[str, tuple] = {f"{index}.channels": self.channels, f"{index}.layers": self.depths}
+        for j, slot in enumerate(self.slots):
+            out[f"{index}.layers.{j}.op"] = slot.ops
+            if "mbconv" in slot.ops:
+                out[f"{index}.layers.{j}.expansion"] = slot.expansions
+                out[f"{index}.layers.{j}.kernel"] = slot.kernels
+        return out
+
+
+def _unwrap(value: Any) -> Any:
+    """``{value: X}`` (the DSL's explicit constant) is ``X``."""
+    return value["value"] if isinstance(value, Mapping) and set(value) == {"value"} else value
+
+
+def _int_candidates(value: Any, path: str, what: str, *, odd: bool = False,
+                    conditional: bool = False) -> tuple[int, ...]:
+    """A constant int or ``{choice: [ints]}`` (with ``when``, which the caller reads, if
+    ``conditional``)."""
+    value = _unwrap(value)
+    if isinstance(value, Mapping):
+        allowed = {"choice", "when"} if conditional else {"choice"}
+        if set(value) - allowed or not isinstance(value.get("choice"), list) or not value["choice"]:
+            rule = "{choice: [ints]}" + ("" if conditional else " without conditions")
+            raise ConfigError(path, f"a supernet holds {what} as slices of its largest, so this must be an int or "
+                                    f"{rule}, got {describe(value)}")
+        options = value["choice"]
+    else:
+        if isinstance(value, list):
+            raise ConfigError(path, f"must be an int or {{choice: [ints]}}, got {describe(value)}")
+        options = [value]
+    for option in options:
+        if isinstance(option, bool) or not isinstance(option, int) or option < 1 or (odd and option % 2 == 0):
+            kind = "odd positive ints" if odd else "positive ints"
+            why = " (a float is not a slice of the largest tensor)" if isinstance(option, float) else ""
+            raise ConfigError(path, f"{what} must be {kind}, got {describe(option)}{why}")
+    return tuple(dict.fromkeys(options))
+
+
+def _layer_slot(value: Any, path: str) -> MBConvSlot:
+    value = _unwrap(value)
+    if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
+        raise ConfigError(path, f"a layer of an mbconv supernet must be a mapping of op, expansion and kernel, "
+                                f"got {describe(value)}")
+    for key in value:
+        if key not in MBCONV_LAYER_DEFAULTS:
+            raise ConfigError(f"{path}.{key}", f"unknown key; allowed keys: op, expansion, kernel"
+                                               f"{did_you_mean(str(key), list(MBCONV_LAYER_DEFAULTS))}")
+    op = _unwrap(value.get("op", "mbconv"))
+    if isinstance(op, Mapping):
+        if set(op) != {"choice"} or not isinstance(op["choice"], list) or not op["choice"]:
+            raise ConfigError(f"{path}.op", f"must be an op or {{choice: [identity, mbconv]}} without conditions, "
+                                            f"got {describe(op)}")
+        ops = op["choice"]
+    else:
+        ops = [op]
+    for name in ops:
+        if name not in ("identity", "mbconv"):
+            raise ConfigError(f"{path}.op", "an mbconv supernet holds the ops identity and mbconv, got "
+                                            f"{describe(name)}{did_you_mean(str(name), ['identity', 'mbconv'])}")
+    found = {}
+    for key, odd in (("expansion", False), ("kernel", True)):
+        raw = _unwrap(value.get(key, MBCONV_LAYER_DEFAULTS[key]))
+        applies = True
+        if isinstance(raw, Mapping) and "when" in raw:
+            when = raw["when"]
+            if not isinstance(when, Mapping) or set(when) != {"op"}:
+                raise ConfigError(f"{path}.{key}.when", f"an mbconv supernet takes conditions on the layer's op only, "
+                                                        f"got {describe(when)}")
+            wanted = when["op"] if isinstance(when["op"], list) else [when["op"]]
+            applies = "mbconv" in wanted
+        # Where the condition leaves the key out of an mbconv layer, build_mbconv's default holds.
+        found[key] = (_int_candidates(raw, f"{path}.{key}", key + "s", odd=odd, conditional=True) if applies
+                      else (MBCONV_LAYER_DEFAULTS[key],))
+    return MBConvSlot(tuple(dict.fromkeys(ops)), found["expansion"], found["kernel"])
+
+
+def _stage(value: Any, path: str) -> MBConvStage:
+    value = _unwrap(value)
+    if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
+        raise ConfigError(path, "a stage of an mbconv supernet must be a mapping of channels, stride and layers "
+                                f"(not a searched one), got {describe(value)}")
+    for key in value:
+        if key not in ("channels", "stride", "layers"):
+            raise ConfigError(f"{path}.{key}", "unknown key; allowed keys: channels, stride, layers"
+                                               f"{did_you_mean(str(key), ['channels', 'stride', 'layers'])}")
+    if "channels" not in value:
+        raise ConfigError(f"{path}.channels", "required key is missing")
+    channels = _int_candidates(value["channels"], f"{path}.channels", "channels")
+    stride = _unwrap(value.get("stride", 1))
+    if isinstance(stride, (Mapping, bool)) or not isinstance(stride, int) or stride not in (1, 2):
+        raise ConfigError(f"{path}.stride", "must be 1 or 2, a constant: a supernet stage has one stride, "
+                                            f"got {describe(stride)}")
+    layers = _unwrap(value.get("layers", [{"op": "mbconv"}]))
+    if isinstance(layers, list):
+        depths = (len(layers),)
+        slots = tuple(_layer_slot(item, f"{path}.layers.{j}") for j, item in enumerate(layers))
+    elif isinstance(layers, Mapping) and "repeat" in layers:
+        lpath = f"{path}.layers"
+        for key in layers:
+            if key not in ("repeat", "block"):
+                raise ConfigError(f"{lpath}.{key}", "a supernet stage's layers take {repeat: {min, max}, block} "
+                                                    f"without conditions, got the key {key!r}")
+        count = layers["repeat"]
+        if isinstance(count, Mapping):
+            low, high = count.get("min"), count.get("max")
+        else:
+            low = high = count
+        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (low, high)) or not 0 <= low <= high:
+            raise ConfigError(f"{lpath}.repeat", f"needs {{min: N, max: M}} with 0 <= N <= M, got {describe(count)}")
+        depths = tuple(range(low, high + 1))
+        # Depth is a prefix: the supernet holds max layers, each with the block's candidates.
+        slot = _layer_slot(layers.get("block"), f"{lpath}.block")
+        slots = (slot,) * high
+    else:
+        raise ConfigError(f"{path}.layers", "must be a list of layers or {repeat: {min, max}, block: {...}} "
+                                            f"(depth as a prefix of the supernet's layers), got {describe(layers)}")
+    return MBConvStage(channels, stride, depths, slots)
+
+
+def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> tuple[dict, tuple[MBConvStage, ...]]:
+    """The constants and stages of an mbconv space's ``arch`` that a supernet can hold, checked.
+
+    A one-shot mbconv space has constant ``stem_channels``, ``activation``, ``dropout`` and
+    ``head_channels``, and a constant list of stages, each with ``channels`` (an int or a
+    choice of ints: slices of the largest) and a constant ``stride``; a stage's ``layers`` are
+    a list of layers or ``{repeat: {min, max}, block}`` (the depth, as a prefix of ``max``
+    layers); a layer's ``op`` (identity, mbconv), ``expansion`` and ``kernel`` (odd) are
+    constants or choices, ``expansion`` and ``kernel`` possibly with ``when: {op: mbconv}``.
+
+    Raises:
+        ConfigError: Anything else, with its key path (a searched number of stages, a searched
+            stride, a float expansion, an int range, an unknown op or key).
+
+    Example:
+        >>> constants, stages = mbconv_layout({"stem_channels": 8, "stages": [{"channels": 16, "layers": {
+        ...     "repeat": {"min": 1, "max": 2}, "block": {"expansion": {"choice": [1, 3]}, "kernel": 3}}}]})
+        >>> constants, stages[0].depths, stages[0].slots[1].expansions
+        ({'stem_channels': 8}, (1, 2), (1, 3))
+    """
+    constants = {}
+    for key, value in arch_space.items():
+        path = f"{where}.{key}"
+        if key == "stages":
+            continue
+        if key not in MBCONV_CONSTANTS:
+            raise ConfigError(path, f"unknown key; allowed keys: {', '.join([*MBCONV_CONSTANTS, 'stages'])}"
+                                    f"{did_you_mean(str(key), [*MBCONV_CONSTANTS, 'stages'])}")
+        value = _unwrap(value)
+        if isinstance(value, (Mapping, list)):
+            raise ConfigError(path, "is searched, but in an mbconv supernet only each stage's channels and layers "
+                                    "(their number, op, expansion and kernel) share weights; make it a constant "
+                                    f"(one supernet per value), got {describe(value)}")
+        constants[key] = value
+    if "stages" not in arch_space:
+        raise ConfigError(f"{where}.stages", "required key is missing")
+    stages = _unwrap(arch_space["stages"])
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{where}.stages", "an mbconv supernet holds a constant list of stages (a searched number "
+                                             "of stages or a choice between lists cannot share weights); write the "
+                                             f"stages as a list, got {describe(stages)}")
+    return constants, tuple(_stage(item, f"{where}.stages.{i}") for i, item in enumerate(stages))
+
+
 def check_one_shot(spec) -> None:
     """What a one-shot or gradient search needs, checked before Ray starts (with the key at fault).
 
@@ -130,6 +345,9 @@ def check_one_shot(spec) -> None:
     if family not in SUPERNET_FAMILIES:
         raise ConfigError("model", f"{strategy} search needs a family whose choices can share weights "
                                    f"({', '.join(SUPERNET_FAMILIES)}); {family!r} has no supernet")
+    if strategy == "gradient" and family not in GRADIENT_FAMILIES:
+        raise ConfigError("model", f"gradient search relaxes the ops of a cell ({', '.join(GRADIENT_FAMILIES)}); "
+                                   f"{family!r} has a single-path supernet only: use search.strategy: one-shot")
     space = spec.raw.get("space") or {}
     shared_choices(family, space.get("arch"))
     for key, value in (space.get("train") or {}).items():

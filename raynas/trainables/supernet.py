@@ -12,6 +12,10 @@ Families and what shares weights:
   ``arch.reduction_edges.*``). Each edge holds one module per candidate op of its choice;
   everything else about the network (nodes, channels, stages, cells per stage, the kind of
   reduction, dropout) must be a constant of the space.
+* ``mbconv`` (:mod:`raynas.trainables.supernet_mbconv`): each stage's number of layers (a
+  prefix of the deepest), each layer's op (identity or mbconv), expansion (a slice of the
+  hidden channels of the largest) and kernel (the centred slice of the largest depthwise
+  kernel); stage channels and strides, stem and head are constants of the space.
 
 :func:`shared_choices` reads which keys of a space's ``arch`` may vary and refuses anything
 else with a :class:`~raynas.errors.ConfigError` naming the key path, before anything trains.
@@ -211,6 +215,10 @@ def build_supernet(family: str, arch_space: Mapping[str, Any], input_shape: tupl
         ArchError: The constants do not build for the data (e.g. too many reductions).
     """
     choices = shared_choices(family, arch_space)
+    if family == "mbconv":
+        from raynas.trainables.supernet_mbconv import MBConvSupernet
+
+        return MBConvSupernet(arch_space, input_shape, num_classes)
     constants = {k: v for k, v in arch_space.items() if k not in choices}
     return CellSupernet(constants, choices, input_shape, num_classes)
 
@@ -250,13 +258,16 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     return used
 
 
-def path_state(supernet: CellSupernet, model: nn.Module) -> None:
+def path_state(supernet: nn.Module, model: nn.Module) -> None:
     """Copies the active path's weights of ``supernet`` into ``model``, a stand-alone network
     of the same architecture built by the family (to fine-tune or export the subnet).
 
     Raises:
         RuntimeError: The two do not line up (another architecture or family).
     """
+    if hasattr(supernet, "path_state_dict"):  # a supernet of sliced weights (mbconv) names its path's own
+        model.load_state_dict(supernet.path_state_dict(), strict=True)
+        return
     active = {name: m.active for name, m in supernet.net.named_modules() if isinstance(m, MixedOp)}
     mapped = {}
     for name, tensor in supernet.net.state_dict().items():
@@ -298,7 +309,7 @@ def supernet_family(arch: dict, input_shape: tuple, num_classes: int) -> nn.Modu
 _LOADED: dict = {}
 
 
-def _load_supernet(params: dict, input_shape: tuple, num_classes: int) -> CellSupernet:
+def _load_supernet(params: dict, input_shape: tuple, num_classes: int) -> nn.Module:
     from pathlib import Path
 
     from raynas.trainables.trainable import checkpoint_weights

@@ -9,7 +9,8 @@ and one training batch is traced through it to estimate what training needs:
 * 16 bytes per parameter: the weights, their gradients and Adam's two moments;
 * twice the activations of a batch (kept for the backward pass, and their gradients), at 4
   bytes a value (2 under mixed precision). Single-path one-shot runs one candidate per choice
-  at a time, so each choice counts its largest candidate; a gradient search runs them all.
+  at a time, so each choice counts its largest candidate; a gradient search runs them all. For
+  an mbconv supernet (sliced weights) the family's network of its largest path is traced.
 
 The estimate is compared with this machine's memory (CPU trials) or the memory of the GPU share
 a trial gets (GPU trials, where this machine sees a GPU). It is a lower bound of what the
@@ -57,6 +58,14 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
     with torch.device("meta"):
         net = build_supernet(spec.model, space["arch"], tuple(input_shape), num_classes)
         net.sampler = None
+        traced = net
+        if hasattr(net, "largest_path"):
+            # A supernet of sliced weights (mbconv) has no candidates side by side, and runs its
+            # slices functionally: its largest path (the largest candidate of every choice at
+            # once) computes what the family's network of that arch computes, so trace that.
+            from raynas.trainables.families import build_model
+
+            traced = build_model(spec.model, net.largest_path(), tuple(input_shape), num_classes)
         params = sum(p.numel() for p in net.parameters())
         # Which candidate of which choice each leaf module belongs to.
         owner: dict[nn.Module, tuple[int, str]] = {}
@@ -79,10 +88,10 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
             else:
                 per_candidate[key] = per_candidate.get(key, 0) + output.numel()
 
-        hooks = [m.register_forward_hook(count) for m in net.modules()]
+        hooks = [m.register_forward_hook(count) for m in traced.modules()]
         try:
-            net.train()
-            net(torch.zeros((batch, *input_shape)))
+            traced.train()
+            traced(torch.zeros((batch, *input_shape)))
         finally:
             for h in hooks:
                 h.remove()

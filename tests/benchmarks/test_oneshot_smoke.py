@@ -4,13 +4,16 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.helpers import ROOT
 
 
-def test_oneshot_benchmark_smoke():
+@pytest.mark.parametrize("family", ["cell", "mbconv"])
+def test_oneshot_benchmark_smoke(family):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "oneshot.py"), "--archs", "4", "--epochs", "1",
-         "--supernet-epochs", "1", "--calibration-batches", "2", "--json"],
+         "--supernet-epochs", "1", "--calibration-batches", "2", "--family", family, "--json"],
         capture_output=True, text=True, timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -21,6 +24,7 @@ def test_oneshot_benchmark_smoke():
     assert len(out["archs"]) == 4 and len({json.dumps(a["arch"], sort_keys=True) for a in out["archs"]}) == 4
     assert all(0 <= a["one_shot"] <= 1 and 0 <= a["acc_seed0"] <= 1 for a in out["archs"])
     assert out["cpu_s"]["supernet"] > 0 and out["cpu_s"]["stand_alone_one_seed"] > 0
+    assert ("edges" in out["archs"][0]["arch"]) == (family == "cell")
     bad = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oneshot.py"), "--archs", "2"],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--archs must be >= 3" in bad.stderr

@@ -33,6 +33,7 @@ SMALL = {
     "lcbench": ["search.num_trials=4", "max_epochs=3", "trainable.params.speedup=1000"],
     "lookup_tiny": ["search.num_trials=4"],
     "oneshot_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=2", "max_epochs=2"],
+    "oneshot_mbconv_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=6", "max_epochs=2"],
     "gradient_digits": ["search.gradient.supernet_epochs=2", "max_epochs=2"],
 }
 FILES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))

@@ -111,3 +111,30 @@ def test_a_gradient_search_trains_the_cell_its_supernet_derived(tmp_path, ray_en
     assert trials[0].config["arch"] == derived
     assert "gradient: the cell was derived from the supernet's architecture weights after 4 epochs" in raynas(
         "analyze", folder).stdout
+
+
+def test_an_mbconv_one_shot_search_scores_subnets_of_its_sliced_supernet(tmp_path, ray_env):
+    block = {"op": {"choice": ["identity", "mbconv"]}, "expansion": {"choice": [1, 3], "when": {"op": "mbconv"}},
+             "kernel": {"choice": [3, 5], "when": {"op": "mbconv"}}}
+    exp = write_yaml(tmp_path / "mb.yaml", {
+        "name": "mb",
+        "data": {"source": "digits", "seed": 0},
+        "model": "mbconv",
+        "space": {"arch": {"stem_channels": 8, "stages": [
+                      {"channels": {"choice": [8, 12]}, "layers": {"repeat": {"min": 1, "max": 2}, "block": block}},
+                      {"channels": 16, "stride": 2, "layers": {"repeat": {"min": 0, "max": 2}, "block": block}}]},
+                  "train": {"lr": 0.003, "batch_size": 64}},
+        "search": {"strategy": "one-shot", "num_trials": 4, "seed": 0, "population_size": 2, "sample_size": 2,
+                   "one_shot": {"supernet_epochs": 2}},
+        "max_epochs": 2,
+    })
+    proc = raynas("run", exp, "--storage-path", tmp_path / "res", "--quiet", env=dict(os.environ, **ray_env))
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    folder = tmp_path / "res" / "mb"
+    sup = load_results(folder / "supernet").trials
+    assert len(sup) == 1 and [r["epoch"] for r in sup[0].curve] == [1, 2]
+    board = json.loads(raynas("analyze", folder, "--format", "json").stdout)
+    assert len(board) == 4 and all(t["status"] == "completed" and t["epochs"] == 1 for t in board), board
+    assert all(0.0 < t["best"] <= 1.0 and t["metrics"]["params"] > 0 for t in board)
+    assert all(len(t["config"]["arch"]["stages"]) == 2 for t in board)
+    assert "one-shot: val_acc is each subnet's score with the supernet's weights" in raynas("analyze", folder).stdout

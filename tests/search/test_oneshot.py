@@ -50,7 +50,7 @@ def test_the_supernet_stage_is_one_fifo_trial_of_the_supernet_family_with_the_sa
 
 @pytest.mark.parametrize("changes, message", [
     ({"model": "mlp", "space": {"arch": {"depth": {"int": [1, 3]}}}},
-     r"model: one-shot search needs a family whose choices can share weights \(cell\); 'mlp' has no supernet"),
+     r"model: one-shot search needs a family whose choices can share weights \(cell, mbconv\); 'mlp' has no supernet"),
     ({"space": {"arch": {"edges": EDGES, "channels": {"choice": [8, 16]}}}},
      r"space\.arch\.channels: is searched, but in a cell supernet only arch\.edges"),
     ({"space": {"arch": {"edges": EDGES}, "train": {"lr": {"float": [0.001, 0.01]}}}},
@@ -95,3 +95,38 @@ def test_what_a_gradient_search_cannot_take_is_refused(search, message):
         spec_from_dict(raw(search=search))
     with pytest.raises(ConfigError, match=r"trainer\.engine: a gradient search reports the cell"):
         spec_from_dict(raw(search={"strategy": "gradient"}, trainer={"engine": "lightning"}))
+
+
+MBCONV_ARCH = {"stem_channels": 8, "stages": [
+    {"channels": 8, "layers": {"repeat": {"min": 1, "max": 2}, "block": {
+        "op": {"choice": ["identity", "mbconv"]}, "expansion": {"choice": [1, 3], "when": {"op": "mbconv"}},
+        "kernel": {"choice": [3, 5], "when": {"op": "mbconv"}}}}},
+    {"channels": 16, "stride": 2},
+]}
+
+
+def test_an_mbconv_one_shot_search_trains_its_supernet_and_scores_mbconv_subnets():
+    spec = spec_from_dict(raw(model="mbconv", space={"arch": MBCONV_ARCH, "train": {"lr": 0.003}}))
+    sub = supernet_spec(spec)
+    arch = sub.space.sample(seed=0)["arch"]
+    assert arch["family"] == "mbconv" and sub.model == "raynas.trainables.supernet:supernet_family"
+    assert scoring_spec(spec, "/ckpt").trainable_params["family"] == "mbconv"
+
+
+@pytest.mark.parametrize("arch, message", [
+    ({**MBCONV_ARCH, "stages": {"repeat": {"min": 1, "max": 2}, "block": {"channels": 8}}},
+     r"space\.arch\.stages: an mbconv supernet holds a constant list of stages"),
+    ({**MBCONV_ARCH, "stages": [{"channels": 8, "stride": {"choice": [1, 2]}}]},
+     r"space\.arch\.stages\.0\.stride: must be 1 or 2, a constant"),
+    ({**MBCONV_ARCH, "dropout": {"choice": [0.0, 0.1]}},
+     r"space\.arch\.dropout: is searched, but in an mbconv supernet"),
+])
+def test_what_an_mbconv_supernet_cannot_hold_stops_the_spec(arch, message):
+    with pytest.raises(ConfigError, match=message):
+        spec_from_dict(raw(model="mbconv", space={"arch": arch}))
+
+
+def test_a_gradient_search_of_mbconv_is_refused_before_ray_starts():
+    with pytest.raises(ConfigError, match=r"model: gradient search relaxes the ops of a cell \(cell\); 'mbconv' has a "
+                                          r"single-path supernet only: use search\.strategy: one-shot"):
+        spec_from_dict(raw(model="mbconv", space={"arch": MBCONV_ARCH}, search={"strategy": "gradient"}))

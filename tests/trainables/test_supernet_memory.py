@@ -57,3 +57,34 @@ def test_a_gpu_this_machine_cannot_see_is_said_not_checked(monkeypatch):
     monkeypatch.setattr(supernet_memory.torch.cuda, "is_available", lambda: False)
     note = check_supernet_memory(s, (1, 8, 8), 10)
     assert "was not checked against the trial's memory" in note
+
+
+def test_an_mbconv_supernet_is_estimated_on_its_largest_path():
+    import torch
+    import yaml
+
+    from raynas.trainables.families import build_mbconv
+    from tests.helpers import EXPERIMENTS
+
+    raw = yaml.safe_load((EXPERIMENTS / "oneshot_mbconv_digits.yaml").read_text())
+    s = spec_from_dict(raw)
+    estimate = estimate_supernet_bytes(s, (1, 8, 8), 10)
+    real = build_supernet("mbconv", raw["space"]["arch"], (1, 8, 8), 10)
+    assert estimate["params"] == sum(p.numel() for p in real.parameters())
+
+    def activations(arch) -> int:
+        """What the stand-alone network of ``arch`` outputs, leaf module by leaf module, for a batch of 64."""
+        net, outputs = build_mbconv(arch, (1, 8, 8), 10), []
+        for m in net.modules():
+            if not list(m.children()):
+                m.register_forward_hook(lambda m, i, o: outputs.append(o.numel()))
+        with torch.no_grad():
+            net.train()(torch.zeros(64, 1, 8, 8))
+        return sum(outputs)
+
+    largest = real.largest_path()
+    assert all(layer["op"] == "mbconv" and layer["expansion"] == 6 and layer["kernel"] == 5
+               for stage in largest["stages"] for layer in stage["layers"])
+    assert [stage["channels"] for stage in largest["stages"]] == [24, 32, 48]
+    assert estimate["activation_bytes"] == 2 * 4 * activations(largest)
+    assert activations(largest) > 2 * activations(real._first_path())
