@@ -162,12 +162,11 @@ def test_a_trial_paused_at_a_milestone_stays_paused_after_resume(tmp_path):
     assert chosen == [t for i, t in enumerate(new) if i != 4]
 
 
-def test_trials_that_were_running_start_again_before_those_that_waited(tmp_path):
-    # Tune restores running and waiting trials alike as PENDING, and creates a new trial only
-    # when none is PENDING. HyperBand picks a waiting trial of its newest bracket first: it
-    # reached its milestone alone, and the bracket was halved before its other trials existed.
+def finished_first_bracket(tmp_path, n: int):
+    """A saved-to-be HyperBand with ``n`` trials added (PENDING) and the first bracket's four
+    finished at epoch 8; returns the scheduler, the trials and the controller."""
     first = DurableScheduler(hyperband(), str(tmp_path))
-    old = trials("t", 9)  # brackets of 4 (to epoch 8), 4 (halved at 4) and 1 of 6 (halved at 2)
+    old = trials("t", n)
     controller = Controller(old)
     for t in old:
         t.set_status(Trial.PENDING)
@@ -175,6 +174,15 @@ def test_trials_that_were_running_start_again_before_those_that_waited(tmp_path)
     for t in old[:4]:
         t.set_status(Trial.TERMINATED)
         first.on_trial_complete(controller, t, {"epoch": 8, "val_acc": 0.8})
+    return first, old, controller
+
+
+def test_trials_that_were_running_start_again_before_those_that_waited(tmp_path):
+    # Tune restores running and waiting trials alike as PENDING, and creates a new trial only
+    # when none is PENDING. HyperBand picks a waiting trial of its newest bracket first: it
+    # reached its milestone alone, and the bracket was halved before its other trials existed.
+    # brackets of 4 (to epoch 8), 4 (halved at 4) and 1 of 6 (halved at 2)
+    first, old, controller = finished_first_bracket(tmp_path, 9)
     for t in old[4:6]:
         t.set_status(Trial.RUNNING)
         assert [first.on_trial_result(controller, t, {"epoch": e, "val_acc": 0.1 * e}) for e in (1, 2, 3, 4)][-1] == "PAUSE"
@@ -208,15 +216,7 @@ def test_a_trial_the_restored_experiment_lacks_does_not_hold_its_bracket(tmp_pat
     # saw): its three other trials, paused at the milestone, waited for it for ever.
     from raynas.experiment import Status, TrialRecord, write_journal
 
-    first = DurableScheduler(hyperband(), str(tmp_path))
-    old = trials("t", 8)  # brackets of 4 (to epoch 8) and 4 (halved at epoch 4)
-    controller = Controller(old)
-    for t in old:
-        t.set_status(Trial.PENDING)
-        first.on_trial_add(controller, t)
-    for t in old[:4]:
-        t.set_status(Trial.TERMINATED)
-        first.on_trial_complete(controller, t, {"epoch": 8, "val_acc": 0.8})
+    first, old, controller = finished_first_bracket(tmp_path, 8)  # brackets of 4 (to epoch 8) and 4 (halved at 4)
     for i, t in enumerate(old[4:7]):
         t.set_status(Trial.RUNNING)
         decisions = [first.on_trial_result(controller, t, {"epoch": e, "val_acc": 0.1 * e + i}) for e in (1, 2, 3, 4)]

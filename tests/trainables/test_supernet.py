@@ -84,20 +84,12 @@ def test_recalibration_recomputes_the_statistics_for_the_path_only():
 
 
 def test_supernet_training_learns_something_every_path_shares():
-    from raynas.trainables.data import load_dataset
-    from raynas.trainables.hparams import TrainParams
-    from raynas.trainables.module import FastLoop, FastModule, TensorBatches
+    from tests.trainables._digits import digits_loop
 
     torch.manual_seed(0)
-    data = load_dataset("digits", val_fraction=0.2, seed=0)
-    x, y = torch.as_tensor(data.x_train, dtype=torch.float32), torch.as_tensor(data.y_train, dtype=torch.long)
-    xv, yv = torch.as_tensor(data.x_val, dtype=torch.float32), torch.as_tensor(data.y_val, dtype=torch.long)
-    net = build_supernet("cell", SPACE, tuple(data.input_shape), data.num_classes)
+    net = build_supernet("cell", SPACE, (1, 8, 8), 10)
     net.sampler = net.draw_uniform
-    hp = TrainParams.from_config({"lr": 0.003, "batch_size": 64})
-    batches = TensorBatches(x, y, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
-    loop = FastLoop(FastModule(net, hp, max_epochs=10, steps_per_epoch=len(batches)), batches,
-                    TensorBatches(xv, yv, 1024, shuffle=False), torch.device("cpu"))
+    loop, x = digits_loop(net, lr=0.003, epochs=10)
     for _ in range(10):
         loop.train_epoch()
     scores = []

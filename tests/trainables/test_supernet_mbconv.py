@@ -223,20 +223,11 @@ def test_recalibration_recomputes_the_sliced_statistics_of_the_path():
 
 
 def test_supernet_training_reduces_the_loss_of_its_paths_on_digits():
-    from raynas.trainables.data import load_dataset
-    from raynas.trainables.hparams import TrainParams
-    from raynas.trainables.module import FastLoop, FastModule, TensorBatches
+    from tests.trainables._digits import digits_loop
 
     torch.manual_seed(0)
-    data = load_dataset("digits", val_fraction=0.2, seed=0)
-    x, y = torch.as_tensor(data.x_train, dtype=torch.float32), torch.as_tensor(data.y_train, dtype=torch.long)
-    xv, yv = torch.as_tensor(data.x_val, dtype=torch.float32), torch.as_tensor(data.y_val, dtype=torch.long)
-    net = supernet_family({"family": "mbconv", "space": json.dumps(SPACE), "seed": 0}, tuple(data.input_shape),
-                          data.num_classes)
-    hp = TrainParams.from_config({"lr": 0.01, "batch_size": 64})
-    batches = TensorBatches(x, y, 64, shuffle=True, generator=torch.Generator().manual_seed(0))
-    loop = FastLoop(FastModule(net, hp, max_epochs=8, steps_per_epoch=len(batches)), batches,
-                    TensorBatches(xv, yv, 1024, shuffle=False), torch.device("cpu"))
+    net = supernet_family({"family": "mbconv", "space": json.dumps(SPACE), "seed": 0}, (1, 8, 8), 10)
+    loop, x = digits_loop(net, lr=0.01, epochs=8)
 
     def scores():
         out = []
