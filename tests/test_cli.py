@@ -77,6 +77,9 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
         ({"model": "cell", "search": {"strategy": "gradient"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": 65536}}},
          "space.arch.channels: the gradient search's supernet does not fit: training it needs about 41.2 TiB"),
+        # Data-parallel training through Ray Train is the one-shot supernet's.
+        ({"resources": {"workers_per_trial": 2}},
+         "resources.workers_per_trial: data-parallel training (Ray Train) is built for the supernet of search.strategy: one-shot"),
     ],
 )
 def test_bad_input_exits_2_before_ray_and_changes_nothing(tmp_path, ray_env, change, where):

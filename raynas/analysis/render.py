@@ -350,7 +350,9 @@ def one_shot_text(results) -> str:
         return (f"gradient: the cell was derived from the supernet's architecture weights after {o['epochs']} epochs "
                 f"in {o['supernet_s']:.1f} s ({o['folder']}; {o.get('skip_edges')} edges chose skip, "
                 f"{o.get('skip_edges_kept')} kept), then trained as a trial")
+    workers = o.get("workers", 1)
+    parallel = f" on {workers} workers ({o['supernet_worker_s']:.1f} worker-s)" if workers > 1 else ""
     return (f"one-shot: {results.metric} is each subnet's score with the supernet's weights, not a training; "
-            f"supernet {o['epochs']} epochs in {o['supernet_s']:.1f} s ({o['folder']}), "
+            f"supernet {o['epochs']} epochs in {o['supernet_s']:.1f} s{parallel} ({o['folder']}), "
             f"{o['scored']} subnets scored in {o['scoring_s']:.1f} s of trials; "
             f"train the best from scratch with raynas retrain {results.dir} --top 3")

@@ -517,11 +517,14 @@ def _one_shot_summary(results: ExperimentResults, strategy: str) -> dict:
     cost.
 
     ``supernet_s`` and ``scoring_s`` are trial seconds (the supernet's epochs; the subnets'
-    scoring steps, summed over trials); times ``cpus`` they are CPU-seconds. A gradient search
-    adds the cell it derived (``derived``) and its skip edges before and after the guard.
+    scoring steps, summed over trials); times ``cpus`` they are CPU-seconds. A supernet trained
+    data-parallel (``workers`` Ray Train workers) spent ``supernet_worker_s``: its epochs' seconds
+    times the workers. A gradient search adds the cell it derived (``derived``) and its skip
+    edges before and after the guard.
     """
     folder = results.dir / SUPERNET_DIR
-    out: dict = {"strategy": strategy, "folder": str(folder), "epochs": 0, "supernet_s": 0.0,
+    out: dict = {"strategy": strategy, "folder": str(folder), "epochs": 0, "supernet_s": 0.0, "supernet_worker_s": 0.0,
+                 "workers": 1,
                  "scoring_s": sum(float(r.get("score_time_s") or 0.0) for t in results.trials for r in t.curve),
                  "scored": sum(1 for t in results.trials if t.best is not None)}
     if is_experiment_dir(folder):
@@ -529,6 +532,9 @@ def _one_shot_summary(results: ExperimentResults, strategy: str) -> dict:
         for trial in supernet.trials:
             out["epochs"] = max(out["epochs"], max((int(r.get("epoch") or 0) for r in trial.curve), default=0))
             out["supernet_s"] += sum(float(r.get("epoch_time_s") or 0.0) for r in trial.curve)
+            out["supernet_worker_s"] += sum(float(r.get("epoch_time_s") or 0.0) * int(r.get("workers") or 1)
+                                            for r in trial.curve)
+            out["workers"] = max([out["workers"], *(int(r.get("workers") or 1) for r in trial.curve)])
             derived = [r for r in trial.curve if r.get("derived_arch")]
             if derived:
                 out["derived"] = json.loads(derived[-1]["derived_arch"])

@@ -39,9 +39,11 @@ from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 
 __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_FAMILIES", "SUPERNET_DIR",
            "CALIBRATION_BATCHES", "ARCH_LR", "MBCONV_CONSTANTS", "MBCONV_LAYER_DEFAULTS", "STAND_IN", "MBConvSlot",
-           "MBConvStage", "mbconv_layout", "shared_choices", "check_one_shot"]
+           "MBConvStage", "mbconv_layout", "shared_choices", "check_one_shot", "check_workers", "SUPERNET_MODEL"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
+#: The family of a one-shot search's supernet stage (:func:`raynas.search.stages.supernet_spec`).
+SUPERNET_MODEL = "raynas.trainables.supernet:supernet_family"
 #: Training batches that recalibrate batch norm before a subnet is scored.
 CALIBRATION_BATCHES = 10
 #: Adam's learning rate for DARTS's architecture weights. DARTS's 3e-4 suits its ~20,000 steps
@@ -373,3 +375,37 @@ def check_one_shot(spec) -> None:
         if spec.trainer.engine.value != "fast":
             raise ConfigError("trainer.engine", "a gradient search reports the cell it derives each epoch from the "
                                                 "fast engine's loop; use engine: fast")
+
+
+def check_workers(spec) -> None:
+    """``resources.workers_per_trial`` above 1 (data-parallel training through Ray Train): what it
+    needs, checked before Ray starts. It trains a one-shot search's supernet (the search's one
+    long training; its subnets are scored in one step each, on one worker).
+
+    Raises:
+        ConfigError: Another strategy or a user trainable; the Lightning engine; a fraction of
+            a GPU per worker.
+    """
+    workers = spec.resources.workers_per_trial
+    if workers <= 1:
+        return
+    supernet_stage = spec.trainable is None and spec.model == SUPERNET_MODEL
+    if spec.search.strategy != "one-shot" and not supernet_stage:
+        what = ("a gradient search's architecture steps" if spec.search.strategy == "gradient"
+                else "each trial of a standard search")
+        raise ConfigError("resources.workers_per_trial",
+                          f"data-parallel training (Ray Train) is built for the supernet of search.strategy: one-shot; "
+                          f"{what} trains on one worker, so remove the key (got {workers})")
+    if spec.trainer.engine.value != "fast":
+        raise ConfigError("trainer.engine", f"the supernet's {workers} data-parallel workers run the fast engine's loop; "
+                                            "use engine: fast (or remove resources.workers_per_trial)")
+    batch = (spec.raw.get("space") or {}).get("train", {}).get("batch_size", 64)
+    if isinstance(batch, int) and batch < 2 * workers:
+        raise ConfigError("space.train.batch_size", f"each batch is split between the {workers} workers, and batch norm "
+                                                    f"needs 2 samples on each: a batch of {batch} is too small "
+                                                    f"(at least {2 * workers})")
+    gpus = spec.resources.gpus_per_trial
+    if 0 < gpus < 1:
+        raise ConfigError("resources.gpus_per_trial",
+                          f"data-parallel workers need a whole GPU each (two ranks cannot share one GPU under NCCL); "
+                          f"got {gpus:g} with workers_per_trial: {workers}")

@@ -9,6 +9,7 @@ import json
 
 from raynas.errors import ConfigError
 from raynas.experiment import SUPERNET_DIR
+from raynas.search.oneshot import SUPERNET_MODEL
 
 __all__ = ["supernet_spec", "supernet_checkpoint", "scoring_spec", "derived_cell", "derived_spec"]
 
@@ -27,7 +28,7 @@ def supernet_spec(spec):
         settings, model = spec.search.gradient, "raynas.trainables.supernet:darts_family"
         arch.update(arch_lr=settings["arch_lr"], max_skip=settings["max_skip"])
     else:
-        settings, model = spec.search.one_shot, "raynas.trainables.supernet:supernet_family"
+        settings, model = spec.search.one_shot, SUPERNET_MODEL
     raw.update(
         name=SUPERNET_DIR,
         model=model,
@@ -99,5 +100,6 @@ def scoring_spec(spec, weights: str):
         "num_threads": spec.trainer.num_threads or max(1, int(spec.resources.cpus_per_trial)),
         "gpus": spec.resources.gpus_per_trial,
     }
+    # A subnet is scored in one step on one worker: workers_per_trial is the supernet's.
     return dataclasses.replace(spec, trainable="raynas.trainables.supernet:score_subnet", trainable_params=params,
-                               max_epochs=1)
+                               max_epochs=1, resources=dataclasses.replace(spec.resources, workers_per_trial=1))

@@ -152,6 +152,9 @@ class Constraints:
 class Resources:
     cpus_per_trial: float = 1.0
     gpus_per_trial: float = 0.0
+    #: Ray Train workers of a data-parallel trial (the one-shot supernet's), each with
+    #: ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs; 1: the trial trains in its own actor.
+    workers_per_trial: int = 1
 
 
 @dataclass

@@ -100,10 +100,11 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
     objective = _objective(raw.get("objective"), known, builtin=trainable is None)
     constraints = _constraints(raw.get("constraints"), trainable)
 
-    res = _Section(raw.get("resources"), "resources", ["cpus_per_trial", "gpus_per_trial"])
+    res = _Section(raw.get("resources"), "resources", ["cpus_per_trial", "gpus_per_trial", "workers_per_trial"])
     resources = Resources(
         cpus_per_trial=res.get("cpus_per_trial", "float", 1.0, low=0, low_open=True),
         gpus_per_trial=res.get("gpus_per_trial", "float", 0.0, low=0),
+        workers_per_trial=res.get("workers_per_trial", "int", 1, low=1),
     )
     if resources.gpus_per_trial > 1 and resources.gpus_per_trial != int(resources.gpus_per_trial):
         raise ConfigError(
@@ -186,6 +187,7 @@ def _validate(raw: dict, file: str | None, base_dir: str | None, check_imports: 
         check_one_shot = oneshot.check_one_shot
 
         check_one_shot(spec)
+    oneshot.check_workers(spec)
     return spec
 
 

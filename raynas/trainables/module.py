@@ -15,7 +15,7 @@ for the same reason.
 from __future__ import annotations
 
 import math
-from typing import Any, Iterator, Mapping
+from typing import Any, Callable, Iterator, Mapping
 
 import torch
 import torch.nn.functional as F
@@ -195,6 +195,9 @@ class FastLoop:
         self.autocast_dtype = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}.get(precision)
         self.scaler = torch.amp.GradScaler(device.type) if precision == "16-mixed" else None
         self.grad_clip = module.hp.grad_clip
+        #: Called after each backward pass, before clipping and the step (data-parallel
+        #: training averages the workers' gradients there, :mod:`raynas.trainables.parallel`).
+        self.after_backward: Callable[[], None] | None = None
 
     def _autocast(self):
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
@@ -209,15 +212,16 @@ class FastLoop:
             with self._autocast():
                 loss = module.training_step((x, y), batch_idx)
             opt.zero_grad(set_to_none=True)
+            (loss if self.scaler is None else self.scaler.scale(loss)).backward()
+            if self.after_backward is not None:
+                self.after_backward()
             if self.scaler is not None:
-                self.scaler.scale(loss).backward()
                 if self.grad_clip:
                     self.scaler.unscale_(opt)
                     nn.utils.clip_grad_norm_(module.parameters(), self.grad_clip)
                 self.scaler.step(opt)
                 self.scaler.update()
             else:
-                loss.backward()
                 if self.grad_clip:
                     nn.utils.clip_grad_norm_(module.parameters(), self.grad_clip)
                 opt.step()

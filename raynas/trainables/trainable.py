@@ -57,6 +57,8 @@ class TrialJob:
             each reported as a metric; empty: none (nothing is computed).
         extra: ``{"test": True}`` for a retrain (score the test split after the last epoch),
             with ``"full_data"`` (train on train + validation).
+        workers: Ray Train workers that train the model data-parallel (each with ``cpus``
+            and ``gpus``; :mod:`raynas.trainables.parallel`); 1: the trial trains it itself.
     """
 
     model: str | None = "mlp"
@@ -76,6 +78,7 @@ class TrialJob:
     proxies: tuple = ()
     extra: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
+    workers: int = 1
 
 
 @dataclass
@@ -222,6 +225,10 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
 
         x, y = batch(data, BATCH_SIZE, job.seed)  # the same batch for every trial
         stats.update(compute(net, x.to(device), y.to(device), job.proxies, seed=job.seed))
+    if job.workers > 1:
+        from raynas.trainables.parallel import train_data_parallel
+
+        return train_data_parallel(config, job, data, stats)
     tensors = _device_tensors(data, device)
     if hasattr(net, "set_arch_data"):
         # Gradient search (DARTS): a seeded half of the training split teaches the architecture

@@ -95,6 +95,38 @@ def test_a_one_shot_search_resumes_each_stage_after_sigkill(tmp_path, ray_env):
         assert "one-shot: val_acc is each subnet's score" in summary and "supernet 40 epochs" in summary
 
 
+def test_a_data_parallel_supernet_trains_on_ray_train_workers_and_resumes_after_sigkill(tmp_path, ray_env):
+    """``resources.workers_per_trial: 2``: the supernet trains on two Ray Train workers (half a CPU
+    each: this machine's Ray has 2 CPUs), in step, and a SIGKILL leaves it to go on from its
+    last checkpoint."""
+    import yaml
+
+    exp = cell_experiment(tmp_path, "dp", {"strategy": "one-shot", "num_trials": 3, "seed": 0, "population_size": 2,
+                                           "sample_size": 2, "one_shot": {"supernet_epochs": 40}})
+    raw = yaml.safe_load(exp.read_text())
+    raw["resources"] = {"cpus_per_trial": 0.5, "workers_per_trial": 2}
+    exp = write_yaml(exp, raw)
+    folder, supernet = tmp_path / "res" / "dp", tmp_path / "res" / "dp" / "supernet"
+    env = dict(os.environ, **ray_env)
+    kill_when(["run", str(exp), "--storage-path", str(tmp_path / "res")], env,
+              lambda: epochs_reported(supernet) >= 3, "three supernet epochs")
+    assert epochs_reported(supernet) < 40, "killed too late to tell"
+
+    resumed = raynas("resume", folder, "--quiet", env=env)
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    sup = load_results(supernet).trials
+    assert len(sup) == 1 and sup[0].status.value == "completed"
+    rows = sup[0].curve
+    assert [r["epoch"] for r in rows] == list(range(1, 41))  # went on from its checkpoint, nothing twice
+    # Every epoch ran on both workers, whose weights stayed exactly in step.
+    assert {r["workers"] for r in rows} == {2} and {r["worker_weight_spread"] for r in rows} == {0.0}
+    assert rows[-1]["val_acc"] > 0.3  # it learnt (chance: 0.1)
+    board = json.loads(raynas("analyze", folder, "--format", "json").stdout)
+    assert len(board) == 3 and all(t["status"] == "completed" for t in board)
+    text = raynas("analyze", folder).stdout
+    assert "supernet 40 epochs in" in text and " on 2 workers (" in text
+
+
 def test_a_gradient_search_trains_the_cell_its_supernet_derived(tmp_path, ray_env):
     exp = cell_experiment(tmp_path, "g", {"strategy": "gradient", "seed": 0, "gradient": {"supernet_epochs": 4, "max_skip": 1}})
     proc = raynas("run", exp, "--storage-path", tmp_path / "res", "--quiet", env=dict(os.environ, **ray_env))

@@ -68,6 +68,35 @@ def test_what_one_shot_cannot_do_is_refused_naming_the_key(changes, message):
         spec_from_dict(raw(**changes))
 
 
+def test_data_parallel_workers_train_the_supernet_and_score_subnets_alone():
+    spec = spec_from_dict(raw(resources={"cpus_per_trial": 2, "workers_per_trial": 4}))
+    sub = supernet_spec(spec)
+    assert sub.resources.workers_per_trial == 4 and sub.resources.cpus_per_trial == 2
+    scoring = scoring_spec(spec, "/ckpt")
+    assert scoring.resources.workers_per_trial == 1 and scoring.resources.cpus_per_trial == 2
+    # The stage resumes from its own saved file: the key must survive it.
+    assert spec_from_dict(sub.raw).resources.workers_per_trial == 4
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"search": {"num_trials": 3}},
+     r"resources\.workers_per_trial: data-parallel training \(Ray Train\) is built for the supernet of "
+     r"search\.strategy: one-shot; each trial of a standard search trains on one worker"),
+    ({"search": {"strategy": "gradient"}}, r"resources\.workers_per_trial: .*a gradient search's architecture steps"),
+    ({"trainer": {"engine": "lightning"}}, r"trainer\.engine: the supernet's 2 data-parallel workers run the fast engine"),
+    ({"resources": {"gpus_per_trial": 0.5, "workers_per_trial": 2}},
+     r"resources\.gpus_per_trial: data-parallel workers need a whole GPU each .* got 0\.5"),
+    ({"space": {"arch": {"edges": EDGES}, "train": {"batch_size": 3}}},
+     r"space\.train\.batch_size: each batch is split between the 2 workers.*a batch of 3 is too small \(at least 4\)"),
+    ({"resources": {"workers_per_trial": 0}}, r"resources\.workers_per_trial"),
+])
+def test_what_data_parallel_training_cannot_do_is_refused_naming_the_key(changes, message):
+    base = raw(resources={"workers_per_trial": 2})
+    base.update(changes)
+    with pytest.raises(ConfigError, match=message):
+        spec_from_dict(base)
+
+
 def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
     spec = spec_from_dict(raw(search={"strategy": "gradient", "seed": 2, "gradient": {"supernet_epochs": 5}}))
     assert spec.search.gradient == {"supernet_epochs": 5, "arch_lr": 3e-3, "max_skip": 2}
