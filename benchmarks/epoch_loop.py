@@ -11,6 +11,7 @@ Usage::
 
     python benchmarks/epoch_loop.py --baseline 2578f20        # 200 epochs each
     python benchmarks/epoch_loop.py --baseline HEAD~1 --epochs 20 --json   # a quick check
+    python benchmarks/epoch_loop.py --baseline old/module.py               # a file, not a revision
 """
 
 from __future__ import annotations
@@ -30,9 +31,13 @@ sys.path.insert(0, str(ROOT))  # run from a checkout without installing
 
 
 def load_module_at(revision: str):
-    """``raynas.trainables.module`` as it was at ``revision`` (a module of its own)."""
-    source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:raynas/trainables/module.py"],
-                            check=True, capture_output=True, text=True).stdout
+    """``raynas.trainables.module`` as it was at ``revision`` (a module of its own); a path to
+    a file is read as it is."""
+    if Path(revision).is_file():
+        source = Path(revision).read_text()
+    else:
+        source = subprocess.run(["git", "-C", str(ROOT), "show", f"{revision}:raynas/trainables/module.py"],
+                                check=True, capture_output=True, text=True).stdout
     path = Path(tempfile.mkdtemp(prefix="raynas-bench-")) / "module_baseline.py"
     path.write_text(source)
     spec = importlib.util.spec_from_file_location("module_baseline", path)
@@ -55,7 +60,7 @@ def make_loop(mod, x, y):
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--baseline", required=True, help="git revision of the loop to compare with")
+    parser.add_argument("--baseline", required=True, help="git revision of the loop to compare with (or a module.py)")
     parser.add_argument("--epochs", type=int, default=200, help="epochs timed for each version (default 200)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
