@@ -54,6 +54,8 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
     batch = int((space.get("train") or {}).get("batch_size", 64))
     if train_size:
         batch = max(1, min(batch, int(train_size)))
+    workers = spec.resources.workers_per_trial
+    batch = -(-batch // workers)  # data-parallel: each worker runs its share of a batch
     half = str(spec.trainer.precision).startswith(("16", "bf16"))
     with torch.device("meta"):
         net = build_supernet(spec.model, space["arch"], tuple(input_shape), num_classes)
@@ -119,6 +121,9 @@ def _available(spec) -> tuple[float, str] | None:
     total = _machine_memory()
     if total is None:
         return None
+    workers = spec.resources.workers_per_trial
+    if workers > 1:  # a local Ray's workers all live here
+        return total / workers, f"a worker's share of this machine's memory ({_human(total)} / {workers} workers)"
     return total, f"this machine's memory ({_human(total)})"
 
 
@@ -172,7 +177,8 @@ def check_supernet_memory(spec, input_shape: tuple, num_classes: int, train_size
     raise ConfigError(
         key,
         f"the {spec.search.strategy} search's supernet does not fit: training it needs about "
-        f"{_human(estimate['total_bytes'])} ({estimate['params']:,} parameters at {BYTES_PER_PARAM} bytes each "
+        f"{_human(estimate['total_bytes'])}{' per worker' if spec.resources.workers_per_trial > 1 else ''} "
+        f"({estimate['params']:,} parameters at {BYTES_PER_PARAM} bytes each "
         f"= {_human(estimate['param_bytes'])}, and {_human(estimate['activation_bytes'])} of activations for a "
         f"batch of {estimate['batch_size']}), more than {what}; {fix}",
         spec.source_file,

@@ -39,6 +39,21 @@ def test_one_shot_counts_one_candidate_per_choice_and_gradient_all_of_them():
     assert estimate_supernet_bytes(spec("one-shot", batch_size=10_000), (1, 8, 8), 10, train_size=32) == one_shot
 
 
+def test_data_parallel_workers_each_hold_the_weights_and_their_share_of_a_batch(monkeypatch):
+    one = spec("one-shot", batch_size=64)
+    raw = dict(one.raw, resources={"cpus_per_trial": 0.5, "workers_per_trial": 2})
+    two = spec_from_dict(raw)
+    alone, each = estimate_supernet_bytes(one, (1, 8, 8), 10), estimate_supernet_bytes(two, (1, 8, 8), 10)
+    assert each["param_bytes"] == alone["param_bytes"] and each["batch_size"] == 32
+    assert each["activation_bytes"] * 2 == alone["activation_bytes"]
+    # Both workers of a local Ray live on this machine: each may use half of it.
+    monkeypatch.setattr(supernet_memory, "_machine_memory", lambda: 2 * each["total_bytes"] - 1)
+    with pytest.raises(ConfigError, match=r"per worker .* more than a worker's share of this machine's memory \(.* / 2 workers\)"):
+        check_supernet_memory(two, (1, 8, 8), 10)
+    monkeypatch.setattr(supernet_memory, "_machine_memory", lambda: 2 * each["total_bytes"])
+    assert check_supernet_memory(two, (1, 8, 8), 10) is None
+
+
 def test_the_refusal_names_what_dominates(monkeypatch):
     monkeypatch.setattr(supernet_memory, "_machine_memory", lambda: 2**20)  # a 1 MiB machine
     with pytest.raises(ConfigError) as err:
