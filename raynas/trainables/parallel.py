@@ -128,6 +128,14 @@ def _worker_loop(cfg: dict) -> None:
     threads = job.num_threads or max(1, int(job.cpus))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
+    reports, acks = cfg["reports"], cfg["acks"]
+    if job.gpus > 0 and not torch.cuda.is_available():  # the same on every worker: all stop here
+        if rank == 0:
+            reports.put(("failed", f"resources.gpus_per_trial is {job.gpus:g} but torch {torch.__version__} on the "
+                                   "data-parallel workers sees no CUDA device (install a CUDA build of torch, or set "
+                                   "gpus_per_trial: 0)"))
+            acks.get()
+        return
     device = ray.train.torch.get_device() if job.gpus > 0 else torch.device("cpu")
     data = ray.get(cfg["data"][0])
     hp = TrainParams.from_config(config.get("train"))
@@ -149,7 +157,6 @@ def _worker_loop(cfg: dict) -> None:
         lineage, generation = state.get(LINEAGE_KEY), int(state.get(GENERATION_KEY, 0))
     for tensor in [*module.parameters(), *module.buffers()]:
         dist.broadcast(tensor.data, 0)  # one starting point, whatever each worker's build did
-    reports, acks = cfg["reports"], cfg["acks"]
     for epoch in range(start_epoch + 1, job.max_epochs + 1):
         began = time.perf_counter()
         train_batches.rows = 0

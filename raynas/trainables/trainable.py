@@ -196,14 +196,15 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
     threads = job.num_threads or max(1, int(job.cpus))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    if job.gpus > 0 and not torch.cuda.is_available():
+    # Data-parallel: the trial only drives; its workers hold the GPUs and check them.
+    if job.gpus > 0 and job.workers == 1 and not torch.cuda.is_available():
         # Ray placed the trial on a GPU, but this torch cannot see one (a CPU build?): say so
         # instead of training on the CPU unnoticed.
         return report_failure(
             f"resources.gpus_per_trial is {job.gpus:g} but torch {torch.__version__} on this worker "
             "sees no CUDA device (install a CUDA build of torch, or set gpus_per_trial: 0)"
         )
-    device = torch.device("cuda" if job.gpus > 0 else "cpu")
+    device = torch.device("cuda" if job.gpus > 0 and job.workers == 1 else "cpu")
     try:
         hp = TrainParams.from_config(config.get("train"))
         net = build_trial_model(config, job, data)
