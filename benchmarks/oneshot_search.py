@@ -2,7 +2,9 @@
 the accuracy of what each finds, through raynas end to end.
 
 Both search a NAS-Bench-201-style cell (4 nodes, 6 edges of none, skip, conv1x1, conv3x3,
-avgpool3x3) on scikit-learn's digits with a held-out test split, on a local Ray:
+avgpool3x3) on scikit-learn's digits with a held-out test split (or, with ``--data
+fashion_mnist --data-path DIR``, on Fashion-MNIST from its IDX files, scored on its 10,000
+t10k images), on a local Ray:
 
 * ``evolution+asha``: regularized evolution proposes ``--evolution-trials`` cells, each trained
   up to ``--epochs`` epochs under ASHA (grace period 1, reduction factor 3);
@@ -23,6 +25,8 @@ Usage::
     python benchmarks/oneshot_search.py                 # the table in docs/oneshot.md
     python benchmarks/oneshot_search.py --seeds 1 --evolution-trials 4 --oneshot-trials 4 \\
         --epochs 2 --supernet-epochs 2 --top 1         # a quick check
+    python benchmarks/oneshot_search.py --data fashion_mnist --data-path DIR --max-samples 6000 --stages 3 \\
+        --methods evolution+asha,one-shot --supernet-epochs 10 --oneshot-trials 24
 """
 
 from __future__ import annotations
@@ -45,12 +49,35 @@ EDGES = ["0-1", "0-2", "1-2", "0-3", "1-3", "2-3"]
 METHODS = ("evolution+asha", "one-shot", "gradient")
 
 
+def data_config(args) -> dict:
+    """The experiment's ``data`` section: digits with a 20% test split, or an IDX source.
+
+    Sources with a published test set (fashion_mnist, mnist: the t10k files) keep it as the test
+    split, so they take no ``test_fraction``; ``--max-samples`` subsamples the training pool
+    (stratified, seed 0) before the validation split, as benchmarks/oneshot.py's
+    ``load_dataset(..., max_samples=...)`` does.
+
+    Example:
+        >>> from types import SimpleNamespace
+        >>> data_config(SimpleNamespace(data="digits", data_path=None, max_samples=None))
+        {'source': 'digits', 'val_fraction': 0.2, 'seed': 0, 'test_fraction': 0.2}
+    """
+    data: dict = {"source": args.data, "val_fraction": 0.2, "seed": 0}
+    if args.data == "digits":
+        data["test_fraction"] = 0.2
+    if args.data_path is not None:
+        data["path"] = os.path.abspath(args.data_path)
+    if args.max_samples is not None:
+        data["max_samples"] = args.max_samples
+    return data
+
+
 def experiment(method: str, args, seed: int) -> dict:
     base = {
         "name": f"{method.replace('+', '-')}-{seed}",
-        "data": {"source": "digits", "val_fraction": 0.2, "test_fraction": 0.2, "seed": 0},
+        "data": data_config(args),
         "model": "cell",
-        "space": {"arch": {"edges": {e: {"choice": OPS} for e in EDGES}, "channels": 16, "stages": 2,
+        "space": {"arch": {"edges": {e: {"choice": OPS} for e in EDGES}, "channels": 16, "stages": args.stages,
                            "cells_per_stage": 1},
                   "train": {"lr": 0.003, "batch_size": 64, "optimizer": "adam"}},
         "objective": {"metric": "val_acc", "mode": "max"},
@@ -99,7 +126,8 @@ def run_method(method: str, args, seed: int, storage: str) -> dict:
                       for c in candidates]}
 
 
-def main(argv: list[str] | None = None) -> int:
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's options, checked (a bad one exits 2 with argparse's message)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--search-seeds", type=int, default=2, help="searches per method (default 2)")
     parser.add_argument("--evolution-trials", type=int, default=40)
@@ -109,6 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--top", type=int, default=3, help="cells each search hands to raynas retrain (default 3)")
     parser.add_argument("--seeds", type=int, default=3, help="retrain seeds per cell (default 3)")
     parser.add_argument("--methods", default=",".join(METHODS), help=f"comma-separated, of {', '.join(METHODS)} (default: all)")
+    parser.add_argument("--data", default="digits", help="digits (default), or fashion_mnist / mnist (IDX files in --data-path)")
+    parser.add_argument("--data-path", default=None, help="folder of the IDX files")
+    parser.add_argument("--max-samples", type=int, default=None, help="a seeded stratified subsample of the training pool")
+    parser.add_argument("--stages", type=int, default=2, help="cell stages (default 2; 3 for 28x28 images)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -117,6 +149,24 @@ def main(argv: list[str] | None = None) -> int:
     if min(args.search_seeds, args.evolution_trials, args.oneshot_trials, args.epochs, args.supernet_epochs,
            args.top, args.seeds) < 1:
         parser.error("every count must be >= 1")
+    if args.stages < 1:
+        parser.error("--stages must be >= 1")
+    args.methods = methods
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    methods = args.methods
+    import raynas
+    from raynas.errors import ConfigError
+
+    try:  # a bad --data, --data-path or --max-samples stops here, before Ray starts
+        for method in methods:
+            raynas.spec_from_dict(experiment(method, args, 0))
+    except ConfigError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
 
     import ray
 
@@ -139,7 +189,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         print(json.dumps({"settings": vars(args), "runs": rows}))
         return 0
-    print(f"cell space on digits: evolution+asha ({args.evolution_trials} cells, <= {args.epochs} epochs) against "
+    data = args.data + (f" ({args.max_samples} samples)" if args.max_samples else "")
+    print(f"cell space ({args.stages} stages) on {data}: evolution+asha ({args.evolution_trials} cells, <= {args.epochs} epochs) against "
           f"one-shot ({args.supernet_epochs} supernet epochs, {args.oneshot_trials} cells scored); "
           f"top {args.top} retrained {args.seeds}x{args.epochs} epochs; {args.search_seeds} search seeds")
     print(f"{'method':16s} {'trial-s':>8s} {'first pick test':>16s} {'best of top test':>17s}")
