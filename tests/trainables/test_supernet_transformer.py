@@ -1,5 +1,6 @@
 """The weight-sharing supernet of the transformer family (raynas.trainables.supernet_transformer), without Ray."""
 
+import copy
 import json
 import random
 
@@ -237,3 +238,28 @@ def test_the_memory_estimate_traces_the_largest_path():
     smaller = dict(IMAGES, width={"choice": [8, 12]})
     assert estimate_supernet_bytes(spec_from_dict(dict(raw, space={"arch": smaller, "train": {"batch_size": 16}})),
                                    (1, 8, 8), 10)["activation_bytes"] < estimate["activation_bytes"]
+
+
+
+@pytest.mark.parametrize("name, space, shape", CASES)
+def test_a_training_step_of_a_path_is_the_stand_alone_networks_step(name, space, shape):
+    """Without dropout the path trains as the stand-alone network does: the same loss, and each
+    weight's gradient is the slice of the supernet's gradient that path_state copies."""
+    net = perturbed(space, shape).train()
+    arch = image_arch(12, (4, 1.5, 0.0), (1, 3, 0.0)) if name == "images" else archs(space, 1, seed=3)[0]
+    net.set_arch(arch)
+    sub = build_transformer(arch, shape, 10).train()
+    path_state(net, sub)
+    x, y = torch.randn(8, *shape), torch.arange(8)
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    sub_loss = torch.nn.functional.cross_entropy(sub(x), y)
+    sub_loss.backward()
+    torch.testing.assert_close(loss, sub_loss)
+    grads = copy.deepcopy(net)
+    with torch.no_grad():
+        for g, p in zip(grads.parameters(), net.parameters()):
+            g.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
+    expected = grads.path_state_dict()
+    for key, p in sub.named_parameters():
+        torch.testing.assert_close(p.grad, expected[key], rtol=1e-4, atol=1e-6, msg=key)
