@@ -175,7 +175,7 @@ def test_an_mbconv_one_shot_search_scores_subnets_of_its_sliced_supernet(tmp_pat
 def test_a_transformer_one_shot_search_scores_subnets_of_its_sliced_supernet_and_retrains_the_best(tmp_path, ray_env):
     exp = write_yaml(tmp_path / "tf.yaml", {
         "name": "tf",
-        "data": {"source": "digits", "seed": 0},
+        "data": {"source": "digits", "seed": 0, "test_fraction": 0.2},  # retrain scores on the test split
         "model": "transformer",
         "space": {"arch": {"patch_size": 4, "width": {"choice": [16, 32]}, "blocks": {
                       "repeat": {"min": 1, "max": 2},
