@@ -375,7 +375,12 @@ def _validate(args) -> int:
     print(f"  objective:  {objectives}" + ("" if not spec.constraints else f"   constraints: {_budgets(spec.constraints)}"))
     if spec.proxies:
         print(f"  proxies:    {', '.join(spec.proxies)} (computed before training, reported as metrics)")
-    print(f"  resources:  {spec.resources.cpus_per_trial:g} CPU, {spec.resources.gpus_per_trial:g} GPU per trial")
+    res = spec.resources
+    line = f"{res.cpus_per_trial:g} CPU, {res.gpus_per_trial:g} GPU per trial"
+    if res.workers_per_trial > 1:
+        line = (f"the supernet on {res.workers_per_trial} data-parallel Ray Train workers of {res.cpus_per_trial:g} CPU, "
+                f"{res.gpus_per_trial:g} GPU each; subnets {line}")
+    print(f"  resources:  {line}")
     for note in notes:
         print(f"raynas: warning: {note}", file=sys.stderr)
     return EXIT_OK

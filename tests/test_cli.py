@@ -33,6 +33,13 @@ def test_validate_prints_size_and_settings(capsys):
     assert "sampler=auto n_startup_trials=8" in out
 
 
+def test_validate_says_where_a_data_parallel_supernet_trains(capsys):
+    overrides = ["--set", "resources.workers_per_trial=2", "--set", "resources.cpus_per_trial=0.5"]
+    assert main(["validate", str(EXPERIMENTS / "oneshot_digits.yaml"), *overrides]) == 0
+    assert ("resources:  the supernet on 2 data-parallel Ray Train workers of 0.5 CPU, 0 GPU each; "
+            "subnets 0.5 CPU, 0 GPU per trial") in capsys.readouterr().out
+
+
 def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
     overrides = ["--set", "search.num_trials=120", "--set", "search.population_size=null", "--set", "search.sample_size=null"]
     assert main(["validate", str(EXPERIMENTS / "evolution_digits.yaml"), *overrides]) == 0

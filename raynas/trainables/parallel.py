@@ -14,8 +14,9 @@ trial becomes a driver that holds :data:`DRIVER_CPUS` of a CPU and launches a Ra
   the step of one trainer on the whole batch, so the recipe does not change with N. Batch
   norm's batch statistics are each worker's own (as under PyTorch's DDP); the checkpoint holds
   worker 0's running statistics, which a one-shot search recomputes for each subnet anyway;
-* each epoch reports ``workers`` and ``worker_weight_spread`` (the largest difference between
-  the workers' sums of all weights: 0 while they stay in step);
+* each epoch reports ``workers``, ``worker_nodes`` (the Ray nodes they run on) and
+  ``worker_weight_spread`` (the largest difference between the workers' sums of all weights:
+  0 while they stay in step);
 * worker 0 validates, and sends each epoch's metrics and checkpoint to the driver through a
   Ray queue; the driver reports them to Tune as the fast engine does (the same
   ``state.pt``), so resume, ``raynas analyze`` and the scoring stage see an ordinary trial.
@@ -157,6 +158,8 @@ def _worker_loop(cfg: dict) -> None:
         lineage, generation = state.get(LINEAGE_KEY), int(state.get(GENERATION_KEY, 0))
     for tensor in [*module.parameters(), *module.buffers()]:
         dist.broadcast(tensor.data, 0)  # one starting point, whatever each worker's build did
+    nodes: list = [None] * world
+    dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
     for epoch in range(start_epoch + 1, job.max_epochs + 1):
         began = time.perf_counter()
         train_batches.rows = 0
@@ -174,7 +177,8 @@ def _worker_loop(cfg: dict) -> None:
             continue  # the others go on to the next epoch and wait for worker 0 in its first all-reduce
         val_loss, val_acc = loop.validate()
         metrics = {"epoch": epoch, "train_loss": train_loss, "val_loss": val_loss, "val_acc": val_acc, "lr": loop.lr,
-                   "epoch_time_s": time.perf_counter() - began, "workers": world, "worker_weight_spread": spread}
+                   "epoch_time_s": time.perf_counter() - began, "workers": world,
+                   "worker_nodes": len(set(nodes)), "worker_weight_spread": spread}
         save = epoch == job.max_epochs or (job.checkpoint_every > 0 and epoch % job.checkpoint_every == 0)
         state = None
         if save:

@@ -92,3 +92,29 @@ def test_run_on_a_two_node_cluster_ships_user_modules(cluster, tmp_path):
     assert str(exp_dir / "cl_models.py") not in files, files
     # The data was loaded once, by the driver, and reached the other node through the object store.
     assert calls.read_text().count("call") == 1
+
+
+def test_a_data_parallel_supernet_spreads_its_workers_over_the_nodes(cluster, tmp_path):
+    """``workers_per_trial: 2`` of 0.99 CPU on two nodes of 1 CPU: Ray Train must place one
+    worker on each, and they train the supernet in step."""
+    from raynas.analysis import load_results
+
+    ops = ["skip", "conv1x1", "conv3x3"]
+    exp = write_yaml(tmp_path / "dp.yaml", {
+        "name": "dp", "data": {"source": "digits", "seed": 0}, "model": "cell",
+        "space": {"arch": {"edges": {e: {"choice": ops} for e in ("0-1", "0-2", "1-2")}, "nodes": 3, "channels": 8,
+                           "stages": 2, "cells_per_stage": 1},
+                  "train": {"lr": 0.003, "batch_size": 64}},
+        "search": {"strategy": "one-shot", "num_trials": 2, "seed": 0, "population_size": 2, "sample_size": 2,
+                   "one_shot": {"supernet_epochs": 3}},
+        "resources": {"cpus_per_trial": 0.99, "workers_per_trial": 2},
+        "max_epochs": 2,
+    })
+    proc = raynas("run", exp, "--address", cluster.address, "--storage-path", tmp_path / "res", "--quiet",
+                  env={"RAY_AUTH_MODE": "disabled", "RAY_TMPDIR": os.environ["RAY_TMPDIR"]})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = load_results(tmp_path / "res" / "dp" / "supernet").trials[0].curve
+    assert [r["epoch"] for r in rows] == [1, 2, 3]
+    assert {(r["workers"], r["worker_nodes"], r["worker_weight_spread"]) for r in rows} == {(2, 2, 0.0)}
+    scored = load_results(tmp_path / "res" / "dp").trials
+    assert len(scored) == 2 and all(t.best is not None for t in scored)
