@@ -419,10 +419,10 @@ def _transformer_slot(value: Any, path: str) -> TransformerSlot:
         if key not in TRANSFORMER_BLOCK_DEFAULTS:
             raise ConfigError(f"{path}.{key}", f"unknown key; allowed keys: heads, mlp_ratio, dropout"
                                                f"{did_you_mean(str(key), list(TRANSFORMER_BLOCK_DEFAULTS))}")
-    get = lambda key: value.get(key, TRANSFORMER_BLOCK_DEFAULTS[key])  # noqa: E731
-    return TransformerSlot(_int_candidates(get("heads"), f"{path}.heads", "heads"),
-                           _number_candidates(get("mlp_ratio"), f"{path}.mlp_ratio", "MLP ratios"),
-                           _number_candidates(get("dropout"), f"{path}.dropout", "dropouts", below_one=True))
+    given = {**TRANSFORMER_BLOCK_DEFAULTS, **value}
+    return TransformerSlot(_int_candidates(given["heads"], f"{path}.heads", "heads"),
+                           _number_candidates(given["mlp_ratio"], f"{path}.mlp_ratio", "MLP ratios"),
+                           _number_candidates(given["dropout"], f"{path}.dropout", "dropouts", below_one=True))
 
 
 def transformer_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> TransformerLayout:

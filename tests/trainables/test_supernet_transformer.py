@@ -202,8 +202,8 @@ BLOCKS = {"repeat": {"min": 1, "max": 2}, "block": {"heads": {"choice": [1, 2]}}
 
 @pytest.mark.parametrize("arch, message", [
     ({"patch_size": {"choice": [2, 4]}, "blocks": BLOCKS},
-     r"space\.arch\.patch_size: is searched, but a transformer supernet shares weights across width, depth, heads, "
-     r"mlp_ratio and dropout only; patch_size changes the number of tokens"),
+     (r"space\.arch\.patch_size: is searched, but a transformer supernet shares weights across width, depth, heads, "
+      r"mlp_ratio and dropout only; patch_size changes the number of tokens")),
     ({"pool": {"choice": ["cls", "mean"]}, "blocks": BLOCKS},
      r"space\.arch\.pool: is searched, .* pool changes whether a \[CLS\] token exists"),
     ({"width": {"choice": [12, 16]}, "blocks": {"repeat": {"min": 1, "max": 2}, "block": {"heads": {"choice": [2, 8]}}}},
@@ -211,8 +211,8 @@ BLOCKS = {"repeat": {"min": 1, "max": 2}, "block": {"heads": {"choice": [1, 2]}}
     ({"width": 12, "blocks": [{"heads": 2}, {"heads": {"choice": [3, 5]}}]},
      r"space\.arch\.blocks\.1\.heads: 5 does not divide the width 12"),
     ({"width": {"int": [8, 16]}, "blocks": BLOCKS},
-     r"space\.arch\.width: a supernet holds widths as slices of its largest, so this must be an int or "
-     r"\{choice: \[ints\]\} without conditions"),
+     (r"space\.arch\.width: a supernet holds widths as slices of its largest, so this must be an int or "
+      r"\{choice: \[ints\]\} without conditions")),
     ({"width": {"choice": [8, 16.0]}, "blocks": BLOCKS}, r"space\.arch\.width: widths must be positive ints, got 16\.0"),
     ({"blocks": {"repeat": {"min": 1, "max": 2}, "block": {"mlp_ratio": {"float": [1, 4]}}}},
      r"space\.arch\.blocks\.block\.mlp_ratio: a supernet draws MLP ratios from a list"),
