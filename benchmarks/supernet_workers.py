@@ -3,7 +3,7 @@ workers (``resources.workers_per_trial``): the time of its epochs, what starting
 costs, and whether the supernet still learns.
 
 The supernet of ``experiments/oneshot_digits.yaml`` (a 4-node cell of five ops on 8x8 digits,
-16 channels) trains ``--epochs`` epochs through ``raynas.run``, once per worker count in
+16 channels, or ``--channels``) trains ``--epochs`` epochs through ``raynas.run``, once per worker count in
 ``--workers``, each worker with one torch thread (``trainer.num_threads: 1``; the workers share
 ``--cpus`` CPUs of the local Ray between them). The subnet stage scores ``--subnets``
 architectures, so each run also shows that scoring works on what the workers trained.
@@ -17,6 +17,7 @@ subnet score.
 Usage::
 
     python benchmarks/supernet_workers.py                      # 1 and 2 workers, 30 epochs
+    python benchmarks/supernet_workers.py --channels 64 --epochs 10   # a wider supernet
     python benchmarks/supernet_workers.py --epochs 2 --subnets 2 --json   # a quick check
 """
 
@@ -43,6 +44,7 @@ def run_once(workers: int, args, storage: str) -> dict:
     raw["name"] = f"workers-{workers}"
     raw["search"].update(num_trials=args.subnets, population_size=max(2, min(12, args.subnets)),
                          sample_size=max(2, min(4, args.subnets)), one_shot={"supernet_epochs": args.epochs})
+    raw["space"]["arch"]["channels"] = args.channels
     raw["trainer"] = {"num_threads": 1}
     # One worker takes a whole CPU; N share the machine's, leaving their driver its hundredth.
     raw["resources"] = {"cpus_per_trial": 1 if workers == 1 else round((args.cpus - 0.02) / workers, 2),
@@ -67,6 +69,7 @@ def main(argv=None) -> int:
     parser.add_argument("--workers", default="1,2", help="worker counts, comma-separated (default 1,2)")
     parser.add_argument("--epochs", type=int, default=30, help="supernet epochs (default 30)")
     parser.add_argument("--subnets", type=int, default=12, help="subnets scored after it (default 12)")
+    parser.add_argument("--channels", type=int, default=16, help="the cell's channels (default 16, as the example)")
     parser.add_argument("--cpus", type=int, default=2, help="CPUs of the local Ray (default 2)")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)
