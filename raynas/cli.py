@@ -352,8 +352,11 @@ def _validate(args) -> int:
     options = " ".join(f"{k}={v}" for k, v in spec.search.options.items())
     if spec.search.strategy == "one-shot":
         o = spec.search.one_shot
+        # A transformer normalises with LayerNorm (per token): no running statistics to recompute.
+        calibration = ("no batch norm to recalibrate" if spec.model == "transformer"
+                       else f"batch norm recalibrated on {o['calibration_batches']} batches")
         print(f"  one-shot:   a supernet trains {o['supernet_epochs']} epochs, then {spec.num_trials} subnets are scored "
-              f"with its weights (batch norm recalibrated on {o['calibration_batches']} batches)")
+              f"with its weights ({calibration})")
         print(f"  search:     {spec.search.searcher} proposes the subnets; max_epochs {spec.max_epochs} is for raynas retrain"
               + (f"; {options}" if options else ""))
     elif spec.search.strategy == "gradient":

@@ -64,7 +64,7 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
          "space.arch: none of 8 sampled architectures of model 'cnn' fits the data (input 1x8x8, 10 classes)"),
         # One-shot search: a family without a supernet, and a searched key that cannot share weights.
         ({"search": {"strategy": "one-shot"}},
-         "model: one-shot search needs a family whose choices can share weights (cell, mbconv); 'mlp' has no supernet"),
+         "model: one-shot search needs a family whose choices can share weights (cell, mbconv, transformer); 'mlp' has no supernet"),
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": {"choice": [8, 16]}}}},
          "space.arch.channels: is searched, but in a cell supernet only arch.edges, arch.reduction_edges share weights"),

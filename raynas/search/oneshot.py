@@ -39,7 +39,8 @@ from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 
 __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_FAMILIES", "SUPERNET_DIR",
            "CALIBRATION_BATCHES", "ARCH_LR", "MBCONV_CONSTANTS", "MBCONV_LAYER_DEFAULTS", "STAND_IN", "MBConvSlot",
-           "MBConvStage", "mbconv_layout", "shared_choices", "check_one_shot", "check_workers", "SUPERNET_MODEL"]
+           "MBConvStage", "mbconv_layout", "TRANSFORMER_CONSTANTS", "TRANSFORMER_DEFAULTS",
+           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "shared_choices", "check_one_shot", "check_workers", "SUPERNET_MODEL"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: The family of a one-shot search's supernet stage (:func:`raynas.search.stages.supernet_spec`).
@@ -54,8 +55,10 @@ ARCH_LR = 3e-3
 
 #: Families with a supernet, and the arch keys whose values can share weights (for ``mbconv``:
 #: per stage the number of layers and per layer the op, expansion and kernel, see
-#: :func:`mbconv_layout`).
-SUPERNET_FAMILIES: dict[str, tuple[str, ...]] = {"cell": ("edges", "reduction_edges"), "mbconv": ("stages",)}
+#: :func:`mbconv_layout`; for ``transformer``: the width, the number of blocks and per block the
+#: heads, MLP ratio and dropout, see :func:`transformer_layout`).
+SUPERNET_FAMILIES: dict[str, tuple[str, ...]] = {"cell": ("edges", "reduction_edges"), "mbconv": ("stages",),
+                                                  "transformer": ("width", "dropout", "blocks")}
 #: Families a gradient (DARTS) search can relax: its softmax mixes ops of one shape, edge by edge.
 GRADIENT_FAMILIES = ("cell",)
 
@@ -72,7 +75,9 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
 
     Returns ``{key: {sub_key: [candidates]}}`` for the family's sharing keys (for ``cell``:
     ``{"edges": {"0-1": [ops]}, ...}``; for ``mbconv``: ``{"stages": {"0.channels": [widths],
-    "0.layers": [depths], "0.layers.1.kernel": [kernels], ...}}``, see :func:`mbconv_layout`);
+    "0.layers": [depths], "0.layers.1.kernel": [kernels], ...}}``, see :func:`mbconv_layout`; for
+    ``transformer``: ``{"width": {"width": [widths]}, "blocks": {"blocks": [depths],
+    "blocks.0.heads": [heads], ...}, "dropout": {...}}``, see :func:`transformer_layout`);
     a constant counts as a one-candidate choice.
 
     Raises:
@@ -96,6 +101,10 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
         _, stages = mbconv_layout(arch_space, where=where)
         return {"stages": {key: list(values) for i, stage in enumerate(stages)
                            for key, values in stage.choices(i).items()}}
+    if family == "transformer":
+        choices = transformer_layout(arch_space, where=where).choices()
+        return {key: {path: list(values) for path, values in choices.items() if path.split(".")[0] == key}
+                for key in SUPERNET_FAMILIES[family]}
     sharing = SUPERNET_FAMILIES[family]
     out: dict[str, dict[str, list]] = {}
     for key, value in arch_space.items():
@@ -243,6 +252,23 @@ def _layer_slot(value: Any, path: str) -> MBConvSlot:
     return MBConvSlot(tuple(dict.fromkeys(ops)), found["expansion"], found["kernel"])
 
 
+def _repeat_depths(value: Mapping, path: str, what: str) -> tuple[int, ...]:
+    """The depths of ``{repeat: {min, max} or N, block}``: every count from min to max (a path
+    with n runs the first n of the supernet's max)."""
+    for key in value:
+        if key not in ("repeat", "block"):
+            raise ConfigError(f"{path}.{key}", f"{what} take {{repeat: {{min, max}}, block}} "
+                                               f"without conditions, got the key {key!r}")
+    count = value["repeat"]
+    if isinstance(count, Mapping):
+        low, high = count.get("min"), count.get("max")
+    else:
+        low = high = count
+    if not all(isinstance(n, int) and not isinstance(n, bool) for n in (low, high)) or not 0 <= low <= high:
+        raise ConfigError(f"{path}.repeat", f"needs {{min: N, max: M}} with 0 <= N <= M, got {describe(count)}")
+    return tuple(range(low, high + 1))
+
+
 def _stage(value: Any, path: str) -> MBConvStage:
     value = _unwrap(value)
     if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
@@ -265,21 +291,10 @@ def _stage(value: Any, path: str) -> MBConvStage:
         slots = tuple(_layer_slot(item, f"{path}.layers.{j}") for j, item in enumerate(layers))
     elif isinstance(layers, Mapping) and "repeat" in layers:
         lpath = f"{path}.layers"
-        for key in layers:
-            if key not in ("repeat", "block"):
-                raise ConfigError(f"{lpath}.{key}", "a supernet stage's layers take {repeat: {min, max}, block} "
-                                                    f"without conditions, got the key {key!r}")
-        count = layers["repeat"]
-        if isinstance(count, Mapping):
-            low, high = count.get("min"), count.get("max")
-        else:
-            low = high = count
-        if not all(isinstance(n, int) and not isinstance(n, bool) for n in (low, high)) or not 0 <= low <= high:
-            raise ConfigError(f"{lpath}.repeat", f"needs {{min: N, max: M}} with 0 <= N <= M, got {describe(count)}")
-        depths = tuple(range(low, high + 1))
+        depths = _repeat_depths(layers, lpath, "a supernet stage's layers")
         # Depth is a prefix: the supernet holds max layers, each with the block's candidates.
         slot = _layer_slot(layers.get("block"), f"{lpath}.block")
-        slots = (slot,) * high
+        slots = (slot,) * max(depths)
     else:
         raise ConfigError(f"{path}.layers", "must be a list of layers or {repeat: {min, max}, block: {...}} "
                                             f"(depth as a prefix of the supernet's layers), got {describe(layers)}")
@@ -328,6 +343,149 @@ def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -
                                              "of stages or a choice between lists cannot share weights); write the "
                                              f"stages as a list, got {describe(stages)}")
     return constants, tuple(_stage(item, f"{where}.stages.{i}") for i, item in enumerate(stages))
+
+
+# ----------------------------------------------------------------------------------------------
+# The transformer supernet's space (no torch here either)
+# ----------------------------------------------------------------------------------------------
+
+#: transformer's arch keys that must be constants of a one-shot space, and their defaults (a
+#: searched patch size changes the tokens and the patch embedding's shape; a searched pool
+#: whether a [CLS] token exists and what the head reads).
+TRANSFORMER_CONSTANTS = {"patch_size": 4, "pool": "cls"}
+#: build_transformer's defaults of the keys a transformer supernet may search.
+TRANSFORMER_DEFAULTS = {"width": 64, "dropout": 0.0}
+#: A block's defaults in build_transformer.
+TRANSFORMER_BLOCK_DEFAULTS = {"heads": 4, "mlp_ratio": 2, "dropout": 0.0}
+
+
+@dataclass(frozen=True)
+class TransformerSlot:
+    """One block position of a transformer supernet and the candidates it may take."""
+
+    heads: tuple[int, ...]
+    mlp_ratios: tuple[float, ...]
+    dropouts: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class TransformerLayout:
+    """What a transformer supernet holds: ``constants`` (the space's ``patch_size`` and
+    ``pool``, as it gives them), the candidates of ``width`` (slices of the largest) and of the
+    head's ``dropout``, the ``depths`` (a path with n blocks runs the first n of ``slots``)."""
+
+    constants: dict
+    widths: tuple[int, ...]
+    dropouts: tuple[float, ...]
+    depths: tuple[int, ...]
+    slots: tuple[TransformerSlot, ...]
+
+    def choices(self) -> dict[str, tuple]:
+        """The candidates as flat key paths under ``arch`` (``blocks`` is the number of blocks;
+        ``blocks.1.heads`` a block's heads)."""
+        out: dict[str, tuple] = {"width": self.widths, "dropout": self.dropouts, "blocks": self.depths}
+        for j, slot in enumerate(self.slots):
+            out.update({f"blocks.{j}.heads": slot.heads, f"blocks.{j}.mlp_ratio": slot.mlp_ratios,
+                        f"blocks.{j}.dropout": slot.dropouts})
+        return out
+
+
+def _number_candidates(value: Any, path: str, what: str, *, below_one: bool = False) -> tuple[float, ...]:
+    """A constant number or ``{choice: [numbers]}``: positive (``below_one``: in [0, 1))."""
+    value = _unwrap(value)
+    if isinstance(value, Mapping):
+        if set(value) != {"choice"} or not isinstance(value["choice"], list) or not value["choice"]:
+            raise ConfigError(path, f"a supernet draws {what} from a list, so this must be a number or "
+                                    f"{{choice: [numbers]}} without conditions, got {describe(value)}")
+        options = value["choice"]
+    elif isinstance(value, list):
+        raise ConfigError(path, f"must be a number or {{choice: [numbers]}}, got {describe(value)}")
+    else:
+        options = [value]
+    for option in options:
+        number = not isinstance(option, bool) and isinstance(option, (int, float))
+        if not number or (not 0 <= option < 1 if below_one else not option > 0):
+            rule = "numbers in [0, 1)" if below_one else "positive numbers"
+            raise ConfigError(path, f"{what} must be {rule}, got {describe(option)}")
+    return tuple(dict.fromkeys(options))
+
+
+def _transformer_slot(value: Any, path: str) -> TransformerSlot:
+    value = _unwrap(value)
+    if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
+        raise ConfigError(path, "a block of a transformer supernet must be a mapping of heads, mlp_ratio and dropout "
+                                f"(not a searched one), got {describe(value)}")
+    for key in value:
+        if key not in TRANSFORMER_BLOCK_DEFAULTS:
+            raise ConfigError(f"{path}.{key}", f"unknown key; allowed keys: heads, mlp_ratio, dropout"
+                                               f"{did_you_mean(str(key), list(TRANSFORMER_BLOCK_DEFAULTS))}")
+    given = {**TRANSFORMER_BLOCK_DEFAULTS, **value}
+    return TransformerSlot(_int_candidates(given["heads"], f"{path}.heads", "heads"),
+                           _number_candidates(given["mlp_ratio"], f"{path}.mlp_ratio", "MLP ratios"),
+                           _number_candidates(given["dropout"], f"{path}.dropout", "dropouts", below_one=True))
+
+
+def transformer_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> TransformerLayout:
+    """What a transformer supernet can hold of a transformer space's ``arch``, checked.
+
+    ``width`` is an int or a choice of ints (the first w features of the largest, one width
+    for all blocks); ``dropout`` a number or a choice of numbers; ``blocks`` a list of blocks
+    or ``{repeat: {min, max}, block}`` (the depth, as a prefix of ``max`` blocks), a block's
+    ``heads``, ``mlp_ratio`` and ``dropout`` each a constant or a choice. ``patch_size`` and
+    ``pool`` are constants. Every heads candidate must divide every width candidate: the
+    supernet draws each independently (head dim = width / heads).
+
+    Raises:
+        ConfigError: Anything else, with its key path (a searched patch size or pool, a range,
+            a condition, heads that do not divide a width, an unknown key).
+
+    Example:
+        >>> layout = transformer_layout({"width": {"choice": [16, 32]}, "patch_size": 2, "blocks": {
+        ...     "repeat": {"min": 1, "max": 3}, "block": {"heads": {"choice": [1, 2, 4]}}}})
+        >>> layout.constants, layout.widths, layout.depths, layout.slots[2].heads
+        ({'patch_size': 2}, (16, 32), (1, 2, 3), (1, 2, 4))
+    """
+    allowed = [*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"]
+    constants = {}
+    for key, value in arch_space.items():
+        path = f"{where}.{key}"
+        if key not in allowed:
+            raise ConfigError(path, f"unknown key; allowed keys: {', '.join(allowed)}{did_you_mean(str(key), allowed)}")
+        if key in TRANSFORMER_CONSTANTS:
+            value = _unwrap(value)
+            if isinstance(value, (Mapping, list)):
+                what = ("the number of tokens and the patch embedding's shape" if key == "patch_size"
+                        else "whether a [CLS] token exists and what the head reads")
+                raise ConfigError(path, f"is searched, but a transformer supernet shares weights across width, depth, "
+                                        f"heads, mlp_ratio and dropout only; {key} changes {what}, so make it a "
+                                        f"constant (one supernet per value), got {describe(value)}")
+            constants[key] = value
+    widths = _int_candidates(arch_space.get("width", TRANSFORMER_DEFAULTS["width"]), f"{where}.width", "widths")
+    dropouts = _number_candidates(arch_space.get("dropout", TRANSFORMER_DEFAULTS["dropout"]), f"{where}.dropout",
+                                  "dropouts", below_one=True)
+    if "blocks" not in arch_space:
+        raise ConfigError(f"{where}.blocks", "required key is missing")
+    blocks, bpath = _unwrap(arch_space["blocks"]), f"{where}.blocks"
+    if isinstance(blocks, list):
+        depths = (len(blocks),)
+        slots = tuple(_transformer_slot(item, f"{bpath}.{j}") for j, item in enumerate(blocks))
+        paths = [f"{bpath}.{j}" for j in range(len(blocks))]
+    elif isinstance(blocks, Mapping) and "repeat" in blocks:
+        depths = _repeat_depths(blocks, bpath, "a transformer supernet's blocks")
+        slot = _transformer_slot(blocks.get("block"), f"{bpath}.block")
+        slots, paths = (slot,) * max(depths), [f"{bpath}.block"] * max(depths)
+    else:
+        raise ConfigError(bpath, "must be a list of blocks or {repeat: {min, max}, block: {...}} (depth as a "
+                                 f"prefix of the supernet's blocks), got {describe(blocks)}")
+    for slot, path in zip(slots, paths):
+        for heads in slot.heads:
+            misfits = [w for w in widths if w % heads]
+            if misfits:
+                raise ConfigError(f"{path}.heads", f"{heads} does not divide the width {misfits[0]}: each head attends "
+                                                   f"over width / heads features, and a supernet runs every heads "
+                                                   f"candidate with every width ({', '.join(map(str, widths))}), so "
+                                                   f"each must divide them all")
+    return TransformerLayout(constants, widths, dropouts, depths, slots)
 
 
 def check_one_shot(spec) -> None:

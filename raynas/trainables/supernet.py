@@ -16,6 +16,10 @@ Families and what shares weights:
   prefix of the deepest), each layer's op (identity or mbconv), expansion (a slice of the
   hidden channels of the largest) and kernel (the centred slice of the largest depthwise
   kernel); stage channels and strides, stem and head are constants of the space.
+* ``transformer`` (:mod:`raynas.trainables.supernet_transformer`): the width (the first
+  features of the largest, in every tensor), the number of blocks (a prefix of the deepest),
+  each block's heads (how the same sliced projections split into heads), MLP ratio (the first
+  hidden units of the largest MLP) and dropout; patch size and pooling are constants.
 
 :func:`shared_choices` reads which keys of a space's ``arch`` may vary and refuses anything
 else with a :class:`~raynas.errors.ConfigError` naming the key path, before anything trains.
@@ -219,6 +223,10 @@ def build_supernet(family: str, arch_space: Mapping[str, Any], input_shape: tupl
         from raynas.trainables.supernet_mbconv import MBConvSupernet
 
         return MBConvSupernet(arch_space, input_shape, num_classes)
+    if family == "transformer":
+        from raynas.trainables.supernet_transformer import TransformerSupernet
+
+        return TransformerSupernet(arch_space, input_shape, num_classes)
     constants = {k: v for k, v in arch_space.items() if k not in choices}
     return CellSupernet(constants, choices, input_shape, num_classes)
 

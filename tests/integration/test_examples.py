@@ -34,6 +34,7 @@ SMALL = {
     "lookup_tiny": ["search.num_trials=4"],
     "oneshot_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=2", "max_epochs=2"],
     "oneshot_mbconv_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=6", "max_epochs=2"],
+    "oneshot_transformer_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=3", "max_epochs=2"],
     "gradient_digits": ["search.gradient.supernet_epochs=2", "max_epochs=2"],
 }
 FILES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))

@@ -170,3 +170,34 @@ def test_an_mbconv_one_shot_search_scores_subnets_of_its_sliced_supernet(tmp_pat
     assert all(0.0 < t["best"] <= 1.0 and t["metrics"]["params"] > 0 for t in board)
     assert all(len(t["config"]["arch"]["stages"]) == 2 for t in board)
     assert "one-shot: val_acc is each subnet's score with the supernet's weights" in raynas("analyze", folder).stdout
+
+
+def test_a_transformer_one_shot_search_scores_subnets_of_its_sliced_supernet_and_retrains_the_best(tmp_path, ray_env):
+    exp = write_yaml(tmp_path / "tf.yaml", {
+        "name": "tf",
+        "data": {"source": "digits", "seed": 0, "test_fraction": 0.2},  # retrain scores on the test split
+        "model": "transformer",
+        "space": {"arch": {"patch_size": 4, "width": {"choice": [16, 32]}, "blocks": {
+                      "repeat": {"min": 1, "max": 2},
+                      "block": {"heads": {"choice": [1, 2, 4]}, "mlp_ratio": {"choice": [1, 2]}}}},
+                  "train": {"lr": 0.003, "batch_size": 64}},
+        "search": {"strategy": "one-shot", "num_trials": 4, "seed": 0, "population_size": 2, "sample_size": 2,
+                   "one_shot": {"supernet_epochs": 2}},
+        "max_epochs": 2,
+    })
+    env = dict(os.environ, **ray_env)
+    proc = raynas("run", exp, "--storage-path", tmp_path / "res", "--quiet", env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    folder = tmp_path / "res" / "tf"
+    sup = load_results(folder / "supernet").trials
+    assert len(sup) == 1 and [r["epoch"] for r in sup[0].curve] == [1, 2]
+    board = json.loads(raynas("analyze", folder, "--format", "json").stdout)
+    assert len(board) == 4 and all(t["status"] == "completed" and t["epochs"] == 1 for t in board), board
+    assert all(0.0 < t["best"] <= 1.0 and t["metrics"]["params"] > 0 for t in board)
+    assert all(t["config"]["arch"]["width"] in (16, 32) for t in board)
+    # The best subnet trains from scratch as an ordinary transformer trial.
+    proc = raynas("retrain", folder, "--top", "1", "--seeds", "1", "--epochs", "1", "--quiet", "--no-report", env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    retrained = load_results(folder / "retrain").trials
+    assert len(retrained) == 1 and retrained[0].status.value == "completed"
+    assert retrained[0].config["arch"] == max(board, key=lambda t: t["best"])["config"]["arch"]
