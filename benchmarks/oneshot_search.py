@@ -102,7 +102,7 @@ def trial_seconds(folder: Path) -> float:
     total = sum(float(r.get("epoch_time_s") or 0.0) + float(r.get("score_time_s") or 0.0)
                 for t in results.trials for r in t.curve)
     if results.one_shot:
-        total += results.one_shot["supernet_s"]
+        total += results.one_shot["supernet_worker_s"]  # its epochs times its data-parallel workers
     return total
 
 
