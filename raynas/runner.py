@@ -484,7 +484,10 @@ def _trainable(spec: ExperimentSpec, dataset, name: str = _LEGACY_TRAINABLE_NAME
     job = _job(spec)
     if dataset is not None and spec.retrain is None:
         dataset = dataset.without_test()  # the search never sees the test split
-    fn = tune.with_parameters(run_trial, job=job, data=dataset)
+    entry = run_trial
+    if job.workers > 1:
+        from raynas.trainables.parallel import run_data_parallel_trial as entry
+    fn = tune.with_parameters(entry, job=job, data=dataset)
     # Tune names the trial actors (their class's repr in Ray's dashboard) and registers the
     # trainable after the function; the tasks they run name each trial (_tune.workers).
     fn.__name__ = name

@@ -35,7 +35,7 @@ from typing import Any
 
 import torch
 
-__all__ = ["DRIVER_CPUS", "ShardedBatches", "sync_gradients", "train_data_parallel"]
+__all__ = ["DRIVER_CPUS", "ShardedBatches", "run_data_parallel_trial", "sync_gradients", "train_data_parallel"]
 
 #: The CPU the trial's own actor holds while its Ray Train workers train: it only waits.
 DRIVER_CPUS = 0.01
@@ -187,6 +187,19 @@ def _worker_loop(cfg: dict) -> None:
                                        "generator": generator.get_state()}))
         reports.put(("epoch", metrics, None if state is None else [state]))
         acks.get()  # the driver holds the checkpoint now: this worker's copy may go
+
+
+def run_data_parallel_trial(config: dict, job: Any, data: Any = None) -> None:
+    """Entry point of a data-parallel trial (the runner's for ``workers_per_trial > 1``): as
+    :func:`raynas.trainables.trainable.run_trial` for the built-in trainable, then the workers."""
+    from raynas.experiment import ORIGIN_KEY
+    from raynas.trainables.trainable import announce_trial, prepare_builtin
+
+    announce_trial()
+    config = {k: v for k, v in config.items() if k != ORIGIN_KEY}  # the searcher's note, not a setting
+    prepared = prepare_builtin(config, job, data)
+    if prepared is not None:
+        train_data_parallel(config, job, data, prepared[2])
 
 
 def train_data_parallel(config: dict, job: Any, data: Any, stats: dict) -> None:

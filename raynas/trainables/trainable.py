@@ -185,7 +185,13 @@ def report_failure(message: str, **extra: Any) -> None:
     tune.report({STATUS_KEY: "failed", ERROR_KEY: message, **extra})
 
 
-def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
+def prepare_builtin(config: dict, job: TrialJob, data: Any):
+    """What a built-in trial does before training: torch's threads, the GPU check, the model
+    built and measured (``params``, ``flops``, ``latency_ms``), the budgets, the zero-cost
+    proxies. Returns ``(hp, net, stats, device)``, or None when the trial has already reported
+    (it failed, or a budget rejected its model). A data-parallel trial (``job.workers > 1``) only
+    drives its workers, which hold the GPUs: it builds and measures on its CPU.
+    """
     import torch
     from ray import tune
 
@@ -196,20 +202,21 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
     threads = job.num_threads or max(1, int(job.cpus))
     if torch.get_num_threads() != threads:
         torch.set_num_threads(threads)
-    # Data-parallel: the trial only drives; its workers hold the GPUs and check them.
     if job.gpus > 0 and job.workers == 1 and not torch.cuda.is_available():
         # Ray placed the trial on a GPU, but this torch cannot see one (a CPU build?): say so
         # instead of training on the CPU unnoticed.
-        return report_failure(
+        report_failure(
             f"resources.gpus_per_trial is {job.gpus:g} but torch {torch.__version__} on this worker "
             "sees no CUDA device (install a CUDA build of torch, or set gpus_per_trial: 0)"
         )
+        return None
     device = torch.device("cuda" if job.gpus > 0 and job.workers == 1 else "cpu")
     try:
         hp = TrainParams.from_config(config.get("train"))
         net = build_trial_model(config, job, data)
     except (ArchError, ValueError, TypeError) as err:
-        return report_failure(f"{type(err).__name__}: {err}")
+        report_failure(f"{type(err).__name__}: {err}")
+        return None
 
     stats = {
         "params": count_params(net),
@@ -218,7 +225,8 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
     }
     rejected = over_budget(stats, job.constraints)
     if rejected:
-        return tune.report(rejected)  # measured and refused before any training: it costs no epochs
+        tune.report(rejected)  # measured and refused before any training: it costs no epochs
+        return None
     if job.proxies:
         # After the budget check (a rejected architecture costs nothing more); on a copy of the
         # net with the RNG restored, so training goes exactly as without them.
@@ -226,10 +234,16 @@ def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
 
         x, y = batch(data, BATCH_SIZE, job.seed)  # the same batch for every trial
         stats.update(compute(net, x.to(device), y.to(device), job.proxies, seed=job.seed))
-    if job.workers > 1:
-        from raynas.trainables.parallel import train_data_parallel
+    return hp, net, stats, device
 
-        return train_data_parallel(config, job, data, stats)
+
+def _train_builtin(config: dict, job: TrialJob, data: Any) -> None:
+    import torch
+
+    prepared = prepare_builtin(config, job, data)
+    if prepared is None:
+        return None
+    hp, net, stats, device = prepared
     tensors = _device_tensors(data, device)
     if hasattr(net, "set_arch_data"):
         # Gradient search (DARTS): a seeded half of the training split teaches the architecture
