@@ -69,6 +69,9 @@ def retrain_spec(exp_dir: Path, top: int, seeds: int, epochs: int | None, full_d
     raw.pop("scheduler", None)  # every candidate trains all its epochs: no early stopping
     raw.pop("constraints", None)  # the candidates met them in the search
     raw["search"] = {"num_trials": len(candidates) * seeds}
+    if isinstance(raw.get("resources"), dict):
+        # Data-parallel workers trained a one-shot search's supernet; each candidate trains on one.
+        raw["resources"].pop("workers_per_trial", None)
     if epochs is not None:
         raw["max_epochs"] = epochs
     metrics = list(results.metrics)

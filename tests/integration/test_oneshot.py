@@ -105,6 +105,7 @@ def test_a_data_parallel_supernet_trains_on_ray_train_workers_and_resumes_after_
                                            "sample_size": 2, "one_shot": {"supernet_epochs": 40}})
     raw = yaml.safe_load(exp.read_text())
     raw["resources"] = {"cpus_per_trial": 0.5, "workers_per_trial": 2}
+    raw["data"]["test_fraction"] = 0.2  # for the retrain at the end
     exp = write_yaml(exp, raw)
     folder, supernet = tmp_path / "res" / "dp", tmp_path / "res" / "dp" / "supernet"
     env = dict(os.environ, **ray_env)
@@ -120,11 +121,17 @@ def test_a_data_parallel_supernet_trains_on_ray_train_workers_and_resumes_after_
     assert [r["epoch"] for r in rows] == list(range(1, 41))  # went on from its checkpoint, nothing twice
     # Every epoch ran on both workers, whose weights stayed exactly in step.
     assert {r["workers"] for r in rows} == {2} and {r["worker_weight_spread"] for r in rows} == {0.0}
-    assert rows[-1]["val_acc"] > 0.3  # it learnt (chance: 0.1)
+    # It learnt (its val_acc is one drawn path's with shared batch norm: a noisy signal).
+    assert rows[-1]["train_loss"] < 0.8 * rows[0]["train_loss"]
     board = json.loads(raynas("analyze", folder, "--format", "json").stdout)
     assert len(board) == 3 and all(t["status"] == "completed" for t in board)
     text = raynas("analyze", folder).stdout
     assert "supernet 40 epochs in" in text and " on 2 workers (" in text
+    # The winner is retrained as an ordinary trial: the workers were the supernet's.
+    retrained = raynas("retrain", folder, "--top", "1", "--seeds", "1", "--epochs", "1", "--quiet", env=env)
+    assert retrained.returncode == 0, retrained.stdout[-2000:] + retrained.stderr[-2000:]
+    (trial,) = load_results(folder / "retrain").trials
+    assert trial.status.value == "completed" and trial.best is not None
 
 
 def test_a_gradient_search_trains_the_cell_its_supernet_derived(tmp_path, ray_env):
