@@ -30,6 +30,7 @@ Example (experiment file)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -45,6 +46,8 @@ __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_F
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: The family of a one-shot search's supernet stage (:func:`raynas.search.stages.supernet_spec`).
 SUPERNET_MODEL = "raynas.trainables.supernet:supernet_family"
+#: Ray's switch between Ray Train's APIs; data-parallel trials need V2 (its default).
+TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
 #: Training batches that recalibrate batch norm before a subnet is scored.
 CALIBRATION_BATCHES = 10
 #: Adam's learning rate for DARTS's architecture weights. DARTS's 3e-4 suits its ~20,000 steps
@@ -542,7 +545,8 @@ def check_workers(spec) -> None:
 
     Raises:
         ConfigError: Another strategy or a user trainable; the Lightning engine; a fraction of
-            a GPU per worker.
+            a GPU per worker; ``RAY_TRAIN_V2_ENABLED`` set off (Ray Train's old API runs its own
+            Tune run, which cannot nest in a Tune trial).
     """
     workers = spec.resources.workers_per_trial
     if workers <= 1:
@@ -562,6 +566,12 @@ def check_workers(spec) -> None:
         raise ConfigError("space.train.batch_size", f"each batch is split between the {workers} workers, and batch norm "
                                                     f"needs 2 samples on each: a batch of {batch} is too small "
                                                     f"(at least {2 * workers})")
+    v2 = os.environ.get(TRAIN_V2_ENV)
+    if v2 is not None and v2.lower() not in ("1", "true"):
+        raise ConfigError("resources.workers_per_trial",
+                          f"data-parallel workers run on Ray Train V2 inside a Tune trial, but {TRAIN_V2_ENV}={v2} in "
+                          f"this environment selects Ray Train's old API, whose trainer starts a Tune run of its own "
+                          f"and which raynas does not run; unset {TRAIN_V2_ENV} (or remove the key, got {workers})")
     gpus = spec.resources.gpus_per_trial
     if 0 < gpus < 1:
         raise ConfigError("resources.gpus_per_trial",

@@ -97,6 +97,18 @@ def test_what_data_parallel_training_cannot_do_is_refused_naming_the_key(changes
         spec_from_dict(base)
 
 
+@pytest.mark.parametrize("value, refused", [("0", True), ("False", True), ("1", False), ("true", False)])
+def test_data_parallel_training_needs_ray_train_v2(monkeypatch, value, refused):
+    monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", value)
+    if not refused:
+        assert spec_from_dict(raw(resources={"workers_per_trial": 2})).resources.workers_per_trial == 2
+        return
+    with pytest.raises(ConfigError, match=rf"resources\.workers_per_trial: .*Ray Train V2 .*RAY_TRAIN_V2_ENABLED={value} "
+                                          r"in this environment selects Ray Train's old API"):
+        spec_from_dict(raw(resources={"workers_per_trial": 2}))
+    assert spec_from_dict(raw()).resources.workers_per_trial == 1  # one worker does not use Ray Train
+
+
 def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
     spec = spec_from_dict(raw(search={"strategy": "gradient", "seed": 2, "gradient": {"supernet_epochs": 5}}))
     assert spec.search.gradient == {"supernet_epochs": 5, "arch_lr": 3e-3, "max_skip": 2}
