@@ -240,9 +240,13 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     mode, without gradients and without drawing new paths; the model is left in eval mode.
 
     Returns:
-        The number of batches used.
+        The number of batches used: 0 for a model without batch norm (a transformer's layer
+        norms keep no running statistics), which runs none of them.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        model.eval()
+        return 0
     saved = [(m.momentum) for m in norms]
     sampler = getattr(model, "sampler", None)
     if sampler is not None:
