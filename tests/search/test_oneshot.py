@@ -3,6 +3,7 @@
 import pytest
 
 from raynas.errors import ConfigError
+from raynas.experiment import ORIGIN_KEY
 from raynas.search.stages import scoring_spec, supernet_spec
 from raynas.spec import spec_from_dict
 
@@ -121,8 +122,10 @@ def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
     from raynas.search.stages import derived_spec
 
     cell = {"edges": {e: "conv3x3" for e in EDGES}, "channels": 8, "stages": 2, "cells_per_stage": 1}
-    trained = derived_spec(spec, cell)
-    assert trained.num_trials == 1 and trained.search.points == [{"arch": cell, "train": {"lr": 0.003, "batch_size": 32}}]
+    trained = derived_spec(spec, cell, 5)
+    origin = {"searcher": "gradient", "how": "cell derived after 5 supernet epochs"}
+    assert trained.num_trials == 1 and trained.search.points == [
+        {"arch": cell, "train": {"lr": 0.003, "batch_size": 32}, ORIGIN_KEY: origin}]
 
 
 @pytest.mark.parametrize("search, message", [
