@@ -41,7 +41,7 @@ from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_FAMILIES", "SUPERNET_DIR",
            "CALIBRATION_BATCHES", "ARCH_LR", "MBCONV_CONSTANTS", "MBCONV_LAYER_DEFAULTS", "STAND_IN", "MBConvSlot",
            "MBConvStage", "mbconv_layout", "TRANSFORMER_CONSTANTS", "TRANSFORMER_DEFAULTS",
-           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "shared_choices", "check_one_shot", "check_workers", "SUPERNET_MODEL"]
+           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "shared_choices", "check_one_shot", "check_gradient_mbconv", "gradient_candidates", "check_workers", "SUPERNET_MODEL"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: The family of a one-shot search's supernet stage (:func:`raynas.search.stages.supernet_spec`).
@@ -62,8 +62,9 @@ ARCH_LR = 3e-3
 #: heads, MLP ratio and dropout, see :func:`transformer_layout`).
 SUPERNET_FAMILIES: dict[str, tuple[str, ...]] = {"cell": ("edges", "reduction_edges"), "mbconv": ("stages",),
                                                   "transformer": ("width", "dropout", "blocks")}
-#: Families a gradient (DARTS) search can relax: its softmax mixes ops of one shape, edge by edge.
-GRADIENT_FAMILIES = ("cell",)
+#: Families a gradient (DARTS) search can relax: its softmax mixes ops of one shape, edge by edge
+#: (cell) or layer by layer (mbconv, see :func:`check_gradient_mbconv`).
+GRADIENT_FAMILIES = ("cell", "mbconv")
 
 #: Keys of a space entry that make it a searched domain rather than a constant.
 _DOMAIN_KEYS = ("choice", "int", "float", "repeat", "grid", "when")
@@ -509,10 +510,13 @@ def check_one_shot(spec) -> None:
         raise ConfigError("model", f"{strategy} search needs a family whose choices can share weights "
                                    f"({', '.join(SUPERNET_FAMILIES)}); {family!r} has no supernet")
     if strategy == "gradient" and family not in GRADIENT_FAMILIES:
-        raise ConfigError("model", f"gradient search relaxes the ops of a cell ({', '.join(GRADIENT_FAMILIES)}); "
-                                   f"{family!r} has a single-path supernet only: use search.strategy: one-shot")
+        raise ConfigError("model", f"gradient search relaxes the op choices of a cell's edges or an mbconv's layers "
+                                   f"({', '.join(GRADIENT_FAMILIES)}); {family!r} has a single-path supernet only: "
+                                   "use search.strategy: one-shot")
     space = spec.raw.get("space") or {}
     shared_choices(family, space.get("arch"))
+    if strategy == "gradient" and family == "mbconv":
+        check_gradient_mbconv(space["arch"])
     for key, value in (space.get("train") or {}).items():
         if isinstance(value, (dict, list)):
             raise ConfigError(f"space.train.{key}", "one supernet trains with one recipe, so training "
@@ -534,8 +538,61 @@ def check_one_shot(spec) -> None:
                 raise ConfigError(f"search.{key}", "a gradient search derives its one cell from the supernet's "
                                                    f"architecture weights and then trains it; remove search.{key}")
         if spec.trainer.engine.value != "fast":
-            raise ConfigError("trainer.engine", "a gradient search reports the cell it derives each epoch from the "
+            raise ConfigError("trainer.engine", "a gradient search reports the architecture it derives each epoch from the "
                                                 "fast engine's loop; use engine: fast")
+
+
+def gradient_candidates(stage: MBConvStage, j: int) -> list[str]:
+    """The candidates a gradient search mixes at layer position ``j`` of an mbconv ``stage``:
+    ``identity`` where the layer's op may be identity, ``e{E}_k{K}`` (an MBConv of expansion E
+    and kernel K) for each of its expansions and kernels where it may be mbconv, and ``skip``
+    (the layer is left out) where the stage's repeat may end before it and identity is not
+    already a candidate; never at the first position, which carries the stage's stride and
+    channel change.
+
+    Example:
+        >>> _, (stage,) = mbconv_layout({"stages": [{"channels": 8, "layers": {"repeat": {"min": 1, "max": 2},
+        ...     "block": {"expansion": {"choice": [1, 3]}, "kernel": 3}}}]})
+        >>> gradient_candidates(stage, 0), gradient_candidates(stage, 1)
+        (['e1_k3', 'e3_k3'], ['e1_k3', 'e3_k3', 'skip'])
+    """
+    slot = stage.slots[j]
+    out = ["identity"] if "identity" in slot.ops else []
+    if "mbconv" in slot.ops:
+        out += [f"e{e}_k{k}" for e in slot.expansions for k in slot.kernels]
+    if j >= max(1, min(stage.depths)) and "identity" not in slot.ops:
+        out.append("skip")
+    return out
+
+
+def check_gradient_mbconv(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> None:
+    """What a gradient search of an mbconv space needs beyond :func:`mbconv_layout`: constant
+    stage channels (DARTS mixes candidates of one shape; a choice of widths is not an op), and
+    at least one layer position with more than one candidate (an op, expansion, kernel or
+    depth choice) to relax.
+
+    Raises:
+        ConfigError: A searched ``channels``, or nothing to relax, with the key path.
+
+    Example:
+        >>> check_gradient_mbconv({"stages": [{"channels": 8, "layers": [{"kernel": {"choice": [3, 5]}}]}]})
+        >>> check_gradient_mbconv({"stages": [{"channels": {"choice": [8, 16]}}]})
+        Traceback (most recent call last):
+        ...
+        raynas.errors.ConfigError: space.arch.stages.0.channels: gradient search mixes the candidates of each layer, which must share one shape; a choice of channels is a width, not an op: make it a constant, or use search.strategy: one-shot (it slices widths), got {'choice': [8, 16]}
+    """
+    _, stages = mbconv_layout(arch_space, where=where)
+    for i, stage in enumerate(stages):
+        if len(stage.channels) > 1:
+            raw = _unwrap(_unwrap(arch_space["stages"])[i])["channels"]
+            raise ConfigError(f"{where}.stages.{i}.channels",
+                              "gradient search mixes the candidates of each layer, which must share one shape; a "
+                              "choice of channels is a width, not an op: make it a constant, or use search.strategy: "
+                              f"one-shot (it slices widths), got {describe(raw)}")
+    if all(len(gradient_candidates(stage, j)) == 1 for stage in stages for j in range(len(stage.slots))):
+        raise ConfigError(f"{where}.stages", "gradient search relaxes the choices of each layer (its op, expansion, "
+                                             "kernel, or whether a stage's repeat keeps it), but every layer of this "
+                                             "space is a constant: there is nothing to search")
 
 
 def check_workers(spec) -> None:

@@ -58,12 +58,13 @@ def derived_cell(folder) -> tuple[dict, dict]:
 
 
 def derived_spec(spec, arch: dict, epoch: int):
-    """The spec that trains the derived cell from scratch: one trial, the given configuration
-    (its origin: the cell derived after ``epoch`` supernet epochs)."""
+    """The spec that trains the derived cell (or network) from scratch: one trial, the given
+    configuration (its origin: derived after ``epoch`` supernet epochs)."""
     from raynas.experiment import ORIGIN_KEY
 
     train = spec.raw["space"].get("train") or {}
-    origin = {"searcher": "gradient", "how": f"cell derived after {epoch} supernet epochs"}
+    what = "cell" if spec.model == "cell" else "network"
+    origin = {"searcher": "gradient", "how": f"{what} derived after {epoch} supernet epochs"}
     point = {"arch": arch, "train": dict(train), ORIGIN_KEY: origin}
     search = dataclasses.replace(spec.search, searcher="random", num_trials=1, points=[point])
     return dataclasses.replace(spec, search=search)

@@ -137,7 +137,7 @@ def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
 def test_what_a_gradient_search_cannot_take_is_refused(search, message):
     with pytest.raises(ConfigError, match=message):
         spec_from_dict(raw(search=search))
-    with pytest.raises(ConfigError, match=r"trainer\.engine: a gradient search reports the cell"):
+    with pytest.raises(ConfigError, match=r"trainer\.engine: a gradient search reports the architecture it derives"):
         spec_from_dict(raw(search={"strategy": "gradient"}, trainer={"engine": "lightning"}))
 
 
@@ -170,7 +170,14 @@ def test_what_an_mbconv_supernet_cannot_hold_stops_the_spec(arch, message):
         spec_from_dict(raw(model="mbconv", space={"arch": arch}))
 
 
-def test_a_gradient_search_of_mbconv_is_refused_before_ray_starts():
-    with pytest.raises(ConfigError, match=r"model: gradient search relaxes the ops of a cell \(cell\); 'mbconv' has a "
-                                          r"single-path supernet only: use search\.strategy: one-shot"):
-        spec_from_dict(raw(model="mbconv", space={"arch": MBCONV_ARCH}, search={"strategy": "gradient"}))
+def test_a_gradient_search_of_mbconv_derives_a_network_and_of_a_transformer_is_refused():
+    spec = spec_from_dict(raw(model="mbconv", space={"arch": MBCONV_ARCH, "train": {"lr": 0.003}},
+                              search={"strategy": "gradient"}))
+    sub = supernet_spec(spec)
+    assert sub.model == "raynas.trainables.supernet:darts_family"
+    assert sub.space.sample(seed=0)["arch"]["family"] == "mbconv"
+    with pytest.raises(ConfigError, match=r"model: gradient search relaxes the op choices of a cell's edges or an "
+                                          r"mbconv's layers \(cell, mbconv\); 'transformer' has a single-path supernet "
+                                          r"only: use search\.strategy: one-shot"):
+        spec_from_dict(raw(model="transformer", space={"arch": {"blocks": [{"heads": 2}], "width": 8}},
+                           search={"strategy": "gradient"}))
