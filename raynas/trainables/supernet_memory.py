@@ -83,8 +83,14 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
         shared = 0
         per_candidate: dict[tuple[int, str], int] = {}
 
-        def count(module, _inputs, output) -> None:
+        def count(module, inputs, output) -> None:
             nonlocal shared
+            if isinstance(module, nn.MultiheadAttention):
+                # Its projections run as functions the leaf hooks do not see: the query, key,
+                # value, the heads' context and the output (the score matrix, which fused
+                # kernels need not keep, is left out of this lower bound).
+                shared += 5 * inputs[0].numel()
+                return
             if list(module.children()) or not isinstance(output, torch.Tensor):
                 return
             key = owner.get(module)
