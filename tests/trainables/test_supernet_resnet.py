@@ -1,7 +1,5 @@
 """The weight-sharing supernet of the resnet family (raynas.trainables.supernet_resnet), without Ray."""
 
-import copy
-import json
 import random
 
 import pytest
@@ -13,6 +11,9 @@ from raynas.spec import spec_from_dict
 from raynas.trainables.families import build_resnet
 from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
 from raynas.trainables.supernet_memory import estimate_supernet_bytes
+from tests.trainables._digits import assert_paths_resume, assert_step_is_the_stand_alone_step, perturbed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Searched stem and stage widths, depths and dropout. Stage 0 keeps stride 1 and its widest
 # input equals its widest output: its first block projects in some paths only (stem 4 into 8
@@ -23,25 +24,6 @@ SPACE = {"stem_channels": {"choice": [4, 8]}, "dropout": {"choice": [0.0, 0.2]},
     {"channels": 12, "stride": 1},
 ]}
 SHAPE = (1, 8, 8)
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors of a few hundred values: a second thread only adds waiting on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def perturbed(space=SPACE, seed=0):
-    """A supernet whose weights and batch-norm affine parameters are far from their initial values."""
-    torch.manual_seed(seed)
-    net = build_supernet("resnet", space, SHAPE, 10)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    return net
 
 
 def archs(n, seed=0, space=SPACE):
@@ -65,7 +47,7 @@ CHOSEN = [
 
 
 def test_every_path_is_the_stand_alone_network_with_the_supernets_weights():
-    net, x = perturbed(), torch.randn(32, *SHAPE)
+    net, x = perturbed("resnet", SPACE, SHAPE), torch.randn(32, *SHAPE)
     sampled = archs(30)
     # The sample covers a first block with and without its projection.
     assert {a["stem_channels"] == a["stages"][0]["channels"] for a in sampled} == {True, False}
@@ -80,7 +62,7 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights():
 
 
 def test_the_largest_projection_serves_exactly_the_paths_that_project():
-    net = perturbed().eval()
+    net = perturbed("resnet", SPACE, SHAPE).eval()
     first = net.stages[0][0]
     # build_resnet of the widest path (8 into 8, stride 1) has no projection; the supernet holds one.
     assert tuple(first.shortcut[0].weight.shape) == (8, 8, 1, 1)
@@ -111,70 +93,20 @@ def test_the_largest_projection_serves_exactly_the_paths_that_project():
     torch.testing.assert_close(after[1], before[1])
 
 
-@pytest.mark.parametrize("a", [CHOSEN[1], CHOSEN[2]])
+@pytest.mark.parametrize("a", [{**CHOSEN[1], "dropout": 0.0}, CHOSEN[2]])
 def test_a_training_step_of_a_path_is_the_stand_alone_networks_step(a):
-    """The same loss (batch statistics, dropout from the same random state), and each weight's
-    gradient is the slice of the supernet's gradient that path_state copies."""
-    net = perturbed().train()
+    """Batch statistics in training mode: the same loss, and each weight's gradient is the
+    slice of the supernet's gradient that path_state copies."""
+    net = perturbed("resnet", SPACE, SHAPE).train()
     net.set_arch(a)
-    sub = build_resnet(a, SHAPE, 10).train()
-    path_state(net, sub)
-    x, y = torch.randn(8, *SHAPE), torch.arange(8)
-    torch.manual_seed(3)
-    loss = torch.nn.functional.cross_entropy(net(x), y)
-    loss.backward()
-    torch.manual_seed(3)
-    sub_loss = torch.nn.functional.cross_entropy(sub(x), y)
-    sub_loss.backward()
-    torch.testing.assert_close(loss, sub_loss)
-    grads = copy.deepcopy(net)
-    with torch.no_grad():
-        for g, p in zip(grads.parameters(), net.parameters()):
-            g.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
-    expected = grads.path_state_dict()
-    for key, p in sub.named_parameters():
-        torch.testing.assert_close(p.grad, expected[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert_step_is_the_stand_alone_step(net, build_resnet(a, SHAPE, 10).train(), SHAPE)
     # What the path does not run gets no gradient: stage 1's third block, channels past its width.
     assert net.stages[1][2].body[0].weight.grad is None or a["stages"][1]["blocks"] == 3
     assert not net.stages[1][0].body[0].weight.grad[a["stages"][1]["channels"]:].any()
 
 
 def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
-    net = build_supernet("resnet", SPACE, SHAPE, 10)
-    net.sampler, net.seed = net.draw_uniform, 4
-    x = torch.randn(4, *SHAPE)
-    net.train()
-    paths = []
-    for _ in range(5):
-        net(x)
-        paths.append(net.path())
-    assert len({json.dumps(p) for p in paths}) > 2 and int(net.draws) == 5
-    saved = {k: v.clone() for k, v in net.state_dict().items()}
-    after = []
-    for _ in range(3):
-        net(x)
-        after.append(net.path())
-    restored = build_supernet("resnet", SPACE, SHAPE, 10)
-    restored.sampler, restored.seed = restored.draw_uniform, 4
-    restored.load_state_dict(saved)  # a checkpoint holds the position in the sequence
-    restored.train()
-    again = []
-    for _ in range(3):
-        restored(x)
-        again.append(restored.path())
-    assert again == after
-    other = build_supernet("resnet", SPACE, SHAPE, 10)
-    other.seed = 5
-    assert [other.draw_uniform() for _ in range(5)] != paths  # another seed, another sequence
-    net.eval()
-    before = net.path()
-    net(x)
-    assert net.path() == before  # eval runs the path set last
-    # Every drawn path is an architecture the family builds and the supernet takes back as it is.
-    for p in paths:
-        build_resnet(p, SHAPE, 10)
-        net.set_arch(p)
-        assert net.path() == p
+    assert_paths_resume("resnet", SPACE, SHAPE, distinct=3, build=build_resnet)
 
 
 def test_set_arch_refuses_what_the_supernet_does_not_hold_with_the_key_path():
