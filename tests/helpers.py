@@ -30,6 +30,21 @@ def write_yaml(path, data) -> Path:
 CONSOLE_SCRIPT = Path(sys.executable).with_name("raynas")
 
 
+#: A user family (``model: my_nas:tiny``), as a user writes one beside the experiment file.
+USER_FAMILY = "my_nas:tiny"
+
+
+def write_user_family(folder) -> str:
+    """Writes the module of :data:`USER_FAMILY` (an MLP, no supernet) into ``folder``; returns the reference."""
+    (Path(folder) / "my_nas.py").write_text(
+        "import torch.nn as nn\n\n\n"
+        "def tiny(arch, input_shape, num_classes):\n"
+        "    return nn.Sequential(nn.Flatten(), nn.LazyLinear(arch.get('hidden', 4)), nn.ReLU(),\n"
+        "                         nn.Linear(arch.get('hidden', 4), num_classes))\n"
+    )
+    return USER_FAMILY
+
+
 def raynas(*args, env=None, timeout=600, cwd=None) -> subprocess.CompletedProcess:
     """Runs the installed ``raynas`` console script and captures its output."""
     assert CONSOLE_SCRIPT.exists(), "pip install should put the `raynas` command beside python"

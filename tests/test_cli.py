@@ -8,7 +8,7 @@ import pytest
 from raynas.cli import _check_dashboard, main
 from raynas.errors import ConfigError
 
-from tests.helpers import EXPERIMENTS, QUICKSTART, folder_state, raynas, write_yaml
+from tests.helpers import EXPERIMENTS, QUICKSTART, USER_FAMILY, folder_state, raynas, write_user_family, write_yaml
 
 
 @pytest.mark.parametrize("exp", sorted(EXPERIMENTS.glob("*.yaml")), ids=lambda p: p.name)
@@ -63,8 +63,11 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
         ({"model": "cnn", "space": {"arch": {"stages": {"repeat": {"min": 4, "max": 4}, "block": {"channels": 8, "stride": 2}}}}},
          "space.arch: none of 8 sampled architectures of model 'cnn' fits the data (input 1x8x8, 10 classes)"),
         # One-shot search: a family without a supernet, and a searched key that cannot share weights.
-        ({"search": {"strategy": "one-shot"}},
-         "model: one-shot search needs a family whose choices can share weights (cell, mbconv, transformer); 'mlp' has no supernet"),
+        ({"model": USER_FAMILY, "search": {"strategy": "one-shot"}, "space": {"arch": {"hidden": 4}}},
+         "model: one-shot search needs a family whose choices can share weights (cell, mbconv, transformer"),
+        ({"model": "resnet", "search": {"strategy": "one-shot"},
+          "space": {"arch": {"stages": [{"channels": 8, "stride": {"choice": [1, 2]}}]}}},
+         "space.arch.stages.0.stride: must be 1 or 2, a constant: a searched stride changes every later feature map's size"),
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": {"choice": [8, 16]}}}},
          "space.arch.channels: is searched, but in a cell supernet only arch.edges, arch.reduction_edges share weights"),
@@ -100,6 +103,7 @@ def test_bad_input_exits_2_before_ray_and_changes_nothing(tmp_path, ray_env, cha
     (results / "keep.txt").write_text("untouched")
     before = folder_state(tmp_path / "res")
     raw = {"name": "bad", "space": {"arch": {"depth": 1}}, **change}
+    write_user_family(tmp_path)  # model: my_nas:tiny, beside the file
     exp = write_yaml(tmp_path / "bad.yaml", raw)
     for command in (["validate", exp], ["run", exp, "--storage-path", tmp_path / "res"]):
         proc = raynas(*command, env=ray_env)

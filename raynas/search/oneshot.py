@@ -41,7 +41,8 @@ from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_FAMILIES", "SUPERNET_DIR",
            "CALIBRATION_BATCHES", "ARCH_LR", "MBCONV_CONSTANTS", "MBCONV_LAYER_DEFAULTS", "STAND_IN", "MBConvSlot",
            "MBConvStage", "mbconv_layout", "TRANSFORMER_CONSTANTS", "TRANSFORMER_DEFAULTS",
-           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "shared_choices", "check_one_shot", "check_gradient_mbconv", "gradient_candidates", "check_workers", "SUPERNET_MODEL"]
+           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "shared_choices", "check_one_shot", "check_gradient_mbconv", "gradient_candidates", "check_workers", "SUPERNET_MODEL",
+           "RESNET_DEFAULTS", "RESNET_STAGE_DEFAULTS", "ResNetStage", "ResNetLayout", "resnet_layout"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: The family of a one-shot search's supernet stage (:func:`raynas.search.stages.supernet_spec`).
@@ -59,9 +60,11 @@ ARCH_LR = 3e-3
 #: Families with a supernet, and the arch keys whose values can share weights (for ``mbconv``:
 #: per stage the number of layers and per layer the op, expansion and kernel, see
 #: :func:`mbconv_layout`; for ``transformer``: the width, the number of blocks and per block the
-#: heads, MLP ratio and dropout, see :func:`transformer_layout`).
+#: heads, MLP ratio and dropout, see :func:`transformer_layout`; for ``resnet``: the stem's and
+#: each stage's channels, each stage's blocks and dropout, see :func:`resnet_layout`).
 SUPERNET_FAMILIES: dict[str, tuple[str, ...]] = {"cell": ("edges", "reduction_edges"), "mbconv": ("stages",),
-                                                  "transformer": ("width", "dropout", "blocks")}
+                                                  "transformer": ("width", "dropout", "blocks"),
+                                                  "resnet": ("stem_channels", "stages", "dropout")}
 #: Families a gradient (DARTS) search can relax: its softmax mixes ops of one shape, edge by edge
 #: (cell) or layer by layer (mbconv, see :func:`check_gradient_mbconv`).
 GRADIENT_FAMILIES = ("cell", "mbconv")
@@ -81,7 +84,9 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
     ``{"edges": {"0-1": [ops]}, ...}``; for ``mbconv``: ``{"stages": {"0.channels": [widths],
     "0.layers": [depths], "0.layers.1.kernel": [kernels], ...}}``, see :func:`mbconv_layout`; for
     ``transformer``: ``{"width": {"width": [widths]}, "blocks": {"blocks": [depths],
-    "blocks.0.heads": [heads], ...}, "dropout": {...}}``, see :func:`transformer_layout`);
+    "blocks.0.heads": [heads], ...}, "dropout": {...}}``, see :func:`transformer_layout`; for
+    ``resnet``: ``{"stem_channels": {...}, "stages": {"stages.0.channels": [widths],
+    "stages.0.blocks": [depths], ...}, "dropout": {...}}``, see :func:`resnet_layout`);
     a constant counts as a one-candidate choice.
 
     Raises:
@@ -105,8 +110,9 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
         _, stages = mbconv_layout(arch_space, where=where)
         return {"stages": {key: list(values) for i, stage in enumerate(stages)
                            for key, values in stage.choices(i).items()}}
-    if family == "transformer":
-        choices = transformer_layout(arch_space, where=where).choices()
+    if family in ("transformer", "resnet"):
+        layout = transformer_layout if family == "transformer" else resnet_layout
+        choices = layout(arch_space, where=where).choices()
         return {key: {path: list(values) for path, values in choices.items() if path.split(".")[0] == key}
                 for key in SUPERNET_FAMILIES[family]}
     sharing = SUPERNET_FAMILIES[family]
@@ -634,3 +640,113 @@ def check_workers(spec) -> None:
         raise ConfigError("resources.gpus_per_trial",
                           f"data-parallel workers need a whole GPU each (two ranks cannot share one GPU under NCCL); "
                           f"got {gpus:g} with workers_per_trial: {workers}")
+
+
+# ----------------------------------------------------------------------------------------------
+# The resnet supernet's space (no torch here either)
+# ----------------------------------------------------------------------------------------------
+
+#: resnet's arch keys a one-shot space may search (slices of the largest; dropout has no
+#: weights) and build_resnet's defaults; ``activation`` is a constant (default ``relu``).
+RESNET_DEFAULTS = {"stem_channels": 16, "dropout": 0.0}
+#: A stage's defaults in build_resnet (``channels`` is required).
+RESNET_STAGE_DEFAULTS = {"blocks": 1, "stride": 1}
+
+
+@dataclass(frozen=True)
+class ResNetStage:
+    """One stage of a resnet supernet: its channels among ``channels`` (slices of the largest),
+    a constant stride, its number of blocks among ``depths`` (a path with n blocks runs the
+    first n of the deepest)."""
+
+    channels: tuple[int, ...]
+    stride: int
+    depths: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class ResNetLayout:
+    """What a resnet supernet holds: ``constants`` (the space's ``activation``, as it gives
+    it), the candidates of ``stem_channels`` and of the head's ``dropout``, and the stages."""
+
+    constants: dict
+    stem_channels: tuple[int, ...]
+    dropouts: tuple[float, ...]
+    stages: tuple[ResNetStage, ...]
+
+    def choices(self) -> dict[str, tuple]:
+        """The candidates as flat key paths under ``arch`` (``stages.0.blocks`` is a stage's
+        number of blocks)."""
+        out: dict[str, tuple] = {"stem_channels": self.stem_channels, "dropout": self.dropouts}
+        for i, stage in enumerate(self.stages):
+            out.update({f"stages.{i}.channels": stage.channels, f"stages.{i}.blocks": stage.depths})
+        return out
+
+
+def _resnet_stage(value: Any, path: str) -> ResNetStage:
+    value = _unwrap(value)
+    allowed = ["channels", *RESNET_STAGE_DEFAULTS]
+    if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
+        raise ConfigError(path, "a stage of a resnet supernet must be a mapping of channels, blocks and stride "
+                                f"(not a searched one), got {describe(value)}")
+    for key in value:
+        if key not in allowed:
+            raise ConfigError(f"{path}.{key}", f"unknown key; allowed keys: {', '.join(allowed)}"
+                                               f"{did_you_mean(str(key), allowed)}")
+    if "channels" not in value:
+        raise ConfigError(f"{path}.channels", "required key is missing")
+    stride = _unwrap(value.get("stride", 1))
+    if isinstance(stride, (Mapping, bool)) or not isinstance(stride, int) or stride not in (1, 2):
+        raise ConfigError(f"{path}.stride", "must be 1 or 2, a constant: a searched stride changes every later "
+                                            f"feature map's size, so it cannot share weights, got {describe(stride)}")
+    return ResNetStage(_int_candidates(value["channels"], f"{path}.channels", "channels"), stride,
+                       _int_candidates(value.get("blocks", 1), f"{path}.blocks", "blocks"))
+
+
+def resnet_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> ResNetLayout:
+    """What a resnet supernet can hold of a resnet space's ``arch``, checked.
+
+    ``stem_channels`` and each stage's ``channels`` are an int or a choice of ints (slices of
+    the largest), each stage's ``blocks`` an int or a choice of ints (the depth, a prefix of
+    the deepest), ``dropout`` a number or a choice of numbers (no weights). The list of stages,
+    each stage's ``stride`` and ``activation`` are constants. The shortcut needs no rule: the
+    supernet holds the projection of a stage's first block wherever some path needs one.
+
+    Raises:
+        ConfigError: Anything else, with its key path (a searched number of stages, stride or
+            activation, an int range, a float width, an unknown key).
+
+    Example:
+        >>> layout = resnet_layout({"stem_channels": {"choice": [8, 16]}, "stages": [
+        ...     {"channels": {"choice": [16, 32]}, "blocks": {"choice": [1, 2]}, "stride": 2}]})
+        >>> layout.stem_channels, layout.stages[0]
+        ((8, 16), ResNetStage(channels=(16, 32), stride=2, depths=(1, 2)))
+    """
+    allowed = ["activation", *RESNET_DEFAULTS, "stages"]
+    constants = {}
+    for key, value in arch_space.items():
+        path = f"{where}.{key}"
+        if key not in allowed:
+            raise ConfigError(path, f"unknown key; allowed keys: {', '.join(allowed)}{did_you_mean(str(key), allowed)}")
+        if key == "activation":
+            value = _unwrap(value)
+            if isinstance(value, (Mapping, list)):
+                raise ConfigError(path, "is searched, but a resnet supernet shares weights across the stem's and each "
+                                        "stage's channels, the number of blocks and dropout only; every block "
+                                        "trains for one activation, so make it a constant (one supernet per value), "
+                                        f"got {describe(value)}")
+            constants[key] = value
+    stems = _int_candidates(arch_space.get("stem_channels", RESNET_DEFAULTS["stem_channels"]),
+                            f"{where}.stem_channels", "channels")
+    dropouts = _number_candidates(arch_space.get("dropout", RESNET_DEFAULTS["dropout"]), f"{where}.dropout",
+                                  "dropouts", below_one=True)
+    if "stages" not in arch_space:
+        raise ConfigError(f"{where}.stages", "required key is missing")
+    stages = _unwrap(arch_space["stages"])
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{where}.stages", "a resnet supernet holds a constant list of stages (a searched number "
+                                             "of stages or a choice between lists cannot share weights); write the "
+                                             "stages as a list and search each stage's blocks instead, got "
+                                             f"{describe(stages)}")
+    return ResNetLayout(constants, stems, dropouts,
+                        tuple(_resnet_stage(item, f"{where}.stages.{i}") for i, item in enumerate(stages)))

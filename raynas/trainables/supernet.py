@@ -20,6 +20,11 @@ Families and what shares weights:
   features of the largest, in every tensor), the number of blocks (a prefix of the deepest),
   each block's heads (how the same sliced projections split into heads), MLP ratio (the first
   hidden units of the largest MLP) and dropout; patch size and pooling are constants.
+* ``resnet`` (:mod:`raynas.trainables.supernet_resnet`): the stem's and each stage's channels
+  (the first channels of the largest, in every conv, batch norm, shortcut projection and the
+  head), each stage's number of blocks (a prefix of the deepest) and dropout; a stage's first
+  block projects its shortcut exactly where the family's network of the path does; the
+  number of stages, strides and the activation are constants.
 
 :func:`shared_choices` reads which keys of a space's ``arch`` may vary and refuses anything
 else with a :class:`~raynas.errors.ConfigError` naming the key path, before anything trains.
@@ -229,6 +234,10 @@ def build_supernet(family: str, arch_space: Mapping[str, Any], input_shape: tupl
         from raynas.trainables.supernet_transformer import TransformerSupernet
 
         return TransformerSupernet(arch_space, input_shape, num_classes)
+    if family == "resnet":
+        from raynas.trainables.supernet_resnet import ResNetSupernet
+
+        return ResNetSupernet(arch_space, input_shape, num_classes)
     constants = {k: v for k, v in arch_space.items() if k not in choices}
     return CellSupernet(constants, choices, input_shape, num_classes)
 

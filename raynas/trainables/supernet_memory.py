@@ -10,7 +10,7 @@ and one training batch is traced through it to estimate what training needs:
 * twice the activations of a batch (kept for the backward pass, and their gradients), at 4
   bytes a value (2 under mixed precision). Single-path one-shot runs one candidate per choice
   at a time, so each choice counts its largest candidate; a gradient search runs them all. For
-  a one-shot mbconv or transformer supernet (sliced weights) the family's network of its
+  a one-shot mbconv, transformer or resnet supernet (sliced weights) the family's network of its
   largest path is traced; a gradient search's mbconv supernet holds its candidates side by
   side, as a cell's does.
 

@@ -6,6 +6,7 @@ from raynas.errors import ConfigError
 from raynas.experiment import ORIGIN_KEY
 from raynas.search.stages import scoring_spec, supernet_spec
 from raynas.spec import spec_from_dict
+from tests.helpers import USER_FAMILY, write_user_family
 
 OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
 EDGES = {e: {"choice": OPS} for e in ("0-1", "0-2", "1-2", "0-3", "1-3", "2-3")}
@@ -50,8 +51,9 @@ def test_the_supernet_stage_is_one_fifo_trial_of_the_supernet_family_with_the_sa
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"model": "mlp", "space": {"arch": {"depth": {"int": [1, 3]}}}},
-     r"model: one-shot search needs a family whose choices can share weights \(cell, mbconv, transformer\); 'mlp' has no supernet"),
+    ({"model": USER_FAMILY, "space": {"arch": {"hidden": {"choice": [4, 8]}}}},
+     r"model: one-shot search needs a family whose choices can share weights \(cell, mbconv, transformer[a-z, ]*\); "
+     r"'my_nas:tiny' has no supernet"),
     ({"space": {"arch": {"edges": EDGES, "channels": {"choice": [8, 16]}}}},
      r"space\.arch\.channels: is searched, but in a cell supernet only arch\.edges"),
     ({"space": {"arch": {"edges": EDGES}, "train": {"lr": {"float": [0.001, 0.01]}}}},
@@ -64,9 +66,10 @@ def test_the_supernet_stage_is_one_fifo_trial_of_the_supernet_family_with_the_sa
     ({"search": {"strategy": "one-shot", "one_shot": {"supernet_epoch": 3}}}, r"search\.one_shot\.supernet_epoch"),
     ({"search": {"strategy": "one-shot", "one_shot": {"calibration_batches": 0}}}, r"search\.one_shot\.calibration_batches"),
 ])
-def test_what_one_shot_cannot_do_is_refused_naming_the_key(changes, message):
+def test_what_one_shot_cannot_do_is_refused_naming_the_key(tmp_path, changes, message):
+    write_user_family(tmp_path)
     with pytest.raises(ConfigError, match=message):
-        spec_from_dict(raw(**changes))
+        spec_from_dict(raw(**changes), base_dir=str(tmp_path))
 
 
 def test_data_parallel_workers_train_the_supernet_and_score_subnets_alone():
