@@ -63,8 +63,9 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
         ({"model": "cnn", "space": {"arch": {"stages": {"repeat": {"min": 4, "max": 4}, "block": {"channels": 8, "stride": 2}}}}},
          "space.arch: none of 8 sampled architectures of model 'cnn' fits the data (input 1x8x8, 10 classes)"),
         # One-shot search: a family without a supernet, and a searched key that cannot share weights.
-        ({"search": {"strategy": "one-shot"}},
-         "model: one-shot search needs a family whose choices can share weights (cell, mbconv, transformer); 'mlp' has no supernet"),
+        ({"model": "resnet", "space": {"arch": {"stages": [{"channels": 8}]}}, "search": {"strategy": "one-shot"}},
+         "model: one-shot search needs a family whose choices can share weights (cell, mbconv, transformer, mlp, cnn); "
+         "'resnet' has no supernet"),
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "channels": {"choice": [8, 16]}}}},
          "space.arch.channels: is searched, but in a cell supernet only arch.edges, arch.reduction_edges share weights"),

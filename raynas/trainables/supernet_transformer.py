@@ -40,7 +40,7 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -54,6 +54,7 @@ from raynas.search.oneshot import (
     TRANSFORMER_DEFAULTS,
     transformer_layout,
 )
+from raynas.trainables.supernet_paths import PathSampling
 from raynas.trainables.transformer import PatchEmbedding, build_transformer
 
 __all__ = ["TransformerSupernet"]
@@ -68,7 +69,7 @@ def _is_number(value: Any) -> bool:
     return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
-class TransformerSupernet(nn.Module):
+class TransformerSupernet(PathSampling, nn.Module):
     """Every path of a transformer space in one network of shared, sliced weights.
 
     Its modules are those of the family's network of the largest path (the widest, deepest,
@@ -94,11 +95,7 @@ class TransformerSupernet(nn.Module):
         super().__init__()
         self.layout = transformer_layout(arch_space)
         self.constants = dict(self.layout.constants)  # the space's (a path's arch holds them as the space does)
-        self.sampler: Callable[[], Mapping[str, Any]] | None = None
-        # Paths drawn so far by draw_uniform: in the state dict, so a checkpoint resumes the
-        # same sequence of paths.
-        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
-        self.seed = 0
+        self._init_paths()
         # The family's network of the largest path holds every weight (and checks the
         # constants against the data: its ArchError names the key, as for any trial). Its
         # head dropout is left out (0): dropout has no weights and would shift the head's name.
@@ -182,12 +179,9 @@ class TransformerSupernet(nn.Module):
         self.width, self.dropout, self.active = width, dropout, active
         self._path = {**self.constants, "width": width, "dropout": dropout, "blocks": normal}
 
-    def draw_uniform(self) -> dict:
+    def _draw(self, rng: random.Random) -> dict:
         """A path with the width, the head's dropout, the depth and each block's heads, MLP
-        ratio and dropout drawn uniformly from their candidates, the ``draws``-th of the
-        sequence that ``seed`` fixes (use it as the ``sampler``)."""
-        rng = random.Random(self.seed * 1_000_003 + int(self.draws))
-        self.draws += 1
+        ratio and dropout drawn from their candidates (:meth:`draw_uniform`)."""
         layout = self.layout
         width, dropout = rng.choice(layout.widths), rng.choice(layout.dropouts)
         blocks = [{"heads": rng.choice(s.heads), "mlp_ratio": rng.choice(s.mlp_ratios),
@@ -228,8 +222,7 @@ class TransformerSupernet(nn.Module):
         return x + F.dropout(h, p, self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.sampler is not None:
-            self.set_arch(self.sampler())
+        self._follow_sampler()
         w = self.width
         tokens = self._tokens(x)
         if self.cls_token is not None:

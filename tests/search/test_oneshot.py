@@ -49,8 +49,9 @@ def test_the_supernet_stage_is_one_fifo_trial_of_the_supernet_family_with_the_sa
 
 
 @pytest.mark.parametrize("changes, message", [
-    ({"model": "mlp", "space": {"arch": {"depth": {"int": [1, 3]}}}},
-     r"model: one-shot search needs a family whose choices can share weights \(cell, mbconv, transformer\); 'mlp' has no supernet"),
+    ({"model": "resnet", "space": {"arch": {"stages": [{"channels": {"choice": [8, 16]}}]}}},
+     (r"model: one-shot search needs a family whose choices can share weights \(cell, mbconv, transformer, mlp, cnn\); "
+      r"'resnet' has no supernet")),
     ({"space": {"arch": {"edges": EDGES, "channels": {"choice": [8, 16]}}}},
      r"space\.arch\.channels: is searched, but in a cell supernet only arch\.edges"),
     ({"space": {"arch": {"edges": EDGES}, "train": {"lr": {"float": [0.001, 0.01]}}}},

@@ -108,8 +108,8 @@ def test_what_cannot_share_weights_is_refused_with_its_key_path():
     with pytest.raises(ConfigError, match=r"space\.arch\.edges\.1-2: a supernet holds one module per op"):
         shared_choices("cell", {**SPACE, "edges": {**SPACE["edges"], "1-2": {"choice": OPS, "when": {"x": 1}}}})
     with pytest.raises(ConfigError, match=r"model: one-shot search needs a family whose choices can share weights "
-                                          r"\(cell, mbconv, transformer\); 'mlp' has no supernet"):
-        shared_choices("mlp", {"depth": {"int": [1, 3]}})
+                                          r"\(cell, mbconv, transformer, mlp, cnn\); 'resnet' has no supernet"):
+        shared_choices("resnet", {"depth": {"int": [1, 3]}})
     net = build_supernet("cell", {**SPACE, "edges": {**SPACE["edges"], "0-1": {"choice": ["skip", "conv3x3"]}}},
                          (1, 8, 8), 10)
     with pytest.raises(ArchError, match=r"arch\.edges\.0-1: 'none' is not a candidate of this supernet's edge "
