@@ -48,7 +48,7 @@ from torch.nn import functional as F
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import MBCONV_CONSTANTS, MBCONV_LAYER_DEFAULTS, STAND_IN, mbconv_layout
 from raynas.trainables.families import ACTIVATIONS, _conv_bn, _head, build_mbconv
-from raynas.trainables.supernet_paths import PathSampling, sliced_bn
+from raynas.trainables.supernet_paths import PathSampling, check_constants, sliced_bn
 
 __all__ = ["MBConvSupernet", "SlicedMBConv"]
 
@@ -208,10 +208,7 @@ class MBConvSupernet(PathSampling, nn.Module):
         """
         if not isinstance(arch, Mapping):
             raise ArchError("arch", f"the supernet needs an arch dict, got {describe(arch)}")
-        for key, default in MBCONV_CONSTANTS.items():
-            given, value = arch.get(key, default), self.constants.get(key, default)
-            if given != value or isinstance(given, bool) != isinstance(value, bool):
-                raise ArchError(f"arch.{key}", f"this supernet holds {key} {value!r} only, got {describe(given)}")
+        check_constants(arch, self.constants, MBCONV_CONSTANTS)
         stages = arch.get("stages")
         if not isinstance(stages, list) or len(stages) != len(self.stages):
             raise ArchError("arch.stages", f"this supernet holds {len(self.stages)} stages, got {describe(stages)}")

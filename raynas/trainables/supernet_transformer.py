@@ -54,7 +54,7 @@ from raynas.search.oneshot import (
     TRANSFORMER_DEFAULTS,
     transformer_layout,
 )
-from raynas.trainables.supernet_paths import PathSampling
+from raynas.trainables.supernet_paths import PathSampling, check_constants, pick
 from raynas.trainables.transformer import PatchEmbedding, build_transformer
 
 __all__ = ["TransformerSupernet"]
@@ -63,10 +63,6 @@ __all__ = ["TransformerSupernet"]
 def _hidden(ratio: float, width: int) -> int:
     """The MLP's hidden units, as build_transformer computes them."""
     return max(1, round(ratio * width))
-
-
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
 
 
 class TransformerSupernet(PathSampling, nn.Module):
@@ -143,18 +139,8 @@ class TransformerSupernet(PathSampling, nn.Module):
         for key in arch:
             if key not in (*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"):
                 raise ArchError(f"arch.{key}", "this supernet holds no such key")
-        for key, default in TRANSFORMER_CONSTANTS.items():
-            given, value = arch.get(key, default), self.constants.get(key, default)
-            if given != value or isinstance(given, bool) != isinstance(value, bool):
-                raise ArchError(f"arch.{key}", f"this supernet holds {key} {value!r} only, got {describe(given)}")
+        check_constants(arch, self.constants, TRANSFORMER_CONSTANTS)
         layout = self.layout
-
-        def pick(value: Any, options: tuple, path: str, what: str) -> Any:
-            if not _is_number(value) or value not in options:
-                raise ArchError(path, f"{value!r} is not a candidate of this supernet's {what} "
-                                      f"({', '.join(map(str, options))})")
-            return value
-
         width = int(pick(arch.get("width", TRANSFORMER_DEFAULTS["width"]), layout.widths, "arch.width", "widths"))
         dropout = float(pick(arch.get("dropout", TRANSFORMER_DEFAULTS["dropout"]), layout.dropouts, "arch.dropout",
                              "dropouts"))

@@ -1,7 +1,6 @@
 """The weight-sharing supernet of the transformer family (raynas.trainables.supernet_transformer), without Ray."""
 
 import copy
-import json
 import random
 
 import pytest
@@ -13,6 +12,7 @@ from raynas.spec import spec_from_dict
 from raynas.trainables.supernet import build_supernet, path_state, shared_choices
 from raynas.trainables.supernet_memory import estimate_supernet_bytes
 from raynas.trainables.transformer import build_transformer
+from tests.trainables._digits import assert_paths_resume
 
 # Images: 2x2 patches of 8x8 digits (16 tokens and a [CLS] token), three widths (one with heads
 # 1, 2 and 4 of 2 to 16 features each), depth 0 to 3, fractional MLP ratios, searched dropout
@@ -119,37 +119,9 @@ def test_weights_are_shared_slices_of_the_largest():
 
 
 def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
-    net = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
-    net.sampler, net.seed = net.draw_uniform, 4
-    x = torch.randn(4, 1, 8, 8)
-    net.train()
-    paths = []
-    for _ in range(5):
-        net(x)
-        paths.append(net.path())
-    assert len({json.dumps(p) for p in paths}) > 2 and int(net.draws) == 5
-    saved = {k: v.clone() for k, v in net.state_dict().items()}
-    after = []
-    for _ in range(3):
-        net(x)
-        after.append(net.path())
-    restored = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
-    restored.sampler, restored.seed = restored.draw_uniform, 4
-    restored.load_state_dict(saved)  # a checkpoint holds the position in the sequence
-    restored.train()
-    again = []
-    for _ in range(3):
-        restored(x)
-        again.append(restored.path())
-    assert again == after
-    other = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
-    other.seed = 5
-    assert [other.draw_uniform() for _ in range(5)] != paths  # another seed, another sequence
-    net.eval()
-    before = net.path()
-    net(x)
-    assert net.path() == before  # eval runs the path set last
+    paths = assert_paths_resume("transformer", IMAGES, (1, 8, 8), distinct=3)
     # Every drawn path is an architecture the family builds and the supernet takes back as it is.
+    net = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
     for p in paths:
         build_transformer(p, (1, 8, 8), 10)
         net.set_arch(p)
