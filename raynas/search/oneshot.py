@@ -555,6 +555,26 @@ class MLPLayout:
         return out
 
 
+def _depth_candidates(value: Any, path: str) -> tuple[int, ...]:
+    """An mlp's ``depth``: an int, a choice of ints or an int range (``{int: [low, high]}``,
+    maybe with ``step`` or ``log``): every count it holds (a path runs a prefix of the deepest;
+    the searcher still samples the space's distribution)."""
+    value = _unwrap(value)
+    if not (isinstance(value, Mapping) and "int" in value):
+        return _int_candidates(value, path, "depths", minimum=0)
+    for key in value:
+        if key not in ("int", "step", "log"):
+            raise ConfigError(f"{path}.{key}", "a supernet holds every depth of the range at once, so a depth takes no "
+                                               f"conditions; remove {key}")
+    bounds, step = value["int"], value.get("step", 1)
+    whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (*(bounds if isinstance(bounds, list) else []),
+                                                                           step))
+    if not whole or len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1] or step < 1:
+        raise ConfigError(path, f"needs {{int: [low, high]}} with 0 <= low <= high (and a positive step), "
+                                f"got {describe(value)}")
+    return tuple(range(bounds[0], bounds[1] + 1, step))
+
+
 def _mlp_slot(value: Any, path: str) -> MLPSlot:
     value = _mapping_section(value, path, "a hidden layer of an mlp supernet must be a mapping of width and dropout "
                                           "(not a searched one)", ["width", "dropout"])
@@ -568,7 +588,7 @@ def _mlp_slot(value: Any, path: str) -> MLPSlot:
 def mlp_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> MLPLayout:
     """What an mlp supernet can hold of an mlp space's ``arch``, checked.
 
-    Depth is a prefix of the deepest: ``depth`` (an int or a choice of ints >= 0) hidden layers
+    Depth is a prefix of the deepest: ``depth`` (an int, a choice or a range of ints >= 0) hidden layers
     of one ``width`` (an int or a choice: the first w units of the largest), or ``layers``, a
     list of ``{width, dropout}`` (each a constant or a choice) or ``{repeat: {min, max}, block}``.
     ``dropout`` is a number or a choice (no weights); ``activation`` and ``batch_norm`` are
@@ -595,7 +615,7 @@ def mlp_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> M
     dropouts = _number_candidates(arch_space.get("dropout", MLP_DEFAULTS["dropout"]), f"{where}.dropout", "dropouts",
                                   below_one=True)
     if "layers" not in arch_space:
-        depths = _int_candidates(arch_space.get("depth", MLP_DEFAULTS["depth"]), f"{where}.depth", "depths", minimum=0)
+        depths = _depth_candidates(arch_space.get("depth", MLP_DEFAULTS["depth"]), f"{where}.depth")
         widths = _int_candidates(arch_space.get("width", MLP_DEFAULTS["width"]), f"{where}.width", "widths")
         return MLPLayout(constants, False, depths, dropouts, (MLPSlot(widths, ()),) * max(depths))
     clash = [k for k in ("depth", "width") if k in arch_space]

@@ -151,6 +151,8 @@ def test_shared_choices_lists_depth_widths_and_dropouts():
                                             "dropout": {"dropout": [0.0, 0.2]}}
     layers = shared_choices("mlp", REPEAT)["layers"]
     assert layers["layers"] == [1, 2, 3] and layers["layers.2.width"] == [4, 12] and layers["layers.2.dropout"] == [0.0, 0.1]
+    # A range of depths (the quickstart's): every count of it.
+    assert shared_choices("mlp", {"depth": {"int": [1, 4]}})["depth"] == {"depth": [1, 2, 3, 4]}
     listed = shared_choices("mlp", LIST)["layers"]
     assert listed == {"layers": [2], "layers.0.width": [4, 8], "layers.1.width": [6]}  # no dropout of their own
 
@@ -161,7 +163,9 @@ def test_shared_choices_lists_depth_widths_and_dropouts():
       r"dropout only; activation changes the function every path applies")),
     ({"depth": 2, "batch_norm": {"choice": [True, False]}},
      r"space\.arch\.batch_norm: is searched, .* batch_norm changes whether the linear layers have biases"),
-    ({"depth": {"int": [1, 3]}}, r"space\.arch\.depth: a supernet holds depths as slices of its largest"),
+    ({"depth": {"int": [1, 3], "when": {"width": 8}}, "width": {"choice": [8, 16]}},
+     r"space\.arch\.depth\.when: a supernet holds every depth of the range at once"),
+    ({"depth": {"int": [-1, 2]}}, r"space\.arch\.depth: needs \{int: \[low, high\]\} with 0 <= low <= high"),
     ({"depth": {"choice": [-1, 2]}}, r"space\.arch\.depth: depths must be ints >= 0, got -1"),
     ({"width": {"choice": [16, 32.0]}}, r"space\.arch\.width: widths must be positive ints, got 32\.0"),
     ({"dropout": {"float": [0.0, 0.5]}}, r"space\.arch\.dropout: a supernet draws dropouts from a list"),
