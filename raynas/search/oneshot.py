@@ -310,6 +310,17 @@ def _stage(value: Any, path: str) -> MBConvStage:
     return MBConvStage(channels, stride, depths, slots)
 
 
+def _stage_list(arch_space: Mapping[str, Any], where: str, why: str) -> list:
+    """The space's ``stages``: required, a non-empty constant list (``why`` says what a
+    supernet holds, when it is not)."""
+    if "stages" not in arch_space:
+        raise ConfigError(f"{where}.stages", "required key is missing")
+    stages = _unwrap(arch_space["stages"])
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{where}.stages", f"{why}; write the stages as a list, got {describe(stages)}")
+    return stages
+
+
 def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> tuple[dict, tuple[MBConvStage, ...]]:
     """The constants and stages of an mbconv space's ``arch`` that a supernet can hold, checked.
 
@@ -344,13 +355,8 @@ def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -
                                     "(their number, op, expansion and kernel) share weights; make it a constant "
                                     f"(one supernet per value), got {describe(value)}")
         constants[key] = value
-    if "stages" not in arch_space:
-        raise ConfigError(f"{where}.stages", "required key is missing")
-    stages = _unwrap(arch_space["stages"])
-    if not isinstance(stages, list) or not stages:
-        raise ConfigError(f"{where}.stages", "an mbconv supernet holds a constant list of stages (a searched number "
-                                             "of stages or a choice between lists cannot share weights); write the "
-                                             f"stages as a list, got {describe(stages)}")
+    stages = _stage_list(arch_space, where, "an mbconv supernet holds a constant list of stages (a searched number of "
+                                            "stages or a choice between lists cannot share weights)")
     return constants, tuple(_stage(item, f"{where}.stages.{i}") for i, item in enumerate(stages))
 
 
@@ -704,13 +710,8 @@ def cnn_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> C
             constants[key] = _constant(value, path, "a cnn", CNN_CONSTANTS[key],
                                        "each stage's channels and kernel, and dropout")
     dropouts = _number_candidates(arch_space.get("dropout", 0.0), f"{where}.dropout", "dropouts", below_one=True)
-    if "stages" not in arch_space:
-        raise ConfigError(f"{where}.stages", "required key is missing")
-    stages = _unwrap(arch_space["stages"])
-    if not isinstance(stages, list) or not stages:
-        raise ConfigError(f"{where}.stages", "a cnn supernet holds a constant list of stages (a searched number of "
-                                             "stages is not shared: each stage has its own stride and pool); write "
-                                             f"the stages as a list, got {describe(stages)}")
+    stages = _stage_list(arch_space, where, "a cnn supernet holds a constant list of stages (a searched number of "
+                                            "stages is not shared: each stage has its own stride and pool)")
     return CNNLayout(constants, dropouts, tuple(_cnn_stage(item, f"{where}.stages.{i}") for i, item in enumerate(stages)))
 
 

@@ -1,6 +1,8 @@
-"""What supernet tests share: digits as tensors and the fast engine's loop around a network, and
-the check that a checkpoint resumes a supernet's sequence of paths."""
+"""What supernet tests share: digits as tensors and the fast engine's loop around a network; a
+supernet of perturbed weights; the checks that a checkpoint resumes a supernet's sequence of
+paths and that a path's training step is the stand-alone network's."""
 
+import copy
 import json
 
 import torch
@@ -23,11 +25,50 @@ def digits_loop(net, lr: float, epochs: int):
     return loop, x
 
 
-def assert_paths_resume(family: str, space: dict, shape: tuple, *, seed: int = 4, distinct: int = 5) -> list[dict]:
+def perturbed(family: str, space: dict, shape: tuple, classes: int = 10, seed: int = 0):
+    """A supernet whose weights (batch norm's and LayerNorm's ones and zeros too) are far from
+    their initial values."""
+    from raynas.trainables.supernet import build_supernet
+
+    torch.manual_seed(seed)
+    net = build_supernet(family, space, shape, classes)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.add_(torch.randn_like(p) * 0.2)
+    return net
+
+
+def assert_step_is_the_stand_alone_step(net, sub, shape: tuple) -> None:
+    """``net`` (a supernet in training mode, its path set) and ``sub`` (the family's network of
+    that path, in training mode) take one step on the same batch of 8 inputs of ``shape``: the
+    same loss, and each weight's gradient is the slice of the supernet's gradient that
+    ``path_state`` copies (the path must have no dropout)."""
+    from raynas.trainables.supernet import path_state
+
+    path_state(net, sub)
+    x, y = torch.randn(8, *shape), torch.arange(8)
+    loss = torch.nn.functional.cross_entropy(net(x), y)
+    loss.backward()
+    sub_loss = torch.nn.functional.cross_entropy(sub(x), y)
+    sub_loss.backward()
+    torch.testing.assert_close(loss, sub_loss)
+    grads = copy.deepcopy(net)
+    with torch.no_grad():
+        for g, p in zip(grads.parameters(), net.parameters()):
+            g.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
+    expected = grads.path_state_dict()
+    for key, p in sub.named_parameters():
+        torch.testing.assert_close(p.grad, expected[key], rtol=1e-4, atol=1e-6, msg=key)
+
+
+def assert_paths_resume(family: str, space: dict, shape: tuple, *, seed: int = 4, distinct: int = 5,
+                        build=None) -> list[dict]:
     """Checks a supernet's seeded path draws: in training mode each forward pass draws a new
     path (at least ``distinct`` different ones of the first 5); a supernet restored from a
     state dict taken after 5 draws draws the same next 3 as the original; another seed draws
-    another sequence; eval mode runs the path set last. Returns the first 5 paths."""
+    another sequence; eval mode runs the path set last. With ``build`` (the family's builder),
+    every drawn path is an architecture the family builds and the supernet takes back as it is.
+    Returns the first 5 paths."""
     from raynas.trainables.supernet import build_supernet
 
     def fresh(s: int):
@@ -58,4 +99,9 @@ def assert_paths_resume(family: str, space: dict, shape: tuple, *, seed: int = 4
     before = net.path()
     net(x)
     assert net.path() == before  # eval runs the path set last
+    if build is not None:
+        for p in paths:
+            build(p, shape, 10)
+            net.set_arch(p)
+            assert net.path() == p
     return paths

@@ -1,6 +1,5 @@
 """The weight-sharing supernet of the cnn family (raynas.trainables.supernet_cnn), without Ray."""
 
-import copy
 import random
 
 import pytest
@@ -12,7 +11,9 @@ from raynas.spec import spec_from_dict
 from raynas.trainables.families import build_cnn
 from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
 from raynas.trainables.supernet_memory import estimate_supernet_bytes
-from tests.trainables._digits import assert_paths_resume
+from tests.trainables._digits import assert_paths_resume, assert_step_is_the_stand_alone_step, perturbed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Searched channels and kernels (1, 3 and 5: centred slices of a 5x5 kernel), a stage without
 # batch norm (a sliced conv bias), stride and pooling, a hidden head layer, searched dropout.
@@ -24,25 +25,6 @@ SPACE = {"stages": [{"channels": {"choice": [4, 8]}, "kernel": {"choice": [1, 3,
 PLAIN = {"stages": [{"channels": {"choice": [4, 8]}, "kernel": 4}, {"channels": {"choice": [2, 6]}}]}
 SHAPE = (1, 8, 8)
 CASES = [("space", SPACE), ("plain", PLAIN)]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors of a few hundred values: a second thread only adds waiting on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def perturbed(space, seed=0):
-    """A supernet whose weights (batch norm's ones and zeros too) are far from their initial values."""
-    torch.manual_seed(seed)
-    net = build_supernet("cnn", space, SHAPE, 10)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    return net
 
 
 def archs(space, n, seed=0):
@@ -59,7 +41,7 @@ def arch_of(*stages, dropout=0.0):
 
 @pytest.mark.parametrize("name, space", CASES)
 def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(name, space):
-    net, x = perturbed(space), torch.randn(32, *SHAPE)
+    net, x = perturbed("cnn", space, SHAPE), torch.randn(32, *SHAPE)
     sampled = archs(space, 20)
     if name == "space":
         assert {a["stages"][0]["kernel"] for a in sampled} == {1, 3, 5} and {a["dropout"] for a in sampled} == {0.0, 0.2}
@@ -74,7 +56,7 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(name, 
 
 
 def test_weights_are_shared_slices_of_the_largest():
-    net = perturbed(SPACE).eval()
+    net = perturbed("cnn", SPACE, SHAPE).eval()
     assert [tuple(c.weight.shape) for c in net.convs] == [(8, 1, 5, 5), (8, 8, 5, 5), (12, 8, 3, 3)]
     assert net.convs[1].bias is not None and net.convs[0].bias is None and net.hidden.in_features == 12
     x = torch.randn(4, *SHAPE)
@@ -98,37 +80,18 @@ def test_weights_are_shared_slices_of_the_largest():
 
 
 def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
-    paths = assert_paths_resume("cnn", SPACE, SHAPE)
-    # Every drawn path is an architecture the family builds and the supernet takes back as it is.
-    net = build_supernet("cnn", SPACE, SHAPE, 10)
-    for p in paths:
-        build_cnn(p, SHAPE, 10)
-        net.set_arch(p)
-        assert net.path() == p
+    assert_paths_resume("cnn", SPACE, SHAPE, build=build_cnn)
 
 
 @pytest.mark.parametrize("name, space", CASES)
 def test_a_training_step_of_a_path_is_the_stand_alone_networks_step(name, space):
     """Without dropout the path trains as the stand-alone network does: the same loss, and each
     weight's gradient is the slice of the supernet's gradient that path_state copies."""
-    net = perturbed(space).train()
+    net = perturbed("cnn", space, SHAPE).train()
     arch = arch_of((4, 3), (8, 5), (4, 3)) if name == "space" else archs(space, 1, seed=3)[0]
     net.set_arch(arch)
     sub = build_cnn(arch, SHAPE, 10).train()
-    path_state(net, sub)
-    x, y = torch.randn(8, *SHAPE), torch.arange(8)
-    loss = torch.nn.functional.cross_entropy(net(x), y)
-    loss.backward()
-    sub_loss = torch.nn.functional.cross_entropy(sub(x), y)
-    sub_loss.backward()
-    torch.testing.assert_close(loss, sub_loss)
-    grads = copy.deepcopy(net)
-    with torch.no_grad():
-        for g, p in zip(grads.parameters(), net.parameters()):
-            g.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
-    expected = grads.path_state_dict()
-    for key, p in sub.named_parameters():
-        torch.testing.assert_close(p.grad, expected[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert_step_is_the_stand_alone_step(net, sub, SHAPE)
 
 
 def test_set_arch_refuses_what_the_supernet_does_not_hold_with_the_key_path():

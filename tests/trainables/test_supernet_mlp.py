@@ -1,6 +1,5 @@
 """The weight-sharing supernet of the mlp family (raynas.trainables.supernet_mlp), without Ray."""
 
-import copy
 import random
 
 import pytest
@@ -12,7 +11,9 @@ from raynas.spec import spec_from_dict
 from raynas.trainables.families import build_mlp
 from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
 from raynas.trainables.supernet_memory import estimate_supernet_bytes
-from tests.trainables._digits import assert_paths_resume
+from tests.trainables._digits import assert_paths_resume, assert_step_is_the_stand_alone_step, perturbed
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # depth (0 too: the output layer reads the input) and one width for every layer, with batch norm.
 DEPTH = {"depth": {"choice": [0, 1, 3]}, "width": {"choice": [8, 16]}, "dropout": {"choice": [0.0, 0.2]},
@@ -25,25 +26,6 @@ LIST = {"layers": [{"width": {"choice": [4, 8]}}, {"width": 6}], "dropout": {"ch
 CASES = [("depth", DEPTH, (13,)), ("repeat", REPEAT, (1, 8, 8)), ("list", LIST, (13,))]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors of a few hundred values: a second thread only adds waiting on a busy machine."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def perturbed(space, shape, seed=0):
-    """A supernet whose weights (batch norm's ones and zeros too) are far from their initial values."""
-    torch.manual_seed(seed)
-    net = build_supernet("mlp", space, shape, 10)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    return net
-
-
 def archs(space, n, seed=0):
     sp, rng = Space({"arch": space}), random.Random(seed)
     return [sp.sample(rng=rng)["arch"] for _ in range(n)]
@@ -51,7 +33,7 @@ def archs(space, n, seed=0):
 
 @pytest.mark.parametrize("name, space, shape", CASES)
 def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(name, space, shape):
-    net, x = perturbed(space, shape), torch.randn(32, *shape)
+    net, x = perturbed("mlp", space, shape), torch.randn(32, *shape)
     sampled = archs(space, 20)
     if name == "depth":
         assert {a["depth"] for a in sampled} == {0, 1, 3} and {a["width"] for a in sampled} == {8, 16}
@@ -66,7 +48,7 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(name, 
 
 
 def test_weights_are_shared_slices_of_the_largest():
-    net = perturbed(DEPTH, (13,)).eval()
+    net = perturbed("mlp", DEPTH, (13,)).eval()
     assert [tuple(lin.weight.shape) for lin in net.linears] == [(16, 13), (16, 16), (16, 16)]
     assert net.head.in_features == 16 and net.linears[0].bias is None  # batch norm: no bias
     x = torch.randn(4, 13)
@@ -90,39 +72,20 @@ def test_weights_are_shared_slices_of_the_largest():
 
 def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
     for space, shape in ((DEPTH, (13,)), (REPEAT, (1, 8, 8))):
-        paths = assert_paths_resume("mlp", space, shape, distinct=3)
-        # Every drawn path is an architecture the family builds and the supernet takes back as it is.
-        net = build_supernet("mlp", space, shape, 10)
-        for p in paths:
-            build_mlp(p, shape, 10)
-            net.set_arch(p)
-            assert net.path() == p
+        assert_paths_resume("mlp", space, shape, distinct=3, build=build_mlp)
 
 
 @pytest.mark.parametrize("name, space, shape", CASES)
 def test_a_training_step_of_a_path_is_the_stand_alone_networks_step(name, space, shape):
     """Without dropout the path trains as the stand-alone network does: the same loss, and each
     weight's gradient is the slice of the supernet's gradient that path_state copies."""
-    net = perturbed(space, shape).train()
+    net = perturbed("mlp", space, shape).train()
     arch = next(a for a in archs(space, 30, seed=3)
                 if a.get("dropout", 0) == 0 and all(layer.get("dropout", 0) == 0 for layer in a.get("layers", []))
                 and len(a.get("layers", [0])) and a.get("depth", 1))
     net.set_arch(arch)
     sub = build_mlp(arch, shape, 10).train()
-    path_state(net, sub)
-    x, y = torch.randn(8, *shape), torch.arange(8)
-    loss = torch.nn.functional.cross_entropy(net(x), y)
-    loss.backward()
-    sub_loss = torch.nn.functional.cross_entropy(sub(x), y)
-    sub_loss.backward()
-    torch.testing.assert_close(loss, sub_loss)
-    grads = copy.deepcopy(net)
-    with torch.no_grad():
-        for g, p in zip(grads.parameters(), net.parameters()):
-            g.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
-    expected = grads.path_state_dict()
-    for key, p in sub.named_parameters():
-        torch.testing.assert_close(p.grad, expected[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert_step_is_the_stand_alone_step(net, sub, shape)
 
 
 def test_set_arch_refuses_what_the_supernet_does_not_hold_with_the_key_path():
