@@ -310,6 +310,30 @@ def _stage(value: Any, path: str) -> MBConvStage:
     return MBConvStage(channels, stride, depths, slots)
 
 
+def _constant(value: Any, path: str, family: str, why: str, sharing: str) -> Any:
+    """A key a supernet holds one value of: refused if searched, with what it changes."""
+    value = _unwrap(value)
+    if isinstance(value, (Mapping, list)):
+        raise ConfigError(path, f"is searched, but {family} supernet shares weights across {sharing} only; "
+                                f"{path.rsplit('.', 1)[1]} changes {why}, so make it a constant (one supernet per "
+                                f"value), got {describe(value)}")
+    return value
+
+
+def _arch_constants(arch_space: Mapping[str, Any], where: str, allowed: list[str], whys: Mapping[str, str],
+                    family: str, sharing: str) -> dict:
+    """The constants of a space's ``arch`` (the keys of ``whys``: each refused if searched, with
+    why), every key checked to be one of ``allowed``."""
+    constants = {}
+    for key, value in arch_space.items():
+        path = f"{where}.{key}"
+        if key not in allowed:
+            raise ConfigError(path, f"unknown key; allowed keys: {', '.join(allowed)}{did_you_mean(str(key), allowed)}")
+        if key in whys:
+            constants[key] = _constant(value, path, family, whys[key], sharing)
+    return constants
+
+
 def _stage_list(arch_space: Mapping[str, Any], where: str, why: str) -> list:
     """The space's ``stages``: required, a non-empty constant list (``why`` says what a
     supernet holds, when it is not)."""
@@ -454,21 +478,10 @@ def transformer_layout(arch_space: Mapping[str, Any], *, where: str = "space.arc
         >>> layout.constants, layout.widths, layout.depths, layout.slots[2].heads
         ({'patch_size': 2}, (16, 32), (1, 2, 3), (1, 2, 4))
     """
-    allowed = [*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"]
-    constants = {}
-    for key, value in arch_space.items():
-        path = f"{where}.{key}"
-        if key not in allowed:
-            raise ConfigError(path, f"unknown key; allowed keys: {', '.join(allowed)}{did_you_mean(str(key), allowed)}")
-        if key in TRANSFORMER_CONSTANTS:
-            value = _unwrap(value)
-            if isinstance(value, (Mapping, list)):
-                what = ("the number of tokens and the patch embedding's shape" if key == "patch_size"
-                        else "whether a [CLS] token exists and what the head reads")
-                raise ConfigError(path, f"is searched, but a transformer supernet shares weights across width, depth, "
-                                        f"heads, mlp_ratio and dropout only; {key} changes {what}, so make it a "
-                                        f"constant (one supernet per value), got {describe(value)}")
-            constants[key] = value
+    constants = _arch_constants(arch_space, where, [*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"],
+                                {"patch_size": "the number of tokens and the patch embedding's shape",
+                                 "pool": "whether a [CLS] token exists and what the head reads"},
+                                "a transformer", "width, depth, heads, mlp_ratio and dropout")
     widths = _int_candidates(arch_space.get("width", TRANSFORMER_DEFAULTS["width"]), f"{where}.width", "widths")
     dropouts = _number_candidates(arch_space.get("dropout", TRANSFORMER_DEFAULTS["dropout"]), f"{where}.dropout",
                                   "dropouts", below_one=True)
@@ -513,16 +526,6 @@ CNN_CONSTANTS = {"activation": "the function every path applies (there is one mo
 CNN_STAGE_CONSTANTS = {"stride": "the spatial size every later stage and the head see",
                        "pool": "the spatial size every later stage and the head see",
                        "batch_norm": "whether the stage's conv has a bias and a batch norm at all"}
-
-
-def _constant(value: Any, path: str, family: str, why: str, sharing: str) -> Any:
-    """A key a supernet holds one value of: refused if searched, with what it changes."""
-    value = _unwrap(value)
-    if isinstance(value, (Mapping, list)):
-        raise ConfigError(path, f"is searched, but {family} supernet shares weights across {sharing} only; "
-                                f"{path.rsplit('.', 1)[1]} changes {why}, so make it a constant (one supernet per "
-                                f"value), got {describe(value)}")
-    return value
 
 
 @dataclass(frozen=True)
@@ -609,15 +612,8 @@ def mlp_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> M
         >>> layout.depths, len(layout.slots), layout.slots[2].widths
         ((1, 3), 3, (32, 64))
     """
-    allowed = [*MLP_DEFAULTS, "layers", *MLP_CONSTANTS]
-    sharing = "the depth, the widths and dropout"
-    constants = {}
-    for key, value in arch_space.items():
-        path = f"{where}.{key}"
-        if key not in allowed:
-            raise ConfigError(path, f"unknown key; allowed keys: {', '.join(allowed)}{did_you_mean(str(key), allowed)}")
-        if key in MLP_CONSTANTS:
-            constants[key] = _constant(value, path, "an mlp", MLP_CONSTANTS[key], sharing)
+    constants = _arch_constants(arch_space, where, [*MLP_DEFAULTS, "layers", *MLP_CONSTANTS], MLP_CONSTANTS, "an mlp",
+                                "the depth, the widths and dropout")
     dropouts = _number_candidates(arch_space.get("dropout", MLP_DEFAULTS["dropout"]), f"{where}.dropout", "dropouts",
                                   below_one=True)
     if "layers" not in arch_space:
@@ -700,15 +696,8 @@ def cnn_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> C
         >>> layout.stages[0].kernels, layout.stages[1].constants, layout.dropouts
         ((3, 5), {'stride': 2}, (0.0, 0.2))
     """
-    allowed = ["stages", "dropout", *CNN_CONSTANTS]
-    constants = {}
-    for key, value in arch_space.items():
-        path = f"{where}.{key}"
-        if key not in allowed:
-            raise ConfigError(path, f"unknown key; allowed keys: {', '.join(allowed)}{did_you_mean(str(key), allowed)}")
-        if key in CNN_CONSTANTS:
-            constants[key] = _constant(value, path, "a cnn", CNN_CONSTANTS[key],
-                                       "each stage's channels and kernel, and dropout")
+    constants = _arch_constants(arch_space, where, ["stages", "dropout", *CNN_CONSTANTS], CNN_CONSTANTS, "a cnn",
+                                "each stage's channels and kernel, and dropout")
     dropouts = _number_candidates(arch_space.get("dropout", 0.0), f"{where}.dropout", "dropouts", below_one=True)
     stages = _stage_list(arch_space, where, "a cnn supernet holds a constant list of stages (a searched number of "
                                             "stages is not shared: each stage has its own stride and pool)")

@@ -38,7 +38,7 @@ from torch.nn import functional as F
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import cnn_layout
 from raynas.trainables.families import ACTIVATIONS, build_cnn
-from raynas.trainables.supernet_paths import PathSampling, check_constants, pick, sliced_bn
+from raynas.trainables.supernet_paths import PathSampling, check_constants, path_items, pick, sliced_bn
 
 __all__ = ["CNNSupernet"]
 
@@ -110,18 +110,10 @@ class CNNSupernet(PathSampling, nn.Module):
                 raise ArchError(f"arch.{key}", "this supernet holds no such key")
         check_constants(arch, self.constants, _CONSTANT_DEFAULTS)
         dropout = float(pick(arch.get("dropout", 0.0), self.layout.dropouts, "arch.dropout", "dropouts"))
-        stages = arch.get("stages")
-        if not isinstance(stages, list) or len(stages) != len(self.layout.stages):
-            raise ArchError("arch.stages", f"this supernet holds {len(self.layout.stages)} stages, "
-                                           f"got {describe(stages)}")
+        stages = path_items(arch.get("stages"), (len(self.layout.stages),), "arch.stages", "stage",
+                            ("channels", "kernel", *_STAGE_DEFAULTS))
         active, normal = [], []
-        for i, (stage, given) in enumerate(zip(self.layout.stages, stages)):
-            path = f"arch.stages.{i}"
-            if not isinstance(given, Mapping):
-                raise ArchError(path, f"expected a stage mapping, got {describe(given)}")
-            for key in given:
-                if key not in ("channels", "kernel", *_STAGE_DEFAULTS):
-                    raise ArchError(f"{path}.{key}", "this supernet's stages hold no such key")
+        for stage, (path, given) in zip(self.layout.stages, stages):
             check_constants(given, stage.constants, _STAGE_DEFAULTS, where=path)
             channels = int(pick(given.get("channels"), stage.channels, f"{path}.channels", "stage's channels"))
             kernel = int(pick(given.get("kernel", 3), stage.kernels, f"{path}.kernel", "stage's kernels"))

@@ -36,7 +36,7 @@ from torch.nn import functional as F
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import MLP_DEFAULTS, mlp_layout
 from raynas.trainables.families import ACTIVATIONS, build_mlp
-from raynas.trainables.supernet_paths import PathSampling, check_constants, pick, sliced_bn
+from raynas.trainables.supernet_paths import PathSampling, check_constants, path_items, pick, sliced_bn
 
 __all__ = ["MLPSupernet"]
 
@@ -119,18 +119,9 @@ class MLPSupernet(PathSampling, nn.Module):
             self.active = [(width, p)] * depth
             self._path = {**self.constants, "depth": depth, "width": width, "dropout": p}
             return
-        layers = arch.get("layers")
-        if not isinstance(layers, list) or len(layers) not in layout.depths:
-            depths = " or ".join(map(str, layout.depths))
-            raise ArchError("arch.layers", f"this supernet takes {depths} layers, got {describe(layers)}")
+        layers = path_items(arch.get("layers"), layout.depths, "arch.layers", "layer", ("width", "dropout"))
         active, normal = [], []
-        for j, (slot, layer) in enumerate(zip(layout.slots, layers)):
-            path = f"arch.layers.{j}"
-            if not isinstance(layer, Mapping):
-                raise ArchError(path, f"expected a layer mapping, got {describe(layer)}")
-            for key in layer:
-                if key not in ("width", "dropout"):
-                    raise ArchError(f"{path}.{key}", "this supernet's layers hold no such key")
+        for slot, (path, layer) in zip(layout.slots, layers):
             width = int(pick(layer.get("width"), slot.widths, f"{path}.width", "layer's widths"))
             # A layer without dropouts of its own in the space takes arch.dropout.
             own = slot.dropouts or (p,)

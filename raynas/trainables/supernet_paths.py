@@ -29,7 +29,7 @@ from torch.nn import functional as F
 
 from raynas.errors import ArchError, describe
 
-__all__ = ["PathSampling", "check_constants", "pick", "sliced_bn"]
+__all__ = ["PathSampling", "check_constants", "path_items", "pick", "sliced_bn"]
 
 
 class PathSampling:
@@ -103,3 +103,25 @@ def pick(value: Any, options: tuple, path: str, what: str) -> Any:
         raise ArchError(path, f"{value!r} is not a candidate of this supernet's {what} "
                               f"({', '.join(map(str, options))})")
     return value
+
+
+def path_items(value: Any, depths: tuple[int, ...], path: str, what: str, keys) -> list[tuple[str, Mapping]]:
+    """The items of a path's list of ``what`` (layers, blocks, stages) with their key paths:
+    a list of a length among ``depths``, each item a mapping of ``keys`` only.
+
+    Raises:
+        ArchError: ``arch.blocks: this supernet takes 1 or 2 blocks, got ...``, ``arch.blocks.0:
+            expected a block mapping, ...``, ``arch.blocks.0.x: this supernet's blocks hold no such key``.
+    """
+    if not isinstance(value, list) or len(value) not in depths:
+        raise ArchError(path, f"this supernet takes {' or '.join(map(str, depths))} {what}s, got {describe(value)}")
+    out = []
+    for j, item in enumerate(value):
+        where = f"{path}.{j}"
+        if not isinstance(item, Mapping):
+            raise ArchError(where, f"expected a {what} mapping, got {describe(item)}")
+        for key in item:
+            if key not in keys:
+                raise ArchError(f"{where}.{key}", f"this supernet's {what}s hold no such key")
+        out.append((where, item))
+    return out

@@ -54,7 +54,7 @@ from raynas.search.oneshot import (
     TRANSFORMER_DEFAULTS,
     transformer_layout,
 )
-from raynas.trainables.supernet_paths import PathSampling, check_constants, pick
+from raynas.trainables.supernet_paths import PathSampling, check_constants, path_items, pick
 from raynas.trainables.transformer import PatchEmbedding, build_transformer
 
 __all__ = ["TransformerSupernet"]
@@ -144,18 +144,9 @@ class TransformerSupernet(PathSampling, nn.Module):
         width = int(pick(arch.get("width", TRANSFORMER_DEFAULTS["width"]), layout.widths, "arch.width", "widths"))
         dropout = float(pick(arch.get("dropout", TRANSFORMER_DEFAULTS["dropout"]), layout.dropouts, "arch.dropout",
                              "dropouts"))
-        blocks = arch.get("blocks")
-        if not isinstance(blocks, list) or len(blocks) not in layout.depths:
-            depths = " or ".join(map(str, layout.depths))
-            raise ArchError("arch.blocks", f"this supernet takes {depths} blocks, got {describe(blocks)}")
+        blocks = path_items(arch.get("blocks"), layout.depths, "arch.blocks", "block", TRANSFORMER_BLOCK_DEFAULTS)
         active, normal = [], []
-        for j, (slot, block) in enumerate(zip(layout.slots, blocks)):
-            path = f"arch.blocks.{j}"
-            if not isinstance(block, Mapping):
-                raise ArchError(path, f"expected a block mapping, got {describe(block)}")
-            for key in block:
-                if key not in TRANSFORMER_BLOCK_DEFAULTS:
-                    raise ArchError(f"{path}.{key}", "this supernet's blocks hold no such key")
+        for slot, (path, block) in zip(layout.slots, blocks):
             values = [pick(block.get(key, TRANSFORMER_BLOCK_DEFAULTS[key]), options, f"{path}.{key}", f"block's {key}")
                       for key, options in (("heads", slot.heads), ("mlp_ratio", slot.mlp_ratios),
                                            ("dropout", slot.dropouts))]

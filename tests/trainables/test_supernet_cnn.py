@@ -102,7 +102,7 @@ def test_set_arch_refuses_what_the_supernet_does_not_hold_with_the_key_path():
                                           r"kernels \(1, 3, 5\)"),
         (arch_of((16, 3), (6, 3), (4, 3)), r"arch\.stages\.0\.channels: 16 is not a candidate"),
         ({**ok, "dropout": 0.5}, r"arch\.dropout: 0\.5 is not a candidate of this supernet's dropouts \(0\.0, 0\.2\)"),
-        ({**ok, "stages": ok["stages"][:2]}, r"arch\.stages: this supernet holds 3 stages"),
+        ({**ok, "stages": ok["stages"][:2]}, r"arch\.stages: this supernet takes 3 stages"),
         ({**ok, "stages": [{**ok["stages"][0], "stride": 2}, *ok["stages"][1:]]},
          r"arch\.stages\.0\.stride: this supernet holds stride 1 only, got 2"),
         ({**ok, "head_width": 0}, r"arch\.head_width: this supernet holds head_width 12 only"),
