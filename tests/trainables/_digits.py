@@ -105,3 +105,20 @@ def assert_paths_resume(family: str, space: dict, shape: tuple, *, seed: int = 4
             net.set_arch(p)
             assert net.path() == p
     return paths
+
+
+def assert_memory_estimate_traces_the_largest_path(family: str, space: dict, smaller: dict, shape: tuple) -> None:
+    """The memory estimate of a one-shot search of ``space`` counts the supernet's parameters,
+    and the activations of ``smaller`` (a space whose largest path is smaller) are fewer."""
+    from raynas.spec import spec_from_dict
+    from raynas.trainables.supernet import build_supernet
+    from raynas.trainables.supernet_memory import estimate_supernet_bytes
+
+    def estimate(arch):
+        raw = {"name": family, "data": {"source": "digits"}, "model": family,
+               "space": {"arch": arch, "train": {"batch_size": 16}}, "search": {"strategy": "one-shot"}}
+        return estimate_supernet_bytes(spec_from_dict(raw), shape, 10)
+
+    full = estimate(space)
+    assert full["params"] == sum(p.numel() for p in build_supernet(family, space, shape, 10).parameters())
+    assert estimate(smaller)["activation_bytes"] < full["activation_bytes"]

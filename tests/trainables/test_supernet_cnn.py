@@ -10,8 +10,12 @@ from raynas.spaces import Space
 from raynas.spec import spec_from_dict
 from raynas.trainables.families import build_cnn
 from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
-from raynas.trainables.supernet_memory import estimate_supernet_bytes
-from tests.trainables._digits import assert_paths_resume, assert_step_is_the_stand_alone_step, perturbed
+from tests.trainables._digits import (
+    assert_memory_estimate_traces_the_largest_path,
+    assert_paths_resume,
+    assert_step_is_the_stand_alone_step,
+    perturbed,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -154,10 +158,5 @@ def test_what_a_cnn_supernet_cannot_hold_stops_the_spec(arch, message):
 
 
 def test_the_memory_estimate_traces_the_largest_path():
-    raw = {"name": "cnn", "data": {"source": "digits"}, "model": "cnn",
-           "space": {"arch": SPACE, "train": {"batch_size": 16}}, "search": {"strategy": "one-shot"}}
-    estimate = estimate_supernet_bytes(spec_from_dict(raw), SHAPE, 10)
-    assert estimate["params"] == sum(p.numel() for p in build_supernet("cnn", SPACE, SHAPE, 10).parameters())
     smaller = {**SPACE, "stages": [{**SPACE["stages"][0], "channels": 4}, *SPACE["stages"][1:]]}
-    assert estimate_supernet_bytes(spec_from_dict(dict(raw, space={"arch": smaller, "train": {"batch_size": 16}})),
-                                   SHAPE, 10)["activation_bytes"] < estimate["activation_bytes"]
+    assert_memory_estimate_traces_the_largest_path("cnn", SPACE, smaller, SHAPE)

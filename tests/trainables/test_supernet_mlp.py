@@ -10,8 +10,12 @@ from raynas.spaces import Space
 from raynas.spec import spec_from_dict
 from raynas.trainables.families import build_mlp
 from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
-from raynas.trainables.supernet_memory import estimate_supernet_bytes
-from tests.trainables._digits import assert_paths_resume, assert_step_is_the_stand_alone_step, perturbed
+from tests.trainables._digits import (
+    assert_memory_estimate_traces_the_largest_path,
+    assert_paths_resume,
+    assert_step_is_the_stand_alone_step,
+    perturbed,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -147,10 +151,5 @@ def test_what_an_mlp_supernet_cannot_hold_stops_the_spec(arch, message):
 
 
 def test_the_memory_estimate_traces_the_largest_path():
-    raw = {"name": "mlp", "data": {"source": "digits"}, "model": "mlp",
-           "space": {"arch": REPEAT, "train": {"batch_size": 16}}, "search": {"strategy": "one-shot"}}
-    estimate = estimate_supernet_bytes(spec_from_dict(raw), (1, 8, 8), 10)
-    assert estimate["params"] == sum(p.numel() for p in build_supernet("mlp", REPEAT, (1, 8, 8), 10).parameters())
     smaller = {"layers": {**REPEAT["layers"], "repeat": {"min": 1, "max": 2}}}
-    assert estimate_supernet_bytes(spec_from_dict(dict(raw, space={"arch": smaller, "train": {"batch_size": 16}})),
-                                   (1, 8, 8), 10)["activation_bytes"] < estimate["activation_bytes"]
+    assert_memory_estimate_traces_the_largest_path("mlp", REPEAT, smaller, (1, 8, 8))

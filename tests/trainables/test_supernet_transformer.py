@@ -9,9 +9,13 @@ from raynas.errors import ArchError, ConfigError
 from raynas.spaces import Space
 from raynas.spec import spec_from_dict
 from raynas.trainables.supernet import build_supernet, path_state, shared_choices
-from raynas.trainables.supernet_memory import estimate_supernet_bytes
 from raynas.trainables.transformer import build_transformer
-from tests.trainables._digits import assert_paths_resume, assert_step_is_the_stand_alone_step, perturbed
+from tests.trainables._digits import (
+    assert_memory_estimate_traces_the_largest_path,
+    assert_paths_resume,
+    assert_step_is_the_stand_alone_step,
+    perturbed,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -177,14 +181,8 @@ def test_what_a_transformer_supernet_cannot_hold_stops_the_spec(arch, message):
 
 
 def test_the_memory_estimate_traces_the_largest_path():
-    raw = {"name": "tf", "data": {"source": "digits"}, "model": "transformer",
-           "space": {"arch": IMAGES, "train": {"batch_size": 16}}, "search": {"strategy": "one-shot"}}
-    estimate = estimate_supernet_bytes(spec_from_dict(raw), (1, 8, 8), 10)
-    real = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
-    assert estimate["params"] == sum(p.numel() for p in real.parameters())
-    smaller = dict(IMAGES, width={"choice": [8, 12]})
-    assert estimate_supernet_bytes(spec_from_dict(dict(raw, space={"arch": smaller, "train": {"batch_size": 16}})),
-                                   (1, 8, 8), 10)["activation_bytes"] < estimate["activation_bytes"]
+    assert_memory_estimate_traces_the_largest_path("transformer", IMAGES, dict(IMAGES, width={"choice": [8, 12]}),
+                                                   (1, 8, 8))
 
 
 
