@@ -1,10 +1,12 @@
-"""One-shot (single-path, weight-sharing) scores against stand-alone training, on a cell or mbconv space.
+"""One-shot (single-path, weight-sharing) scores against stand-alone training, on a cell, mbconv or transformer space.
 
 Does a supernet rank architectures as training them one by one does, and at what cost? On
 scikit-learn's 8x8 digits and a NAS-Bench-201-style cell space (4 nodes, 6 edges, each one of
 none, skip, conv1x1, conv3x3, avgpool3x3; 15,625 architectures), or with ``--family mbconv`` an
 mbconv space (experiments/oneshot_mbconv_digits.yaml's: three stages of two widths each and 1-3
-layers, each identity or an MBConv of expansion 1, 3 or 6 and kernel 3 or 5):
+layers, each identity or an MBConv of expansion 1, 3 or 6 and kernel 3 or 5), or with ``--family
+transformer`` experiments/oneshot_transformer_digits.yaml's space (width 32 or 64, 1-3 blocks of
+1, 2 or 4 heads and MLP ratio 1, 2 or 4; its AdamW recipe):
 
 1. trains one supernet (:mod:`raynas.trainables.supernet`) for ``--supernet-epochs`` epochs,
    one path drawn uniformly from the space per batch, with the fast engine's loop;
@@ -24,6 +26,7 @@ Usage::
     python benchmarks/oneshot.py --json
     python benchmarks/oneshot.py --data fashion_mnist --data-path DIR --max-samples 2000 --stages 3 --epochs 5
     python benchmarks/oneshot.py --family mbconv --archs 30 --epochs 8 --supernet-epochs 30
+    python benchmarks/oneshot.py --family transformer --epochs 8 --supernet-epochs 20
 """
 
 from __future__ import annotations
@@ -50,7 +53,12 @@ _MB_BLOCK = {"op": {"choice": ["identity", "mbconv"]}, "expansion": {"choice": [
 MBCONV_SPACE = {"stem_channels": 16, "stages": [
     {"channels": {"choice": c}, "stride": s, "layers": {"repeat": {"min": 1, "max": 3}, "block": _MB_BLOCK}}
     for c, s in (([16, 24], 1), ([24, 32], 2), ([32, 48], 2))], "head_channels": 64, "dropout": 0.1}
+#: The transformer space (--family transformer): experiments/oneshot_transformer_digits.yaml's arch.
+TRANSFORMER_SPACE = {"patch_size": 4, "pool": "cls", "width": {"choice": [32, 64]}, "blocks": {
+    "repeat": {"min": 1, "max": 3}, "block": {"heads": {"choice": [1, 2, 4]}, "mlp_ratio": {"choice": [1, 2, 4]}}}}
 TRAIN = {"optimizer": "adam", "lr": 3e-3, "batch_size": 64}
+#: And its recipe (the example's).
+TRANSFORMER_TRAIN = {"optimizer": "adamw", "lr": 3e-3, "batch_size": 64, "weight_decay": 0.01}
 #: The family the benchmark runs (--family).
 FAMILY = "cell"
 
@@ -143,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-path", default=None, help="folder of the IDX files")
     parser.add_argument("--max-samples", type=int, default=None, help="a seeded stratified subsample of the images")
     parser.add_argument("--stages", type=int, default=2, help="cell stages (default 2; 3 for 28x28 images)")
-    parser.add_argument("--family", choices=["cell", "mbconv"], default="cell", help="the space (default cell)")
+    parser.add_argument("--family", choices=["cell", "mbconv", "transformer"], default="cell", help="the space (default cell)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if min(args.archs, args.epochs, args.supernet_epochs, args.calibration_batches) < 1 or args.archs < 3:
@@ -156,10 +164,12 @@ def main(argv: list[str] | None = None) -> int:
 
     torch.set_num_threads(1)
     data = load_dataset(args.data, path=args.data_path, val_fraction=0.2, seed=0, max_samples=args.max_samples)
-    global FAMILY, ARCH_SPACE
+    global FAMILY, ARCH_SPACE, TRAIN
     FAMILY = args.family
     if FAMILY == "mbconv":
         ARCH_SPACE = MBCONV_SPACE
+    elif FAMILY == "transformer":
+        ARCH_SPACE, TRAIN = TRANSFORMER_SPACE, TRANSFORMER_TRAIN
     else:
         ARCH_SPACE["stages"] = args.stages
     archs = sample_archs(args.archs, args.seed)

@@ -362,7 +362,8 @@ def _validate(args) -> int:
     elif spec.search.strategy == "gradient":
         g = spec.search.gradient
         print(f"  gradient:   a DARTS supernet trains {g['supernet_epochs']} epochs (arch_lr {g['arch_lr']:g}, "
-              f"max_skip {g['max_skip']}), then the cell it derives trains {spec.max_epochs} epochs")
+              f"max_skip {g['max_skip']}), then the {'cell' if spec.model == 'cell' else 'network'} it derives trains "
+              f"{spec.max_epochs} epochs")
     else:
         print(f"  search:     {spec.search.searcher}, {spec.num_trials} trials, max_epochs {spec.max_epochs}"
               + (f"; {options}" if options else ""))

@@ -583,10 +583,11 @@ def _one_shot(spec: ExperimentSpec, opts: RunOptions, exp_dir: Path, dataset, re
                 run(supernet_spec(spec), sub_opts)
         if gradient:
             arch, row = derived_cell(sub_dir)
-            print(f"raynas: gradient: derived the cell {arch} after {row.get('epoch')} supernet epochs "
-                  f"({row.get('skip_edges')} edges chose skip, {row.get('skip_edges_kept')} kept); training it",
+            what, free = ("cell", "edges chose skip") if spec.model == "cell" else ("network", "layers chose identity or skip")
+            print(f"raynas: gradient: derived the {what} {arch} after {row.get('epoch')} supernet epochs "
+                  f"({row.get('skip_edges')} {free}, {row.get('skip_edges_kept')} kept); training it",
                   file=stream, flush=True)
-            return _execute(derived_spec(spec, arch), opts, exp_dir, dataset, restore=restore)
+            return _execute(derived_spec(spec, arch, int(row.get('epoch') or 0)), opts, exp_dir, dataset, restore=restore)
         weights = supernet_checkpoint(sub_dir)
         print(f"raynas: one-shot: scoring {spec.num_trials} subnets with the supernet's weights ({weights})",
               file=stream, flush=True)

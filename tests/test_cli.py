@@ -73,7 +73,11 @@ def test_validate_prints_evolution_sizes_derived_from_the_budget(capsys):
           "space": {"arch": {"stages": {"repeat": {"min": 1, "max": 2}, "block": {"channels": 8}}}}},
          "space.arch.stages: an mbconv supernet holds a constant list of stages"),
         ({"model": "mbconv", "search": {"strategy": "gradient"}, "space": {"arch": {"stages": [{"channels": 8}]}}},
-         "model: gradient search relaxes the ops of a cell (cell); 'mbconv' has a single-path supernet only"),
+         "space.arch.stages: gradient search relaxes the choices of each layer (its op, expansion, kernel, or whether "
+         "a stage's repeat keeps it), but every layer of this space is a constant: there is nothing to search"),
+        ({"model": "mbconv", "search": {"strategy": "gradient"},
+          "space": {"arch": {"stages": [{"channels": {"choice": [8, 16]}, "layers": [{"kernel": {"choice": [3, 5]}}]}]}}},
+         "space.arch.stages.0.channels: gradient search mixes the candidates of each layer, which must share one shape"),
         # A supernet whose constants do not fit the data: the architecture check says why.
         ({"model": "cell", "search": {"strategy": "one-shot"},
           "space": {"arch": {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "stages": 6}}},

@@ -347,8 +347,11 @@ def one_shot_text(results) -> str:
     """What a one-shot or gradient search's stages did and cost (``analyze`` and the report)."""
     o = results.one_shot
     if o["strategy"] == "gradient":
-        return (f"gradient: the cell was derived from the supernet's architecture weights after {o['epochs']} epochs "
-                f"in {o['supernet_s']:.1f} s ({o['folder']}; {o.get('skip_edges')} edges chose skip, "
+        # An mbconv network's derived arch has stages of layers; a cell's, edges.
+        what, free = (("network", "layers chose identity or skip") if "stages" in (o.get("derived") or {})
+                      else ("cell", "edges chose skip"))
+        return (f"gradient: the {what} was derived from the supernet's architecture weights after {o['epochs']} epochs "
+                f"in {o['supernet_s']:.1f} s ({o['folder']}; {o.get('skip_edges')} {free}, "
                 f"{o.get('skip_edges_kept')} kept), then trained as a trial")
     workers = o.get("workers", 1)
     parallel = f" on {workers} workers ({o['supernet_worker_s']:.1f} worker-s)" if workers > 1 else ""

@@ -30,6 +30,7 @@ Example (experiment file)::
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -40,13 +41,16 @@ from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_FAMILIES", "SUPERNET_DIR",
            "CALIBRATION_BATCHES", "ARCH_LR", "MBCONV_CONSTANTS", "MBCONV_LAYER_DEFAULTS", "STAND_IN", "MBConvSlot",
            "MBConvStage", "mbconv_layout", "TRANSFORMER_CONSTANTS", "TRANSFORMER_DEFAULTS",
-           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "MLP_DEFAULTS", "MLP_CONSTANTS", "MLPSlot",
-           "MLPLayout", "mlp_layout", "CNN_CONSTANTS", "CNN_STAGE_CONSTANTS", "CNNStage", "CNNLayout", "cnn_layout",
-           "shared_choices", "check_one_shot", "check_workers", "SUPERNET_MODEL"]
+           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "MLP_DEFAULTS",
+           "MLP_CONSTANTS", "MLPSlot", "MLPLayout", "mlp_layout", "CNN_CONSTANTS", "CNN_STAGE_CONSTANTS", "CNNStage",
+           "CNNLayout", "cnn_layout", "shared_choices", "check_one_shot", "check_gradient_mbconv", "gradient_candidates",
+           "check_workers", "SUPERNET_MODEL"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: The family of a one-shot search's supernet stage (:func:`raynas.search.stages.supernet_spec`).
 SUPERNET_MODEL = "raynas.trainables.supernet:supernet_family"
+#: Ray's switch between Ray Train's APIs; data-parallel trials need V2 (its default).
+TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
 #: Training batches that recalibrate batch norm before a subnet is scored.
 CALIBRATION_BATCHES = 10
 #: Adam's learning rate for DARTS's architecture weights. DARTS's 3e-4 suits its ~20,000 steps
@@ -65,8 +69,9 @@ SUPERNET_FAMILIES: dict[str, tuple[str, ...]] = {"cell": ("edges", "reduction_ed
                                                   "transformer": ("width", "dropout", "blocks"),
                                                   "mlp": ("depth", "width", "layers", "dropout"),
                                                   "cnn": ("stages", "dropout")}
-#: Families a gradient (DARTS) search can relax: its softmax mixes ops of one shape, edge by edge.
-GRADIENT_FAMILIES = ("cell",)
+#: Families a gradient (DARTS) search can relax: its softmax mixes ops of one shape, edge by edge
+#: (cell) or layer by layer (mbconv, see :func:`check_gradient_mbconv`).
+GRADIENT_FAMILIES = ("cell", "mbconv")
 
 #: Keys of a space entry that make it a searched domain rather than a constant.
 _DOMAIN_KEYS = ("choice", "int", "float", "repeat", "grid", "when")
@@ -722,10 +727,13 @@ def check_one_shot(spec) -> None:
         raise ConfigError("model", f"{strategy} search needs a family whose choices can share weights "
                                    f"({', '.join(SUPERNET_FAMILIES)}); {family!r} has no supernet")
     if strategy == "gradient" and family not in GRADIENT_FAMILIES:
-        raise ConfigError("model", f"gradient search relaxes the ops of a cell ({', '.join(GRADIENT_FAMILIES)}); "
-                                   f"{family!r} has a single-path supernet only: use search.strategy: one-shot")
+        raise ConfigError("model", f"gradient search relaxes the op choices of a cell's edges or an mbconv's layers "
+                                   f"({', '.join(GRADIENT_FAMILIES)}); {family!r} has a single-path supernet only: "
+                                   "use search.strategy: one-shot")
     space = spec.raw.get("space") or {}
     shared_choices(family, space.get("arch"))
+    if strategy == "gradient" and family == "mbconv":
+        check_gradient_mbconv(space["arch"])
     for key, value in (space.get("train") or {}).items():
         if isinstance(value, (dict, list)):
             raise ConfigError(f"space.train.{key}", "one supernet trains with one recipe, so training "
@@ -747,8 +755,61 @@ def check_one_shot(spec) -> None:
                 raise ConfigError(f"search.{key}", "a gradient search derives its one cell from the supernet's "
                                                    f"architecture weights and then trains it; remove search.{key}")
         if spec.trainer.engine.value != "fast":
-            raise ConfigError("trainer.engine", "a gradient search reports the cell it derives each epoch from the "
+            raise ConfigError("trainer.engine", "a gradient search reports the architecture it derives each epoch from the "
                                                 "fast engine's loop; use engine: fast")
+
+
+def gradient_candidates(stage: MBConvStage, j: int) -> list[str]:
+    """The candidates a gradient search mixes at layer position ``j`` of an mbconv ``stage``:
+    ``identity`` where the layer's op may be identity, ``e{E}_k{K}`` (an MBConv of expansion E
+    and kernel K) for each of its expansions and kernels where it may be mbconv, and ``skip``
+    (the layer is left out) where the stage's repeat may end before it and identity is not
+    already a candidate; never at the first position, which carries the stage's stride and
+    channel change.
+
+    Example:
+        >>> _, (stage,) = mbconv_layout({"stages": [{"channels": 8, "layers": {"repeat": {"min": 1, "max": 2},
+        ...     "block": {"expansion": {"choice": [1, 3]}, "kernel": 3}}}]})
+        >>> gradient_candidates(stage, 0), gradient_candidates(stage, 1)
+        (['e1_k3', 'e3_k3'], ['e1_k3', 'e3_k3', 'skip'])
+    """
+    slot = stage.slots[j]
+    out = ["identity"] if "identity" in slot.ops else []
+    if "mbconv" in slot.ops:
+        out += [f"e{e}_k{k}" for e in slot.expansions for k in slot.kernels]
+    if j >= max(1, min(stage.depths)) and "identity" not in slot.ops:
+        out.append("skip")
+    return out
+
+
+def check_gradient_mbconv(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> None:
+    """What a gradient search of an mbconv space needs beyond :func:`mbconv_layout`: constant
+    stage channels (DARTS mixes candidates of one shape; a choice of widths is not an op), and
+    at least one layer position with more than one candidate (an op, expansion, kernel or
+    depth choice) to relax.
+
+    Raises:
+        ConfigError: A searched ``channels``, or nothing to relax, with the key path.
+
+    Example:
+        >>> check_gradient_mbconv({"stages": [{"channels": 8, "layers": [{"kernel": {"choice": [3, 5]}}]}]})
+        >>> check_gradient_mbconv({"stages": [{"channels": {"choice": [8, 16]}}]})
+        Traceback (most recent call last):
+        ...
+        raynas.errors.ConfigError: space.arch.stages.0.channels: gradient search mixes the candidates of each layer, which must share one shape; a choice of channels is a width, not an op: make it a constant, or use search.strategy: one-shot (it slices widths), got {'choice': [8, 16]}
+    """
+    _, stages = mbconv_layout(arch_space, where=where)
+    for i, stage in enumerate(stages):
+        if len(stage.channels) > 1:
+            raw = _unwrap(_unwrap(arch_space["stages"])[i])["channels"]
+            raise ConfigError(f"{where}.stages.{i}.channels",
+                              "gradient search mixes the candidates of each layer, which must share one shape; a "
+                              "choice of channels is a width, not an op: make it a constant, or use search.strategy: "
+                              f"one-shot (it slices widths), got {describe(raw)}")
+    if all(len(gradient_candidates(stage, j)) == 1 for stage in stages for j in range(len(stage.slots))):
+        raise ConfigError(f"{where}.stages", "gradient search relaxes the choices of each layer (its op, expansion, "
+                                             "kernel, or whether a stage's repeat keeps it), but every layer of this "
+                                             "space is a constant: there is nothing to search")
 
 
 def check_workers(spec) -> None:
@@ -758,7 +819,8 @@ def check_workers(spec) -> None:
 
     Raises:
         ConfigError: Another strategy or a user trainable; the Lightning engine; a fraction of
-            a GPU per worker.
+            a GPU per worker; ``RAY_TRAIN_V2_ENABLED`` set off (Ray Train's old API runs its own
+            Tune run, which cannot nest in a Tune trial).
     """
     workers = spec.resources.workers_per_trial
     if workers <= 1:
@@ -778,6 +840,12 @@ def check_workers(spec) -> None:
         raise ConfigError("space.train.batch_size", f"each batch is split between the {workers} workers, and batch norm "
                                                     f"needs 2 samples on each: a batch of {batch} is too small "
                                                     f"(at least {2 * workers})")
+    v2 = os.environ.get(TRAIN_V2_ENV)
+    if v2 is not None and v2.lower() not in ("1", "true"):
+        raise ConfigError("resources.workers_per_trial",
+                          f"data-parallel workers run on Ray Train V2 inside a Tune trial, but {TRAIN_V2_ENV}={v2} in "
+                          f"this environment selects Ray Train's old API, whose trainer starts a Tune run of its own "
+                          f"and which raynas does not run; unset {TRAIN_V2_ENV} (or remove the key, got {workers})")
     gpus = spec.resources.gpus_per_trial
     if 0 < gpus < 1:
         raise ConfigError("resources.gpus_per_trial",

@@ -97,7 +97,9 @@ class SpaceSearcher(Searcher):
         self.last_origin: dict = {"how": "sample"}
         if self.points:
             config = self.points.pop(0)
-            self.last_origin = {"how": f"given point {self.num_points - len(self.points)} of {self.num_points}"}
+            # A stage's point may say where it came from (a gradient search's derived cell).
+            self.last_origin = config.pop(ORIGIN_KEY, None) or {
+                "how": f"given point {self.num_points - len(self.points)} of {self.num_points}"}
         else:
             config = self._next(trial_id)
         if config is None or config == Searcher.FINISHED:

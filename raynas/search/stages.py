@@ -57,10 +57,16 @@ def derived_cell(folder) -> tuple[dict, dict]:
     return json.loads(last["derived_arch"]), last
 
 
-def derived_spec(spec, arch: dict):
-    """The spec that trains the derived cell from scratch: one trial, the given configuration."""
+def derived_spec(spec, arch: dict, epoch: int):
+    """The spec that trains the derived cell (or network) from scratch: one trial, the given
+    configuration (its origin: derived after ``epoch`` supernet epochs)."""
+    from raynas.experiment import ORIGIN_KEY
+
     train = spec.raw["space"].get("train") or {}
-    search = dataclasses.replace(spec.search, searcher="random", num_trials=1, points=[{"arch": arch, "train": dict(train)}])
+    what = "cell" if spec.model == "cell" else "network"
+    origin = {"searcher": "gradient", "how": f"{what} derived after {epoch} supernet epochs"}
+    point = {"arch": arch, "train": dict(train), ORIGIN_KEY: origin}
+    search = dataclasses.replace(spec.search, searcher="random", num_trials=1, points=[point])
     return dataclasses.replace(spec, search=search)
 
 

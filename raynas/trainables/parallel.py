@@ -220,8 +220,13 @@ def train_data_parallel(config: dict, job: Any, data: Any, stats: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.util.queue import Queue
 
+    from raynas.search.oneshot import TRAIN_V2_ENV
     from raynas.trainables.trainable import CHECKPOINT_FILE, _latest_checkpoint, report_failure, report_with_checkpoint
 
+    # The spec check sees the driver's environment only; a cluster node's may differ.
+    if ".v2." not in TorchTrainer.__module__:
+        raise RuntimeError(f"data-parallel workers need Ray Train V2, but {TRAIN_V2_ENV} turns it off on the node of "
+                           f"this trial ({TorchTrainer.__module__}); unset it in the cluster's environment")
     _, state = _latest_checkpoint()
     reports, acks = Queue(actor_options={"num_cpus": 0}), Queue(actor_options={"num_cpus": 0})
     resources = {"CPU": job.cpus, **({"GPU": job.gpus} if job.gpus > 0 else {})}

@@ -71,8 +71,10 @@ __all__ = [
     "path_state",
     "supernet_family",
     "score_subnet",
+    "ArchSteps",
     "DartsSupernet",
     "darts_family",
+    "build_darts_supernet",
 ]
 
 class MixedOp(nn.Module):
@@ -238,9 +240,13 @@ def recalibrate_bn(model: nn.Module, batches: Iterable[torch.Tensor]) -> int:
     mode, without gradients and without drawing new paths; the model is left in eval mode.
 
     Returns:
-        The number of batches used.
+        The number of batches used: 0 for a model without batch norm (a transformer's layer
+        norms keep no running statistics), which runs none of them.
     """
     norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        model.eval()
+        return 0
     saved = [(m.momentum) for m in norms]
     sampler = getattr(model, "sampler", None)
     if sampler is not None:
@@ -395,37 +401,28 @@ def score_subnet(config: dict, context) -> None:
 # ----------------------------------------------------------------------------------------------
 
 
-class DartsSupernet(CellSupernet):
-    """A cell supernet whose edges output the softmax-weighted sum of their candidates
-    (Liu et al., 2019, DARTS, first-order), with the architecture weights learnt alongside.
+class ArchSteps:
+    """DARTS's architecture side (Liu et al., 2019, first order), for a supernet whose choices
+    are :class:`MixedOp` s: one logit per candidate of each choice, learnt by Adam on held-out
+    training batches, alternating with the network's own steps.
 
-    The architecture parameters (one logit per candidate of each edge key, shared by every cell
-    of that kind, as in DARTS) and their Adam moments are buffers, so the network's optimizer
+    The architecture parameters and their Adam moments are buffers, so the network's optimizer
     never touches them and a checkpoint of the module holds them. In training mode, once
     :meth:`set_arch_data` has handed it a held-out part of the training split, every forward
     pass first takes one architecture step on the next held-out batch (the gradient of its loss
     with respect to the architecture parameters only), then computes the batch's output with
-    the updated weights for the network's own step: DARTS's alternation, first order.
-
-    Args:
-        arch_lr: Adam's learning rate for the architecture (DARTS: 3e-4; raynas's default for
-            a gradient search is ``raynas.search.oneshot.ARCH_LR``), with betas
-            (0.5, 0.999) and weight decay 1e-3 as in DARTS.
-        max_skip: The derived cell keeps at most this many ``skip`` edges per cell kind; the
-            others take their best op that is neither ``skip`` nor ``none`` (DARTS+'s guard
-            against the collapse to parameter-free cells). None: no limit.
+    the updated weights for the network's own step. The class sets ``alpha_ops`` (the mixed ops
+    each logit vector weighs) in :meth:`_init_arch`; it needs ``self.net`` and ``self.seed``.
     """
 
     BETAS = (0.5, 0.999)
     WEIGHT_DECAY = 1e-3
 
-    def __init__(self, constants, choices, input_shape, num_classes, *, arch_lr: float = 3e-3,
-                 max_skip: int | None = 2):
-        super().__init__(constants, choices, input_shape, num_classes)
-        self.arch_lr, self.max_skip = float(arch_lr), max_skip
-        self.alpha_names: list[tuple[str, str]] = [(k, e) for k, edges in self.choices.items() for e in edges]
-        for i, (key, edge) in enumerate(self.alpha_names):
-            n = len(self.choices[key][edge])
+    def _init_arch(self, alpha_ops: list[list[MixedOp]], arch_lr: float) -> None:
+        self.arch_lr = float(arch_lr)
+        self.alpha_ops = alpha_ops
+        for i, ops in enumerate(alpha_ops):
+            n = len(ops[0].candidates)
             self.register_buffer(f"alpha_{i}", torch.zeros(n))
             self.register_buffer(f"alpha_m_{i}", torch.zeros(n))
             self.register_buffer(f"alpha_v_{i}", torch.zeros(n))
@@ -434,16 +431,16 @@ class DartsSupernet(CellSupernet):
         self.arch_batch_size = 64
 
     def alphas(self) -> list[torch.Tensor]:
-        return [getattr(self, f"alpha_{i}") for i in range(len(self.alpha_names))]
+        return [getattr(self, f"alpha_{i}") for i in range(len(self.alpha_ops))]
 
     def set_arch_data(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> None:
         """The held-out training data the architecture steps learn from."""
         self.arch_data, self.arch_batch_size = (x, y), int(batch_size)
 
     def _weigh(self, alphas: list[torch.Tensor]) -> None:
-        for (key, edge), alpha in zip(self.alpha_names, alphas):
+        for ops, alpha in zip(self.alpha_ops, alphas):
             weights = torch.softmax(alpha, dim=0)
-            for op in self.mixed[key][edge]:
+            for op in ops:
                 op.weights = weights
 
     def _arch_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
@@ -483,6 +480,28 @@ class DartsSupernet(CellSupernet):
             self.arch_step()
         self._weigh(self.alphas())
         return self.net(x)
+
+
+class DartsSupernet(ArchSteps, CellSupernet):
+    """A cell supernet whose edges output the softmax-weighted sum of their candidates
+    (:class:`ArchSteps`), one logit per candidate of each edge key, shared by every cell of
+    that kind, as in DARTS.
+
+    Args:
+        arch_lr: Adam's learning rate for the architecture (DARTS: 3e-4; raynas's default for
+            a gradient search is ``raynas.search.oneshot.ARCH_LR``), with betas
+            (0.5, 0.999) and weight decay 1e-3 as in DARTS.
+        max_skip: The derived cell keeps at most this many ``skip`` edges per cell kind; the
+            others take their best op that is neither ``skip`` nor ``none`` (DARTS+'s guard
+            against the collapse to parameter-free cells). None: no limit.
+    """
+
+    def __init__(self, constants, choices, input_shape, num_classes, *, arch_lr: float = 3e-3,
+                 max_skip: int | None = 2):
+        super().__init__(constants, choices, input_shape, num_classes)
+        self.max_skip = max_skip
+        self.alpha_names: list[tuple[str, str]] = [(k, e) for k, edges in self.choices.items() for e in edges]
+        self._init_arch([self.mixed[k][e] for k, e in self.alpha_names], arch_lr)
 
     def derive(self, max_skip: int | None = "default") -> tuple[dict, int]:
         """The discrete cell: each edge's strongest op other than ``none`` (as DARTS derives),
@@ -525,9 +544,21 @@ def darts_family(arch: dict, input_shape: tuple, num_classes: int) -> nn.Module:
     family, space = arch.get("family"), arch.get("space")
     if not isinstance(family, str) or not isinstance(space, str):
         raise ArchError("arch", f"a gradient search's supernet needs arch.family and arch.space (JSON), got {describe(arch)}")
-    choices = shared_choices(family, json.loads(space))
-    constants = {k: v for k, v in json.loads(space).items() if k not in choices}
-    net = DartsSupernet(constants, choices, tuple(input_shape), num_classes, arch_lr=float(arch.get("arch_lr", 3e-3)),
-                        max_skip=arch.get("max_skip", 2))
+    net = build_darts_supernet(family, json.loads(space), tuple(input_shape), num_classes,
+                               arch_lr=float(arch.get("arch_lr", 3e-3)), max_skip=arch.get("max_skip", 2))
     net.seed = int(arch.get("seed", 0))
     return net
+
+
+def build_darts_supernet(family: str, arch_space: Mapping[str, Any], input_shape: tuple, num_classes: int, *,
+                         arch_lr: float = 3e-3, max_skip: int | None = 2) -> nn.Module:
+    """The gradient search's supernet of a space's ``arch`` (a family of
+    :data:`~raynas.search.oneshot.GRADIENT_FAMILIES`): :class:`DartsSupernet` for ``cell``,
+    :class:`~raynas.trainables.darts_mbconv.DartsMBConvSupernet` for ``mbconv``."""
+    if family == "mbconv":
+        from raynas.trainables.darts_mbconv import DartsMBConvSupernet
+
+        return DartsMBConvSupernet(arch_space, input_shape, num_classes, arch_lr=arch_lr, max_skip=max_skip)
+    choices = shared_choices(family, arch_space)
+    constants = {k: v for k, v in arch_space.items() if k not in choices}
+    return DartsSupernet(constants, choices, input_shape, num_classes, arch_lr=arch_lr, max_skip=max_skip)

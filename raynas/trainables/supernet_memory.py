@@ -10,7 +10,9 @@ and one training batch is traced through it to estimate what training needs:
 * twice the activations of a batch (kept for the backward pass, and their gradients), at 4
   bytes a value (2 under mixed precision). Single-path one-shot runs one candidate per choice
   at a time, so each choice counts its largest candidate; a gradient search runs them all. For
-  an mbconv supernet (sliced weights) the family's network of its largest path is traced.
+  a one-shot mbconv or transformer supernet (sliced weights) the family's network of its
+  largest path is traced; a gradient search's mbconv supernet holds its candidates side by
+  side, as a cell's does.
 
 The estimate is compared with this machine's memory (CPU trials) or the memory of the GPU share
 a trial gets (GPU trials, where this machine sees a GPU). It is a lower bound of what the
@@ -48,7 +50,7 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
     Returns:
         ``{"params": count, "param_bytes", "activation_bytes", "total_bytes", "batch_size"}``.
     """
-    from raynas.trainables.supernet import MixedOp, build_supernet
+    from raynas.trainables.supernet import MixedOp, build_darts_supernet, build_supernet
 
     space = spec.raw["space"]
     batch = int((space.get("train") or {}).get("batch_size", 64))
@@ -58,7 +60,8 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
     batch = -(-batch // workers)  # data-parallel: each worker runs its share of a batch
     half = str(spec.trainer.precision).startswith(("16", "bf16"))
     with torch.device("meta"):
-        net = build_supernet(spec.model, space["arch"], tuple(input_shape), num_classes)
+        build = build_darts_supernet if spec.search.strategy == "gradient" else build_supernet
+        net = build(spec.model, space["arch"], tuple(input_shape), num_classes)
         net.sampler = None
         traced = net
         if hasattr(net, "largest_path"):
@@ -80,8 +83,14 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
         shared = 0
         per_candidate: dict[tuple[int, str], int] = {}
 
-        def count(module, _inputs, output) -> None:
+        def count(module, inputs, output) -> None:
             nonlocal shared
+            if isinstance(module, nn.MultiheadAttention):
+                # Its projections run as functions the leaf hooks do not see: the query, key,
+                # value, the heads' context and the output (the score matrix, which fused
+                # kernels need not keep, is left out of this lower bound).
+                shared += 5 * inputs[0].numel()
+                return
             if list(module.children()) or not isinstance(output, torch.Tensor):
                 return
             key = owner.get(module)

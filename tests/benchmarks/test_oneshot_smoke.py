@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import ROOT
 
 
-@pytest.mark.parametrize("family", ["cell", "mbconv"])
+@pytest.mark.parametrize("family", ["cell", "mbconv", "transformer"])
 def test_oneshot_benchmark_smoke(family):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "oneshot.py"), "--archs", "4", "--epochs", "1",

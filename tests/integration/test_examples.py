@@ -37,6 +37,7 @@ SMALL = {
     "oneshot_transformer_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=3", "max_epochs=2"],
     "oneshot_mlp_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=3", "max_epochs=2"],
     "gradient_digits": ["search.gradient.supernet_epochs=2", "max_epochs=2"],
+    "gradient_mbconv_digits": ["search.gradient.supernet_epochs=2", "max_epochs=2"],
 }
 FILES = sorted(p.stem for p in EXPERIMENTS.glob("*.yaml"))
 
@@ -94,6 +95,19 @@ def test_experiment_file_runs_through_the_console_script(tmp_path, ray_env, name
         assert screened["proxy"] == "naswot" and len(screened["screened"]) == 9
         table = raynas("analyze", folder)
         assert "prescreen: 9 candidates screened out by naswot without training" in table.stdout, table.stdout
+    if name == "gradient_mbconv_digits":
+        # The network the DARTS supernet derived trained as the one trial, and is a point of the file's space.
+        assert trials[0]["origin"] == {"searcher": "gradient", "how": "network derived after 2 supernet epochs",
+                                       "parent": None}
+        import yaml
+
+        from raynas.spec import spec_from_dict
+
+        raw = yaml.safe_load((EXPERIMENTS / f"{name}.yaml").read_text())
+        raw["search"] = {"num_trials": 1, "points": [{"arch": trials[0]["config"]["arch"]}]}
+        spec_from_dict(raw)
+        assert "gradient: the network was derived from the supernet's architecture weights after 2 epochs" in raynas(
+            "analyze", folder).stdout
     if name == "pareto_digits":
         front = raynas("analyze", folder, "--pareto", "--format", "json")
         assert front.returncode == 0, front.stderr

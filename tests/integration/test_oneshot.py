@@ -148,6 +148,7 @@ def test_a_gradient_search_trains_the_cell_its_supernet_derived(tmp_path, ray_en
     trials = load_results(folder).trials
     assert len(trials) == 1 and trials[0].status.value == "completed" and trials[0].epochs == 2
     assert trials[0].config["arch"] == derived
+    assert trials[0].origin == {"searcher": "gradient", "how": "cell derived after 4 supernet epochs", "parent": None}
     assert "gradient: the cell was derived from the supernet's architecture weights after 4 epochs" in raynas(
         "analyze", folder).stdout
 

@@ -3,6 +3,7 @@
 import pytest
 
 from raynas.errors import ConfigError
+from raynas.experiment import ORIGIN_KEY
 from raynas.search.stages import scoring_spec, supernet_spec
 from raynas.spec import spec_from_dict
 
@@ -98,6 +99,18 @@ def test_what_data_parallel_training_cannot_do_is_refused_naming_the_key(changes
         spec_from_dict(base)
 
 
+@pytest.mark.parametrize("value, refused", [("0", True), ("False", True), ("1", False), ("true", False)])
+def test_data_parallel_training_needs_ray_train_v2(monkeypatch, value, refused):
+    monkeypatch.setenv("RAY_TRAIN_V2_ENABLED", value)
+    if not refused:
+        assert spec_from_dict(raw(resources={"workers_per_trial": 2})).resources.workers_per_trial == 2
+        return
+    with pytest.raises(ConfigError, match=rf"resources\.workers_per_trial: .*Ray Train V2 .*RAY_TRAIN_V2_ENABLED={value} "
+                                          r"in this environment selects Ray Train's old API"):
+        spec_from_dict(raw(resources={"workers_per_trial": 2}))
+    assert spec_from_dict(raw()).resources.workers_per_trial == 1  # one worker does not use Ray Train
+
+
 def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
     spec = spec_from_dict(raw(search={"strategy": "gradient", "seed": 2, "gradient": {"supernet_epochs": 5}}))
     assert spec.search.gradient == {"supernet_epochs": 5, "arch_lr": 3e-3, "max_skip": 2}
@@ -110,8 +123,10 @@ def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
     from raynas.search.stages import derived_spec
 
     cell = {"edges": {e: "conv3x3" for e in EDGES}, "channels": 8, "stages": 2, "cells_per_stage": 1}
-    trained = derived_spec(spec, cell)
-    assert trained.num_trials == 1 and trained.search.points == [{"arch": cell, "train": {"lr": 0.003, "batch_size": 32}}]
+    trained = derived_spec(spec, cell, 5)
+    origin = {"searcher": "gradient", "how": "cell derived after 5 supernet epochs"}
+    assert trained.num_trials == 1 and trained.search.points == [
+        {"arch": cell, "train": {"lr": 0.003, "batch_size": 32}, ORIGIN_KEY: origin}]
 
 
 @pytest.mark.parametrize("search, message", [
@@ -123,7 +138,7 @@ def test_a_gradient_search_derives_one_cell_from_a_darts_supernet():
 def test_what_a_gradient_search_cannot_take_is_refused(search, message):
     with pytest.raises(ConfigError, match=message):
         spec_from_dict(raw(search=search))
-    with pytest.raises(ConfigError, match=r"trainer\.engine: a gradient search reports the cell"):
+    with pytest.raises(ConfigError, match=r"trainer\.engine: a gradient search reports the architecture it derives"):
         spec_from_dict(raw(search={"strategy": "gradient"}, trainer={"engine": "lightning"}))
 
 
@@ -156,7 +171,14 @@ def test_what_an_mbconv_supernet_cannot_hold_stops_the_spec(arch, message):
         spec_from_dict(raw(model="mbconv", space={"arch": arch}))
 
 
-def test_a_gradient_search_of_mbconv_is_refused_before_ray_starts():
-    with pytest.raises(ConfigError, match=r"model: gradient search relaxes the ops of a cell \(cell\); 'mbconv' has a "
-                                          r"single-path supernet only: use search\.strategy: one-shot"):
-        spec_from_dict(raw(model="mbconv", space={"arch": MBCONV_ARCH}, search={"strategy": "gradient"}))
+def test_a_gradient_search_of_mbconv_derives_a_network_and_of_a_transformer_is_refused():
+    spec = spec_from_dict(raw(model="mbconv", space={"arch": MBCONV_ARCH, "train": {"lr": 0.003}},
+                              search={"strategy": "gradient"}))
+    sub = supernet_spec(spec)
+    assert sub.model == "raynas.trainables.supernet:darts_family"
+    assert sub.space.sample(seed=0)["arch"]["family"] == "mbconv"
+    with pytest.raises(ConfigError, match=r"model: gradient search relaxes the op choices of a cell's edges or an "
+                                          r"mbconv's layers \(cell, mbconv\); 'transformer' has a single-path supernet "
+                                          r"only: use search\.strategy: one-shot"):
+        spec_from_dict(raw(model="transformer", space={"arch": {"blocks": [{"heads": 2}], "width": 8}},
+                           search={"strategy": "gradient"}))

@@ -90,6 +90,16 @@ def test_given_points_come_first_in_order_and_the_searcher_goes_on_after_them(ma
     assert not configs[2]["_raynas"]["how"].startswith("given")
 
 
+def test_a_point_that_names_its_origin_keeps_it():
+    # How a gradient search's derived cell reaches its training stage (raynas.search.stages.derived_spec).
+    searcher = RandomSearcher(SPACE, metric="score", mode="max", seed=2)
+    origin = {"searcher": "gradient", "how": "cell derived after 4 supernet epochs"}
+    searcher.add_points([{"arch": {"x": 1, "k": 3}, "train": {"lr": 0.01}, "_raynas": origin}])
+    first, second = run(searcher, 2)
+    assert first == {"arch": {"x": 1, "k": 3}, "train": {"lr": 0.01}, "_raynas": {**origin, "parent": None}}
+    assert second["_raynas"]["searcher"] == "random"
+
+
 @pytest.mark.parametrize("make", [
     lambda: OptunaSearcher(SPACE, metric="score", mode="max", seed=2),
     lambda: EvolutionSearcher(SPACE, metric="score", mode="max", seed=2, population_size=4),

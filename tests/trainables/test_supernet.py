@@ -58,6 +58,16 @@ def test_recalibration_recomputes_the_statistics_for_the_path_only():
     assert stem_bn.momentum == 0.1 and not net.training
 
 
+def test_recalibration_skips_a_model_without_batch_norm():
+    net = build_supernet("transformer", {"patch_size": 4, "width": {"choice": [8, 16]}, "blocks": [{"heads": 2}]},
+                         (1, 8, 8), 10)
+    calls = []
+    net.register_forward_hook(lambda *_: calls.append(1))
+    net.train()
+    assert recalibrate_bn(net, [torch.randn(4, 1, 8, 8)] * 3) == 0
+    assert calls == [] and not net.training
+
+
 def test_supernet_training_learns_something_every_path_shares():
     from tests.trainables._digits import digits_loop
 

@@ -103,3 +103,29 @@ def test_an_mbconv_supernet_is_estimated_on_its_largest_path():
     assert [stage["channels"] for stage in largest["stages"]] == [24, 32, 48]
     assert estimate["activation_bytes"] == 2 * 4 * activations(largest)
     assert activations(largest) > 2 * activations(real._first_path())
+
+
+def test_a_transformer_counts_what_its_attention_computes_as_functions():
+    import torch
+    from torch import nn
+
+    from raynas.trainables.families import build_model
+
+    arch = {"patch_size": 2, "width": {"choice": [8, 16]}, "blocks": {"repeat": {"min": 1, "max": 2},
+                                                                      "block": {"heads": {"choice": [1, 2]}}}}
+    s = spec_from_dict({"name": "t", "model": "transformer", "data": {"source": "digits"}, "search": {"strategy": "one-shot"},
+                        "space": {"arch": arch, "train": {"batch_size": 8}}})
+    largest = build_supernet("transformer", arch, (1, 8, 8), 10).largest_path()
+    leaves = []
+    with torch.device("meta"):
+        net = build_model("transformer", largest, (1, 8, 8), 10)
+        hooks = [m.register_forward_hook(lambda m, i, o: leaves.append(o.numel()))
+                 for m in net.modules() if not list(m.children())]
+        net.train()(torch.zeros(8, 1, 8, 8))
+    for h in hooks:
+        h.remove()
+    attention = sum(isinstance(m, nn.MultiheadAttention) for m in net.modules())
+    # Each block's query, key, value, context and output: 5 x (batch 8, 16 patches + [CLS], width 16).
+    assert attention == 2
+    expected = 2 * 4 * (sum(leaves) + attention * 5 * 8 * 17 * 16)
+    assert estimate_supernet_bytes(s, (1, 8, 8), 10)["activation_bytes"] == expected
