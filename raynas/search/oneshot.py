@@ -546,21 +546,21 @@ class MLPSlot:
 class MLPLayout:
     """What an mlp supernet holds. ``layers`` is true where the space lists ``layers`` (each
     position with its own widths, ``slots``) and false where it gives ``depth`` and one
-    ``width`` for every layer (``slots`` then repeats that width's candidates). A path with n
-    hidden layers runs the first n of ``slots``."""
+    ``width`` for every layer (its candidates ``widths``; ``slots`` repeats them). A path with
+    n hidden layers runs the first n of ``slots``."""
 
     constants: dict
     layers: bool
     depths: tuple[int, ...]
     dropouts: tuple[float, ...]
     slots: tuple[MLPSlot, ...]
+    widths: tuple[int, ...] = ()
 
     def choices(self) -> dict[str, tuple]:
         """The candidates as flat key paths under ``arch`` (``layers`` is the number of layers;
         ``layers.1.width`` a layer's widths)."""
         if not self.layers:
-            return {"depth": self.depths, "width": self.slots[0].widths if self.slots else (MLP_DEFAULTS["width"],),
-                    "dropout": self.dropouts}
+            return {"depth": self.depths, "width": self.widths, "dropout": self.dropouts}
         out: dict[str, tuple] = {"layers": self.depths, "dropout": self.dropouts}
         for j, slot in enumerate(self.slots):
             out[f"layers.{j}.width"] = slot.widths
@@ -624,7 +624,7 @@ def mlp_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> M
     if "layers" not in arch_space:
         depths = _depth_candidates(arch_space.get("depth", MLP_DEFAULTS["depth"]), f"{where}.depth")
         widths = _int_candidates(arch_space.get("width", MLP_DEFAULTS["width"]), f"{where}.width", "widths")
-        return MLPLayout(constants, False, depths, dropouts, (MLPSlot(widths, ()),) * max(depths))
+        return MLPLayout(constants, False, depths, dropouts, (MLPSlot(widths, ()),) * max(depths), widths)
     clash = [k for k in ("depth", "width") if k in arch_space]
     if clash:
         raise ConfigError(f"{where}.{clash[0]}", "give either 'layers' or 'depth'/'width', not both")

@@ -90,7 +90,7 @@ class MLPSupernet(PathSampling, nn.Module):
         dropouts (what a memory estimate traces)."""
         layout = self.layout
         if not layout.layers:
-            return {**self.constants, "depth": max(layout.depths), "width": max(layout.choices()["width"]),
+            return {**self.constants, "depth": max(layout.depths), "width": max(layout.widths),
                     "dropout": max(layout.dropouts)}
         layers = [{"width": max(s.widths), **({"dropout": max(s.dropouts)} if s.dropouts else {})}
                   for s in layout.slots[:max(layout.depths)]]
@@ -114,7 +114,7 @@ class MLPSupernet(PathSampling, nn.Module):
         p = float(pick(arch.get("dropout", MLP_DEFAULTS["dropout"]), layout.dropouts, "arch.dropout", "dropouts"))
         if not layout.layers:
             depth = int(pick(arch.get("depth", MLP_DEFAULTS["depth"]), layout.depths, "arch.depth", "depths"))
-            width = int(pick(arch.get("width", MLP_DEFAULTS["width"]), layout.choices()["width"], "arch.width",
+            width = int(pick(arch.get("width", MLP_DEFAULTS["width"]), layout.widths, "arch.width",
                              "widths"))
             self.active = [(width, p)] * depth
             self._path = {**self.constants, "depth": depth, "width": width, "dropout": p}
@@ -136,7 +136,7 @@ class MLPSupernet(PathSampling, nn.Module):
         (:meth:`draw_uniform`)."""
         layout = self.layout
         if not layout.layers:
-            return {**self.constants, "depth": rng.choice(layout.depths), "width": rng.choice(layout.choices()["width"]),
+            return {**self.constants, "depth": rng.choice(layout.depths), "width": rng.choice(layout.widths),
                     "dropout": rng.choice(layout.dropouts)}
         dropout = rng.choice(layout.dropouts)
         layers = [{"width": rng.choice(s.widths), **({"dropout": rng.choice(s.dropouts)} if s.dropouts else {})}
