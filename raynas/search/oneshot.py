@@ -41,8 +41,11 @@ from raynas.experiment import SUPERNET_DIR, SUPERNET_STRATEGIES
 __all__ = ["STRATEGIES", "SUPERNET_STRATEGIES", "SUPERNET_FAMILIES", "GRADIENT_FAMILIES", "SUPERNET_DIR",
            "CALIBRATION_BATCHES", "ARCH_LR", "MBCONV_CONSTANTS", "MBCONV_LAYER_DEFAULTS", "STAND_IN", "MBConvSlot",
            "MBConvStage", "mbconv_layout", "TRANSFORMER_CONSTANTS", "TRANSFORMER_DEFAULTS",
-           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "shared_choices", "check_one_shot", "check_gradient_mbconv", "gradient_candidates", "check_workers", "SUPERNET_MODEL",
-           "RESNET_DEFAULTS", "RESNET_STAGE_DEFAULTS", "ResNetStage", "ResNetLayout", "resnet_layout"]
+           "TRANSFORMER_BLOCK_DEFAULTS", "TransformerSlot", "TransformerLayout", "transformer_layout", "MLP_DEFAULTS",
+           "MLP_CONSTANTS", "MLPSlot", "MLPLayout", "mlp_layout", "CNN_CONSTANTS", "CNN_STAGE_CONSTANTS", "CNNStage",
+           "CNNLayout", "cnn_layout", "RESNET_DEFAULTS", "RESNET_STAGE_DEFAULTS", "ResNetStage", "ResNetLayout",
+           "resnet_layout", "shared_choices", "check_one_shot", "check_gradient_mbconv", "gradient_candidates",
+           "check_workers", "SUPERNET_MODEL"]
 
 STRATEGIES = ("standalone", "one-shot", "gradient")
 #: The family of a one-shot search's supernet stage (:func:`raynas.search.stages.supernet_spec`).
@@ -60,10 +63,14 @@ ARCH_LR = 3e-3
 #: Families with a supernet, and the arch keys whose values can share weights (for ``mbconv``:
 #: per stage the number of layers and per layer the op, expansion and kernel, see
 #: :func:`mbconv_layout`; for ``transformer``: the width, the number of blocks and per block the
-#: heads, MLP ratio and dropout, see :func:`transformer_layout`; for ``resnet``: the stem's and
-#: each stage's channels, each stage's blocks and dropout, see :func:`resnet_layout`).
+#: heads, MLP ratio and dropout, see :func:`transformer_layout`; for ``mlp``: the depth, the widths
+#: and dropout, see :func:`mlp_layout`; for ``cnn``: each stage's channels and kernel and the
+#: head's dropout, see :func:`cnn_layout`; for ``resnet``: the stem's and each stage's channels,
+#: each stage's blocks and dropout, see :func:`resnet_layout`).
 SUPERNET_FAMILIES: dict[str, tuple[str, ...]] = {"cell": ("edges", "reduction_edges"), "mbconv": ("stages",),
                                                   "transformer": ("width", "dropout", "blocks"),
+                                                  "mlp": ("depth", "width", "layers", "dropout"),
+                                                  "cnn": ("stages", "dropout"),
                                                   "resnet": ("stem_channels", "stages", "dropout")}
 #: Families a gradient (DARTS) search can relax: its softmax mixes ops of one shape, edge by edge
 #: (cell) or layer by layer (mbconv, see :func:`check_gradient_mbconv`).
@@ -110,11 +117,12 @@ def shared_choices(family: str, arch_space: Mapping[str, Any], *, where: str = "
         _, stages = mbconv_layout(arch_space, where=where)
         return {"stages": {key: list(values) for i, stage in enumerate(stages)
                            for key, values in stage.choices(i).items()}}
-    if family in ("transformer", "resnet"):
-        layout = transformer_layout if family == "transformer" else resnet_layout
-        choices = layout(arch_space, where=where).choices()
-        return {key: {path: list(values) for path, values in choices.items() if path.split(".")[0] == key}
-                for key in SUPERNET_FAMILIES[family]}
+    layouts = {"transformer": transformer_layout, "mlp": mlp_layout, "cnn": cnn_layout, "resnet": resnet_layout}
+    if family in layouts:
+        choices = layouts[family](arch_space, where=where).choices()
+        grouped = {key: {path: list(values) for path, values in choices.items() if path.split(".")[0] == key}
+                   for key in SUPERNET_FAMILIES[family]}
+        return {key: values for key, values in grouped.items() if values}
     sharing = SUPERNET_FAMILIES[family]
     out: dict[str, dict[str, list]] = {}
     for key, value in arch_space.items():
@@ -200,10 +208,23 @@ def _unwrap(value: Any) -> Any:
     return value["value"] if isinstance(value, Mapping) and set(value) == {"value"} else value
 
 
+def _mapping_section(value: Any, path: str, what: str, keys: list[str] | tuple[str, ...]) -> Mapping:
+    """``value`` (unwrapped) checked to be a constant mapping of ``keys`` only: a stage, layer or
+    block of a supernet's space. ``what`` opens the message when it is not a mapping."""
+    value = _unwrap(value)
+    if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
+        raise ConfigError(path, f"{what}, got {describe(value)}")
+    for key in value:
+        if key not in keys:
+            raise ConfigError(f"{path}.{key}", f"unknown key; allowed keys: {', '.join(keys)}"
+                                               f"{did_you_mean(str(key), list(keys))}")
+    return value
+
+
 def _int_candidates(value: Any, path: str, what: str, *, odd: bool = False,
-                    conditional: bool = False) -> tuple[int, ...]:
+                    conditional: bool = False, minimum: int = 1) -> tuple[int, ...]:
     """A constant int or ``{choice: [ints]}`` (with ``when``, which the caller reads, if
-    ``conditional``)."""
+    ``conditional``), each at least ``minimum``."""
     value = _unwrap(value)
     if isinstance(value, Mapping):
         allowed = {"choice", "when"} if conditional else {"choice"}
@@ -217,22 +238,16 @@ def _int_candidates(value: Any, path: str, what: str, *, odd: bool = False,
             raise ConfigError(path, f"must be an int or {{choice: [ints]}}, got {describe(value)}")
         options = [value]
     for option in options:
-        if isinstance(option, bool) or not isinstance(option, int) or option < 1 or (odd and option % 2 == 0):
-            kind = "odd positive ints" if odd else "positive ints"
+        if isinstance(option, bool) or not isinstance(option, int) or option < minimum or (odd and option % 2 == 0):
+            kind = ("odd " if odd else "") + ("positive ints" if minimum == 1 else f"ints >= {minimum}")
             why = " (a float is not a slice of the largest tensor)" if isinstance(option, float) else ""
             raise ConfigError(path, f"{what} must be {kind}, got {describe(option)}{why}")
     return tuple(dict.fromkeys(options))
 
 
 def _layer_slot(value: Any, path: str) -> MBConvSlot:
-    value = _unwrap(value)
-    if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
-        raise ConfigError(path, f"a layer of an mbconv supernet must be a mapping of op, expansion and kernel, "
-                                f"got {describe(value)}")
-    for key in value:
-        if key not in MBCONV_LAYER_DEFAULTS:
-            raise ConfigError(f"{path}.{key}", f"unknown key; allowed keys: op, expansion, kernel"
-                                               f"{did_you_mean(str(key), list(MBCONV_LAYER_DEFAULTS))}")
+    value = _mapping_section(value, path, "a layer of an mbconv supernet must be a mapping of op, expansion and "
+                                          "kernel", list(MBCONV_LAYER_DEFAULTS))
     op = _unwrap(value.get("op", "mbconv"))
     if isinstance(op, Mapping):
         if set(op) != {"choice"} or not isinstance(op["choice"], list) or not op["choice"]:
@@ -280,14 +295,8 @@ def _repeat_depths(value: Mapping, path: str, what: str) -> tuple[int, ...]:
 
 
 def _stage(value: Any, path: str) -> MBConvStage:
-    value = _unwrap(value)
-    if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
-        raise ConfigError(path, "a stage of an mbconv supernet must be a mapping of channels, stride and layers "
-                                f"(not a searched one), got {describe(value)}")
-    for key in value:
-        if key not in ("channels", "stride", "layers"):
-            raise ConfigError(f"{path}.{key}", "unknown key; allowed keys: channels, stride, layers"
-                                               f"{did_you_mean(str(key), ['channels', 'stride', 'layers'])}")
+    value = _mapping_section(value, path, "a stage of an mbconv supernet must be a mapping of channels, stride and "
+                                          "layers (not a searched one)", ["channels", "stride", "layers"])
     if "channels" not in value:
         raise ConfigError(f"{path}.channels", "required key is missing")
     channels = _int_candidates(value["channels"], f"{path}.channels", "channels")
@@ -309,6 +318,41 @@ def _stage(value: Any, path: str) -> MBConvStage:
         raise ConfigError(f"{path}.layers", "must be a list of layers or {repeat: {min, max}, block: {...}} "
                                             f"(depth as a prefix of the supernet's layers), got {describe(layers)}")
     return MBConvStage(channels, stride, depths, slots)
+
+
+def _constant(value: Any, path: str, family: str, why: str, sharing: str) -> Any:
+    """A key a supernet holds one value of: refused if searched, with what it changes."""
+    value = _unwrap(value)
+    if isinstance(value, (Mapping, list)):
+        raise ConfigError(path, f"is searched, but {family} supernet shares weights across {sharing} only; "
+                                f"{path.rsplit('.', 1)[1]} changes {why}, so make it a constant (one supernet per "
+                                f"value), got {describe(value)}")
+    return value
+
+
+def _arch_constants(arch_space: Mapping[str, Any], where: str, allowed: list[str], whys: Mapping[str, str],
+                    family: str, sharing: str) -> dict:
+    """The constants of a space's ``arch`` (the keys of ``whys``: each refused if searched, with
+    why), every key checked to be one of ``allowed``."""
+    constants = {}
+    for key, value in arch_space.items():
+        path = f"{where}.{key}"
+        if key not in allowed:
+            raise ConfigError(path, f"unknown key; allowed keys: {', '.join(allowed)}{did_you_mean(str(key), allowed)}")
+        if key in whys:
+            constants[key] = _constant(value, path, family, whys[key], sharing)
+    return constants
+
+
+def _stage_list(arch_space: Mapping[str, Any], where: str, why: str) -> list:
+    """The space's ``stages``: required, a non-empty constant list (``why`` says what a
+    supernet holds, when it is not)."""
+    if "stages" not in arch_space:
+        raise ConfigError(f"{where}.stages", "required key is missing")
+    stages = _unwrap(arch_space["stages"])
+    if not isinstance(stages, list) or not stages:
+        raise ConfigError(f"{where}.stages", f"{why}; write the stages as a list, got {describe(stages)}")
+    return stages
 
 
 def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> tuple[dict, tuple[MBConvStage, ...]]:
@@ -345,13 +389,8 @@ def mbconv_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -
                                     "(their number, op, expansion and kernel) share weights; make it a constant "
                                     f"(one supernet per value), got {describe(value)}")
         constants[key] = value
-    if "stages" not in arch_space:
-        raise ConfigError(f"{where}.stages", "required key is missing")
-    stages = _unwrap(arch_space["stages"])
-    if not isinstance(stages, list) or not stages:
-        raise ConfigError(f"{where}.stages", "an mbconv supernet holds a constant list of stages (a searched number "
-                                             "of stages or a choice between lists cannot share weights); write the "
-                                             f"stages as a list, got {describe(stages)}")
+    stages = _stage_list(arch_space, where, "an mbconv supernet holds a constant list of stages (a searched number of "
+                                            "stages or a choice between lists cannot share weights)")
     return constants, tuple(_stage(item, f"{where}.stages.{i}") for i, item in enumerate(stages))
 
 
@@ -421,14 +460,8 @@ def _number_candidates(value: Any, path: str, what: str, *, below_one: bool = Fa
 
 
 def _transformer_slot(value: Any, path: str) -> TransformerSlot:
-    value = _unwrap(value)
-    if not isinstance(value, Mapping) or any(k in value for k in _DOMAIN_KEYS):
-        raise ConfigError(path, "a block of a transformer supernet must be a mapping of heads, mlp_ratio and dropout "
-                                f"(not a searched one), got {describe(value)}")
-    for key in value:
-        if key not in TRANSFORMER_BLOCK_DEFAULTS:
-            raise ConfigError(f"{path}.{key}", f"unknown key; allowed keys: heads, mlp_ratio, dropout"
-                                               f"{did_you_mean(str(key), list(TRANSFORMER_BLOCK_DEFAULTS))}")
+    value = _mapping_section(value, path, "a block of a transformer supernet must be a mapping of heads, mlp_ratio "
+                                          "and dropout (not a searched one)", list(TRANSFORMER_BLOCK_DEFAULTS))
     given = {**TRANSFORMER_BLOCK_DEFAULTS, **value}
     return TransformerSlot(_int_candidates(given["heads"], f"{path}.heads", "heads"),
                            _number_candidates(given["mlp_ratio"], f"{path}.mlp_ratio", "MLP ratios"),
@@ -455,21 +488,10 @@ def transformer_layout(arch_space: Mapping[str, Any], *, where: str = "space.arc
         >>> layout.constants, layout.widths, layout.depths, layout.slots[2].heads
         ({'patch_size': 2}, (16, 32), (1, 2, 3), (1, 2, 4))
     """
-    allowed = [*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"]
-    constants = {}
-    for key, value in arch_space.items():
-        path = f"{where}.{key}"
-        if key not in allowed:
-            raise ConfigError(path, f"unknown key; allowed keys: {', '.join(allowed)}{did_you_mean(str(key), allowed)}")
-        if key in TRANSFORMER_CONSTANTS:
-            value = _unwrap(value)
-            if isinstance(value, (Mapping, list)):
-                what = ("the number of tokens and the patch embedding's shape" if key == "patch_size"
-                        else "whether a [CLS] token exists and what the head reads")
-                raise ConfigError(path, f"is searched, but a transformer supernet shares weights across width, depth, "
-                                        f"heads, mlp_ratio and dropout only; {key} changes {what}, so make it a "
-                                        f"constant (one supernet per value), got {describe(value)}")
-            constants[key] = value
+    constants = _arch_constants(arch_space, where, [*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"],
+                                {"patch_size": "the number of tokens and the patch embedding's shape",
+                                 "pool": "whether a [CLS] token exists and what the head reads"},
+                                "a transformer", "width, depth, heads, mlp_ratio and dropout")
     widths = _int_candidates(arch_space.get("width", TRANSFORMER_DEFAULTS["width"]), f"{where}.width", "widths")
     dropouts = _number_candidates(arch_space.get("dropout", TRANSFORMER_DEFAULTS["dropout"]), f"{where}.dropout",
                                   "dropouts", below_one=True)
@@ -496,6 +518,200 @@ def transformer_layout(arch_space: Mapping[str, Any], *, where: str = "space.arc
                                                    f"candidate with every width ({', '.join(map(str, widths))}), so "
                                                    f"each must divide them all")
     return TransformerLayout(constants, widths, dropouts, depths, slots)
+
+
+# ----------------------------------------------------------------------------------------------
+# The mlp and cnn supernets' spaces (no torch here either)
+# ----------------------------------------------------------------------------------------------
+
+#: build_mlp's defaults of the keys an mlp supernet may search.
+MLP_DEFAULTS = {"depth": 2, "width": 128, "dropout": 0.0}
+#: build_mlp's keys that must be constants of a one-shot space, and why.
+MLP_CONSTANTS = {"activation": "the function every path applies (there is one module per activation)",
+                 "batch_norm": "whether the linear layers have biases and batch norms at all"}
+#: build_cnn's keys that must be constants of a one-shot space, and why.
+CNN_CONSTANTS = {"activation": "the function every path applies (there is one module per activation)",
+                 "head_width": "the shape of the head's hidden layer"}
+#: A cnn stage's keys that must be constants of a one-shot space, and why.
+CNN_STAGE_CONSTANTS = {"stride": "the spatial size every later stage and the head see",
+                       "pool": "the spatial size every later stage and the head see",
+                       "batch_norm": "whether the stage's conv has a bias and a batch norm at all"}
+
+
+@dataclass(frozen=True)
+class MLPSlot:
+    """One hidden layer position of an mlp supernet: its widths (slices of the largest) and
+    its own dropouts (``()`` where the space gives the layer none: it takes ``arch.dropout``)."""
+
+    widths: tuple[int, ...]
+    dropouts: tuple[float, ...]
+
+
+@dataclass(frozen=True)
+class MLPLayout:
+    """What an mlp supernet holds. ``layers`` is true where the space lists ``layers`` (each
+    position with its own widths, ``slots``) and false where it gives ``depth`` and one
+    ``width`` for every layer (its candidates ``widths``; ``slots`` repeats them). A path with
+    n hidden layers runs the first n of ``slots``."""
+
+    constants: dict
+    layers: bool
+    depths: tuple[int, ...]
+    dropouts: tuple[float, ...]
+    slots: tuple[MLPSlot, ...]
+    widths: tuple[int, ...] = ()
+
+    def choices(self) -> dict[str, tuple]:
+        """The candidates as flat key paths under ``arch`` (``layers`` is the number of layers;
+        ``layers.1.width`` a layer's widths)."""
+        if not self.layers:
+            return {"depth": self.depths, "width": self.widths, "dropout": self.dropouts}
+        out: dict[str, tuple] = {"layers": self.depths, "dropout": self.dropouts}
+        for j, slot in enumerate(self.slots):
+            out[f"layers.{j}.width"] = slot.widths
+            if slot.dropouts:
+                out[f"layers.{j}.dropout"] = slot.dropouts
+        return out
+
+
+def _depth_candidates(value: Any, path: str) -> tuple[int, ...]:
+    """An mlp's ``depth``: an int, a choice of ints or an int range (``{int: [low, high]}``,
+    maybe with ``step`` or ``log``): every count it holds (a path runs a prefix of the deepest;
+    the searcher still samples the space's distribution)."""
+    value = _unwrap(value)
+    if not (isinstance(value, Mapping) and "int" in value):
+        return _int_candidates(value, path, "depths", minimum=0)
+    for key in value:
+        if key not in ("int", "step", "log"):
+            raise ConfigError(f"{path}.{key}", "a supernet holds every depth of the range at once, so a depth takes no "
+                                               f"conditions; remove {key}")
+    bounds, step = value["int"], value.get("step", 1)
+    whole = all(isinstance(n, int) and not isinstance(n, bool) for n in (*(bounds if isinstance(bounds, list) else []),
+                                                                           step))
+    if not whole or len(bounds) != 2 or not 0 <= bounds[0] <= bounds[1] or step < 1:
+        raise ConfigError(path, f"needs {{int: [low, high]}} with 0 <= low <= high (and a positive step), "
+                                f"got {describe(value)}")
+    return tuple(range(bounds[0], bounds[1] + 1, step))
+
+
+def _mlp_slot(value: Any, path: str) -> MLPSlot:
+    value = _mapping_section(value, path, "a hidden layer of an mlp supernet must be a mapping of width and dropout "
+                                          "(not a searched one)", ["width", "dropout"])
+    if "width" not in value:
+        raise ConfigError(f"{path}.width", "required key is missing")
+    dropouts = (_number_candidates(value["dropout"], f"{path}.dropout", "dropouts", below_one=True)
+                if "dropout" in value else ())
+    return MLPSlot(_int_candidates(value["width"], f"{path}.width", "widths"), dropouts)
+
+
+def mlp_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> MLPLayout:
+    """What an mlp supernet can hold of an mlp space's ``arch``, checked.
+
+    Depth is a prefix of the deepest: ``depth`` (an int, a choice or a range of ints >= 0) hidden layers
+    of one ``width`` (an int or a choice: the first w units of the largest), or ``layers``, a
+    list of ``{width, dropout}`` (each a constant or a choice) or ``{repeat: {min, max}, block}``.
+    ``dropout`` is a number or a choice (no weights); ``activation`` and ``batch_norm`` are
+    constants.
+
+    Raises:
+        ConfigError: Anything else, with its key path (a searched activation or batch norm, a
+            range, a condition, both ``layers`` and ``depth``, an unknown key).
+
+    Example:
+        >>> layout = mlp_layout({"depth": {"choice": [1, 3]}, "width": {"choice": [32, 64]}})
+        >>> layout.depths, len(layout.slots), layout.slots[2].widths
+        ((1, 3), 3, (32, 64))
+    """
+    constants = _arch_constants(arch_space, where, [*MLP_DEFAULTS, "layers", *MLP_CONSTANTS], MLP_CONSTANTS, "an mlp",
+                                "the depth, the widths and dropout")
+    dropouts = _number_candidates(arch_space.get("dropout", MLP_DEFAULTS["dropout"]), f"{where}.dropout", "dropouts",
+                                  below_one=True)
+    if "layers" not in arch_space:
+        depths = _depth_candidates(arch_space.get("depth", MLP_DEFAULTS["depth"]), f"{where}.depth")
+        widths = _int_candidates(arch_space.get("width", MLP_DEFAULTS["width"]), f"{where}.width", "widths")
+        return MLPLayout(constants, False, depths, dropouts, (MLPSlot(widths, ()),) * max(depths), widths)
+    clash = [k for k in ("depth", "width") if k in arch_space]
+    if clash:
+        raise ConfigError(f"{where}.{clash[0]}", "give either 'layers' or 'depth'/'width', not both")
+    layers, lpath = _unwrap(arch_space["layers"]), f"{where}.layers"
+    if isinstance(layers, list):
+        return MLPLayout(constants, True, (len(layers),), dropouts,
+                         tuple(_mlp_slot(item, f"{lpath}.{j}") for j, item in enumerate(layers)))
+    if isinstance(layers, Mapping) and "repeat" in layers:
+        depths = _repeat_depths(layers, lpath, "an mlp supernet's layers")
+        return MLPLayout(constants, True, depths, dropouts, (_mlp_slot(layers.get("block"), f"{lpath}.block"),) * max(depths))
+    raise ConfigError(lpath, "must be a list of layers or {repeat: {min, max}, block: {width, dropout}} (depth as a "
+                             f"prefix of the supernet's layers), got {describe(layers)}")
+
+
+@dataclass(frozen=True)
+class CNNStage:
+    """One stage of a cnn supernet: its channels (slices of the largest), its kernels (centred
+    slices of the largest) and its constants (``stride``, ``pool``, ``batch_norm`` as the space
+    gives them)."""
+
+    channels: tuple[int, ...]
+    kernels: tuple[int, ...]
+    constants: dict
+
+
+@dataclass(frozen=True)
+class CNNLayout:
+    """What a cnn supernet holds: ``constants`` (the space's ``activation`` and ``head_width``),
+    the head's ``dropouts`` and every stage (a constant list)."""
+
+    constants: dict
+    dropouts: tuple[float, ...]
+    stages: tuple[CNNStage, ...]
+
+    def choices(self) -> dict[str, tuple]:
+        """The candidates as flat key paths under ``arch`` (``stages.1.kernel`` a stage's kernels)."""
+        out: dict[str, tuple] = {"dropout": self.dropouts}
+        for i, stage in enumerate(self.stages):
+            out.update({f"stages.{i}.channels": stage.channels, f"stages.{i}.kernel": stage.kernels})
+        return out
+
+
+def _cnn_stage(value: Any, path: str) -> CNNStage:
+    value = _mapping_section(value, path, "a stage of a cnn supernet must be a mapping of channels, kernel, stride, "
+                                          "pool and batch_norm (not a searched one)",
+                             ["channels", "kernel", *CNN_STAGE_CONSTANTS])
+    if "channels" not in value:
+        raise ConfigError(f"{path}.channels", "required key is missing")
+    constants = {key: _constant(value[key], f"{path}.{key}", "a cnn", why, "each stage's channels and kernel, and dropout")
+                 for key, why in CNN_STAGE_CONSTANTS.items() if key in value}
+    kernels = _int_candidates(value.get("kernel", 3), f"{path}.kernel", "kernels")
+    if len(kernels) > 1 and any(k % 2 == 0 for k in kernels):
+        raise ConfigError(f"{path}.kernel", f"a searched kernel is the centred slice of the largest, so its candidates "
+                                            f"must be odd, got {next(k for k in kernels if k % 2 == 0)}")
+    return CNNStage(_int_candidates(value["channels"], f"{path}.channels", "channels"), kernels, constants)
+
+
+def cnn_layout(arch_space: Mapping[str, Any], *, where: str = "space.arch") -> CNNLayout:
+    """What a cnn supernet can hold of a cnn space's ``arch``, checked.
+
+    ``stages`` is a constant list (no depth search: see docs/oneshot.md); each stage's
+    ``channels`` is an int or a choice (the first c output channels of the largest conv, and the
+    first c input channels of whatever reads them) and its ``kernel`` an int or a choice of odd
+    ints (the centred slice of the largest); ``stride``, ``pool`` and ``batch_norm`` are
+    constants. ``dropout`` (the head's) is a number or a choice; ``activation`` and
+    ``head_width`` are constants.
+
+    Raises:
+        ConfigError: Anything else, with its key path.
+
+    Example:
+        >>> layout = cnn_layout({"stages": [{"channels": {"choice": [8, 16]}, "kernel": {"choice": [3, 5]}},
+        ...                                 {"channels": 16, "stride": 2}], "dropout": {"choice": [0.0, 0.2]}})
+        >>> layout.stages[0].kernels, layout.stages[1].constants, layout.dropouts
+        ((3, 5), {'stride': 2}, (0.0, 0.2))
+    """
+    constants = _arch_constants(arch_space, where, ["stages", "dropout", *CNN_CONSTANTS], CNN_CONSTANTS, "a cnn",
+                                "each stage's channels and kernel, and dropout")
+    dropouts = _number_candidates(arch_space.get("dropout", 0.0), f"{where}.dropout", "dropouts", below_one=True)
+    stages = _stage_list(arch_space, where, "a cnn supernet holds a constant list of stages (a searched number of "
+                                            "stages is not shared: each stage has its own stride and pool)")
+    return CNNLayout(constants, dropouts, tuple(_cnn_stage(item, f"{where}.stages.{i}") for i, item in enumerate(stages)))
 
 
 def check_one_shot(spec) -> None:

@@ -25,6 +25,13 @@ Families and what shares weights:
   head), each stage's number of blocks (a prefix of the deepest) and dropout; a stage's first
   block projects its shortcut exactly where the family's network of the path does; the
   number of stages, strides and the activation are constants.
+* ``mlp`` (:mod:`raynas.trainables.supernet_mlp`): the depth (a prefix of the deepest), each
+  hidden layer's width (the first units of the largest: its linear layer's outputs and batch
+  norm, the next layer's inputs) and dropout; activation and batch norm are constants.
+* ``cnn`` (:mod:`raynas.trainables.supernet_cnn`): each stage's channels (slices of the largest
+  conv's outputs and of the next conv's or the head's inputs) and kernel (the centred slice of
+  the largest) and the head's dropout; the list of stages, strides, pooling, batch norm,
+  activation and head width are constants.
 
 :func:`shared_choices` reads which keys of a space's ``arch`` may vary and refuses anything
 else with a :class:`~raynas.errors.ConfigError` naming the key path, before anything trains.
@@ -49,7 +56,7 @@ import json
 import math
 import random
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import torch
@@ -57,6 +64,7 @@ from torch import nn
 
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import SUPERNET_FAMILIES, shared_choices
+from raynas.trainables.supernet_paths import PathSampling
 
 __all__ = [
     "SUPERNET_FAMILIES",
@@ -107,7 +115,7 @@ class MixedOp(nn.Module):
         return f"active={self.active!r}"
 
 
-class CellSupernet(nn.Module):
+class CellSupernet(PathSampling, nn.Module):
     """Every candidate op of every edge of a ``cell`` network; one path runs at a time.
 
     Args:
@@ -126,11 +134,7 @@ class CellSupernet(nn.Module):
         from raynas.trainables.cell import OPS, CellNetwork, build_cell
 
         self.choices = {k: {e: list(v) for e, v in d.items()} for k, d in choices.items()}
-        self.sampler: Callable[[], Mapping[str, Any]] | None = None
-        # Paths drawn so far by draw_uniform: in the state dict, so a checkpoint resumes the
-        # same sequence of paths.
-        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
-        self.seed = 0
+        self._init_paths()
         self.mixed: dict[str, dict[str, MixedOp]] = {k: {} for k in self.choices}
 
         def hook(key: str):
@@ -185,21 +189,8 @@ class CellSupernet(nn.Module):
                 for op in ops:
                     op.active = name
 
-    def draw_uniform(self) -> dict:
-        """A path with every edge's op drawn uniformly from its candidates, the ``draws``-th of
-        the sequence that ``seed`` fixes (use it as the ``sampler``).
-
-        Example:
-            >>> space = {"edges": {"0-1": {"choice": ["skip", "conv3x3"]}}, "nodes": 2, "stages": 1}
-            >>> net = build_supernet("cell", space, (1, 8, 8), 2)
-            >>> first = [net.draw_uniform()["edges"]["0-1"] for _ in range(8)]
-            >>> net.draws.zero_()  # doctest: +ELLIPSIS
-            tensor(0)
-            >>> first == [net.draw_uniform()["edges"]["0-1"] for _ in range(8)]
-            True
-        """
-        rng = random.Random(self.seed * 1_000_003 + int(self.draws))
-        self.draws += 1
+    def _draw(self, rng: random.Random) -> dict:
+        """A path with every edge's op drawn from its candidates (:meth:`draw_uniform`)."""
         arch = dict(self.constants)
         for key, edges in self.choices.items():
             arch[key] = {edge: rng.choice(ops) for edge, ops in edges.items()}
@@ -213,8 +204,7 @@ class CellSupernet(nn.Module):
         return arch
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.sampler is not None:
-            self.set_arch(self.sampler())
+        self._follow_sampler()
         return self.net(x)
 
 
@@ -238,6 +228,14 @@ def build_supernet(family: str, arch_space: Mapping[str, Any], input_shape: tupl
         from raynas.trainables.supernet_resnet import ResNetSupernet
 
         return ResNetSupernet(arch_space, input_shape, num_classes)
+    if family == "mlp":
+        from raynas.trainables.supernet_mlp import MLPSupernet
+
+        return MLPSupernet(arch_space, input_shape, num_classes)
+    if family == "cnn":
+        from raynas.trainables.supernet_cnn import CNNSupernet
+
+        return CNNSupernet(arch_space, input_shape, num_classes)
     constants = {k: v for k, v in arch_space.items() if k not in choices}
     return CellSupernet(constants, choices, input_shape, num_classes)
 
@@ -288,7 +286,7 @@ def path_state(supernet: nn.Module, model: nn.Module) -> None:
     Raises:
         RuntimeError: The two do not line up (another architecture or family).
     """
-    if hasattr(supernet, "path_state_dict"):  # a supernet of sliced weights (mbconv) names its path's own
+    if hasattr(supernet, "path_state_dict"):  # a supernet of sliced weights names its path's own
         model.load_state_dict(supernet.path_state_dict(), strict=True)
         return
     active = {name: m.active for name, m in supernet.net.named_modules() if isinstance(m, MixedOp)}

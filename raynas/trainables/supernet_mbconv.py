@@ -48,20 +48,9 @@ from torch.nn import functional as F
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import MBCONV_CONSTANTS, MBCONV_LAYER_DEFAULTS, STAND_IN, mbconv_layout
 from raynas.trainables.families import ACTIVATIONS, _conv_bn, _head, build_mbconv
+from raynas.trainables.supernet_paths import PathSampling, check_constants, sliced_bn
 
 __all__ = ["MBConvSupernet", "SlicedMBConv"]
-
-
-def _sliced_bn(bn: nn.BatchNorm2d, x: torch.Tensor, n: int) -> torch.Tensor:
-    """``bn`` on its first ``n`` channels: as ``nn.BatchNorm2d.forward``, with every tensor
-    sliced (the running statistics of the slice are updated in place)."""
-    if bn.training:
-        bn.num_batches_tracked.add_(1)
-        factor = 1.0 / float(bn.num_batches_tracked) if bn.momentum is None else bn.momentum
-    else:
-        factor = 0.0
-    return F.batch_norm(x, bn.running_mean[:n], bn.running_var[:n], bn.weight[:n], bn.bias[:n], bn.training, factor,
-                        bn.eps)
 
 
 class SlicedMBConv(nn.Module):
@@ -101,10 +90,10 @@ class SlicedMBConv(nn.Module):
         hidden = cin * e
         h = x
         if e != 1:
-            h = self.act(_sliced_bn(self.expand[1], F.conv2d(x, self.expand[0].weight[:hidden, :cin]), hidden))
+            h = self.act(sliced_bn(self.expand[1], F.conv2d(x, self.expand[0].weight[:hidden, :cin]), hidden))
         h = F.conv2d(h, self._kernel(k)[:hidden], None, self.stride, k // 2, groups=hidden)
-        h = self.act(_sliced_bn(self.depthwise[1], h, hidden))
-        out = _sliced_bn(self.project[1], F.conv2d(h, self.project[0].weight[:cout, :hidden]), cout)
+        h = self.act(sliced_bn(self.depthwise[1], h, hidden))
+        out = sliced_bn(self.project[1], F.conv2d(h, self.project[0].weight[:cout, :hidden]), cout)
         # As MBConv: a residual when the layer keeps the shape.
         return x + out if self.stride == 1 and cin == cout else out
 
@@ -130,7 +119,7 @@ class SlicedMBConv(nn.Module):
         return f"expansion={self.expansion}, kernel={self.kernel}, out_channels={self.out_channels}"
 
 
-class MBConvSupernet(nn.Module):
+class MBConvSupernet(PathSampling, nn.Module):
     """Every path of an mbconv space in one network of shared, sliced weights.
 
     Args:
@@ -152,11 +141,7 @@ class MBConvSupernet(nn.Module):
         constants, self.stages = mbconv_layout(arch_space)
         self.constants = constants  # the space's (a path's arch holds them as the space does)
         settings = {**MBCONV_CONSTANTS, **constants}
-        self.sampler: Callable[[], Mapping[str, Any]] | None = None
-        # Paths drawn so far by draw_uniform: in the state dict, so a checkpoint resumes the
-        # same sequence of paths.
-        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
-        self.seed = 0
+        self._init_paths()
         # build_mbconv checks the constants and the sizes (stride-2 stages on a small input) on
         # the deepest first path: its ArchError names the key, as for any trial.
         first = self._first_path()
@@ -223,10 +208,7 @@ class MBConvSupernet(nn.Module):
         """
         if not isinstance(arch, Mapping):
             raise ArchError("arch", f"the supernet needs an arch dict, got {describe(arch)}")
-        for key, default in MBCONV_CONSTANTS.items():
-            given, value = arch.get(key, default), self.constants.get(key, default)
-            if given != value or isinstance(given, bool) != isinstance(value, bool):
-                raise ArchError(f"arch.{key}", f"this supernet holds {key} {value!r} only, got {describe(given)}")
+        check_constants(arch, self.constants, MBCONV_CONSTANTS)
         stages = arch.get("stages")
         if not isinstance(stages, list) or len(stages) != len(self.stages):
             raise ArchError("arch.stages", f"this supernet holds {len(self.stages)} stages, got {describe(stages)}")
@@ -284,12 +266,9 @@ class MBConvSupernet(nn.Module):
             for j, _, e, k in run:
                 stage_slots[j].expansion, stage_slots[j].kernel, stage_slots[j].out_channels = e, k, out
 
-    def draw_uniform(self) -> dict:
-        """A path with each stage's depth and each layer's op, expansion and kernel drawn
-        uniformly from its candidates, the ``draws``-th of the sequence that ``seed`` fixes (use
-        it as the ``sampler``)."""
-        rng = random.Random(self.seed * 1_000_003 + int(self.draws))
-        self.draws += 1
+    def _draw(self, rng: random.Random) -> dict:
+        """A path with each stage's width and depth and each layer's op, expansion and kernel
+        drawn from their candidates (:meth:`draw_uniform`)."""
         stages = []
         for stage in self.stages:
             layers, channels = [], rng.choice(stage.channels)
@@ -311,8 +290,7 @@ class MBConvSupernet(nn.Module):
     # -- running and copying a path -------------------------------------------------------------
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.sampler is not None:
-            self.set_arch(self.sampler())
+        self._follow_sampler()
         h = self.stem(x)
         for stage_slots, (_, run) in zip(self.layers, self.active):
             for j, _, _, _ in run:

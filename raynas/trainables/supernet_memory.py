@@ -65,7 +65,7 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
         net.sampler = None
         traced = net
         if hasattr(net, "largest_path"):
-            # A supernet of sliced weights (mbconv) has no candidates side by side, and runs its
+            # A supernet of sliced weights (mbconv, transformer, mlp, cnn) has no candidates side by side, and runs its
             # slices functionally: its largest path (the largest candidate of every choice at
             # once) computes what the family's network of that arch computes, so trace that.
             from raynas.trainables.families import build_model

@@ -45,7 +45,7 @@ from torch.nn import functional as F
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import RESNET_DEFAULTS, RESNET_STAGE_DEFAULTS, ResNetStage, resnet_layout
 from raynas.trainables.families import ACTIVATIONS, BasicBlock, _conv_bn, _head, build_resnet
-from raynas.trainables.supernet_mbconv import _sliced_bn
+from raynas.trainables.supernet_paths import sliced_bn as _sliced_bn
 
 __all__ = ["ResNetSupernet"]
 

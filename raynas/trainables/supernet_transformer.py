@@ -40,7 +40,7 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -54,6 +54,7 @@ from raynas.search.oneshot import (
     TRANSFORMER_DEFAULTS,
     transformer_layout,
 )
+from raynas.trainables.supernet_paths import PathSampling, check_constants, path_items, pick
 from raynas.trainables.transformer import PatchEmbedding, build_transformer
 
 __all__ = ["TransformerSupernet"]
@@ -64,11 +65,7 @@ def _hidden(ratio: float, width: int) -> int:
     return max(1, round(ratio * width))
 
 
-def _is_number(value: Any) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float))
-
-
-class TransformerSupernet(nn.Module):
+class TransformerSupernet(PathSampling, nn.Module):
     """Every path of a transformer space in one network of shared, sliced weights.
 
     Its modules are those of the family's network of the largest path (the widest, deepest,
@@ -94,11 +91,7 @@ class TransformerSupernet(nn.Module):
         super().__init__()
         self.layout = transformer_layout(arch_space)
         self.constants = dict(self.layout.constants)  # the space's (a path's arch holds them as the space does)
-        self.sampler: Callable[[], Mapping[str, Any]] | None = None
-        # Paths drawn so far by draw_uniform: in the state dict, so a checkpoint resumes the
-        # same sequence of paths.
-        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
-        self.seed = 0
+        self._init_paths()
         # The family's network of the largest path holds every weight (and checks the
         # constants against the data: its ArchError names the key, as for any trial). Its
         # head dropout is left out (0): dropout has no weights and would shift the head's name.
@@ -146,33 +139,14 @@ class TransformerSupernet(nn.Module):
         for key in arch:
             if key not in (*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"):
                 raise ArchError(f"arch.{key}", "this supernet holds no such key")
-        for key, default in TRANSFORMER_CONSTANTS.items():
-            given, value = arch.get(key, default), self.constants.get(key, default)
-            if given != value or isinstance(given, bool) != isinstance(value, bool):
-                raise ArchError(f"arch.{key}", f"this supernet holds {key} {value!r} only, got {describe(given)}")
+        check_constants(arch, self.constants, TRANSFORMER_CONSTANTS)
         layout = self.layout
-
-        def pick(value: Any, options: tuple, path: str, what: str) -> Any:
-            if not _is_number(value) or value not in options:
-                raise ArchError(path, f"{value!r} is not a candidate of this supernet's {what} "
-                                      f"({', '.join(map(str, options))})")
-            return value
-
         width = int(pick(arch.get("width", TRANSFORMER_DEFAULTS["width"]), layout.widths, "arch.width", "widths"))
         dropout = float(pick(arch.get("dropout", TRANSFORMER_DEFAULTS["dropout"]), layout.dropouts, "arch.dropout",
                              "dropouts"))
-        blocks = arch.get("blocks")
-        if not isinstance(blocks, list) or len(blocks) not in layout.depths:
-            depths = " or ".join(map(str, layout.depths))
-            raise ArchError("arch.blocks", f"this supernet takes {depths} blocks, got {describe(blocks)}")
+        blocks = path_items(arch.get("blocks"), layout.depths, "arch.blocks", "block", TRANSFORMER_BLOCK_DEFAULTS)
         active, normal = [], []
-        for j, (slot, block) in enumerate(zip(layout.slots, blocks)):
-            path = f"arch.blocks.{j}"
-            if not isinstance(block, Mapping):
-                raise ArchError(path, f"expected a block mapping, got {describe(block)}")
-            for key in block:
-                if key not in TRANSFORMER_BLOCK_DEFAULTS:
-                    raise ArchError(f"{path}.{key}", "this supernet's blocks hold no such key")
+        for slot, (path, block) in zip(layout.slots, blocks):
             values = [pick(block.get(key, TRANSFORMER_BLOCK_DEFAULTS[key]), options, f"{path}.{key}", f"block's {key}")
                       for key, options in (("heads", slot.heads), ("mlp_ratio", slot.mlp_ratios),
                                            ("dropout", slot.dropouts))]
@@ -182,12 +156,9 @@ class TransformerSupernet(nn.Module):
         self.width, self.dropout, self.active = width, dropout, active
         self._path = {**self.constants, "width": width, "dropout": dropout, "blocks": normal}
 
-    def draw_uniform(self) -> dict:
+    def _draw(self, rng: random.Random) -> dict:
         """A path with the width, the head's dropout, the depth and each block's heads, MLP
-        ratio and dropout drawn uniformly from their candidates, the ``draws``-th of the
-        sequence that ``seed`` fixes (use it as the ``sampler``)."""
-        rng = random.Random(self.seed * 1_000_003 + int(self.draws))
-        self.draws += 1
+        ratio and dropout drawn from their candidates (:meth:`draw_uniform`)."""
         layout = self.layout
         width, dropout = rng.choice(layout.widths), rng.choice(layout.dropouts)
         blocks = [{"heads": rng.choice(s.heads), "mlp_ratio": rng.choice(s.mlp_ratios),
@@ -228,8 +199,7 @@ class TransformerSupernet(nn.Module):
         return x + F.dropout(h, p, self.training)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.sampler is not None:
-            self.set_arch(self.sampler())
+        self._follow_sampler()
         w = self.width
         tokens = self._tokens(x)
         if self.cls_token is not None:

@@ -36,6 +36,7 @@ SMALL = {
     "oneshot_mbconv_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=6", "max_epochs=2"],
     "oneshot_transformer_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=3", "max_epochs=2"],
     "oneshot_resnet_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=3", "max_epochs=2"],
+    "oneshot_mlp_digits": ["search.num_trials=4", "search.one_shot.supernet_epochs=3", "max_epochs=2"],
     "gradient_digits": ["search.gradient.supernet_epochs=2", "max_epochs=2"],
     "gradient_mbconv_digits": ["search.gradient.supernet_epochs=2", "max_epochs=2"],
 }

@@ -9,6 +9,7 @@ from raynas.errors import ArchError, ConfigError
 from raynas.spaces import Space
 from raynas.trainables.cell import build_cell, edge_keys
 from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
+from tests.trainables._digits import assert_paths_resume
 
 OPS = ["none", "skip", "conv1x1", "conv3x3", "avgpool3x3"]
 SPACE = {"edges": {e: {"choice": OPS} for e in edge_keys(4)}, "channels": 8, "stages": 2, "cells_per_stage": 1}
@@ -35,33 +36,7 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights():
 
 
 def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
-    net = build_supernet("cell", SPACE, (1, 8, 8), 10)
-    net.sampler = net.draw_uniform
-    x = torch.randn(4, 1, 8, 8)
-    net.train()
-    paths = []
-    for _ in range(5):
-        net(x)
-        paths.append(net.path())
-    assert len({str(p) for p in paths}) == 5 and int(net.draws) == 5
-    saved = {k: v.clone() for k, v in net.state_dict().items()}
-    after = []
-    for _ in range(3):
-        net(x)
-        after.append(net.path())
-    restored = build_supernet("cell", SPACE, (1, 8, 8), 10)
-    restored.sampler = restored.draw_uniform
-    restored.load_state_dict(saved)  # a checkpoint holds the position in the sequence
-    restored.train()
-    again = []
-    for _ in range(3):
-        restored(x)
-        again.append(restored.path())
-    assert again == after
-    net.eval()
-    before = net.path()
-    net(x)
-    assert net.path() == before  # eval runs the path set last
+    assert_paths_resume("cell", SPACE, (1, 8, 8), seed=0)
 
 
 def test_recalibration_recomputes_the_statistics_for_the_path_only():

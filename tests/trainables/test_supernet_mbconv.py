@@ -17,6 +17,7 @@ from raynas.trainables.supernet import (
     shared_choices,
     supernet_family,
 )
+from tests.trainables._digits import assert_paths_resume
 
 
 def block(expansions=(1, 3), kernels=(3, 5), when=True):
@@ -147,41 +148,7 @@ def test_weights_are_shared_slices_of_the_largest():
 
 
 def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
-    net = build_supernet("mbconv", SPACE, SHAPE, 10)
-    net.sampler, net.seed = net.draw_uniform, 4
-    x = torch.randn(4, *SHAPE)
-    net.train()
-    paths = []
-    for _ in range(5):
-        net(x)
-        paths.append(net.path())
-    assert len({json.dumps(p) for p in paths}) == 5 and int(net.draws) == 5
-    saved = {k: v.clone() for k, v in net.state_dict().items()}
-    after = []
-    for _ in range(3):
-        net(x)
-        after.append(net.path())
-    restored = build_supernet("mbconv", SPACE, SHAPE, 10)
-    restored.sampler, restored.seed = restored.draw_uniform, 4
-    restored.load_state_dict(saved)  # a checkpoint holds the position in the sequence
-    restored.train()
-    again = []
-    for _ in range(3):
-        restored(x)
-        again.append(restored.path())
-    assert again == after
-    other = build_supernet("mbconv", SPACE, SHAPE, 10)
-    other.seed = 5
-    assert [other.draw_uniform() for _ in range(5)] != paths  # another seed, another sequence
-    net.eval()
-    before = net.path()
-    net(x)
-    assert net.path() == before  # eval runs the path set last
-    # Every drawn path is an architecture the family builds and the supernet takes back as it is.
-    for p in paths:
-        build_mbconv(p, SHAPE, 10)
-        net.set_arch(p)
-        assert net.path() == p
+    assert_paths_resume("mbconv", SPACE, SHAPE, build=build_mbconv)
 
 
 def test_set_arch_refuses_what_the_supernet_does_not_hold_with_the_key_path():

@@ -1,7 +1,5 @@
 """The weight-sharing supernet of the transformer family (raynas.trainables.supernet_transformer), without Ray."""
 
-import copy
-import json
 import random
 
 import pytest
@@ -11,8 +9,15 @@ from raynas.errors import ArchError, ConfigError
 from raynas.spaces import Space
 from raynas.spec import spec_from_dict
 from raynas.trainables.supernet import build_supernet, path_state, shared_choices
-from raynas.trainables.supernet_memory import estimate_supernet_bytes
 from raynas.trainables.transformer import build_transformer
+from tests.trainables._digits import (
+    assert_memory_estimate_traces_the_largest_path,
+    assert_paths_resume,
+    assert_step_is_the_stand_alone_step,
+    perturbed,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 # Images: 2x2 patches of 8x8 digits (16 tokens and a [CLS] token), three widths (one with heads
 # 1, 2 and 4 of 2 to 16 features each), depth 0 to 3, fractional MLP ratios, searched dropout
@@ -25,26 +30,6 @@ IMAGES = {"patch_size": 2, "width": {"choice": [8, 12, 16]}, "dropout": {"choice
 ROWS = {"pool": "mean", "width": {"choice": [8, 16]},
         "blocks": [{"heads": {"choice": [2, 4]}}, {"heads": 1, "mlp_ratio": {"choice": [0.5, 2]}}]}
 CASES = [("images", IMAGES, (1, 8, 8)), ("rows", ROWS, (13,))]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tensors of a few hundred values: a second thread only adds waiting (on a busy 2-core
-    machine a LayerNorm took 5 ms on 2 threads, 10 us on one)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def perturbed(space, shape, classes=10, seed=0):
-    """A supernet whose weights are far from their initial values (LayerNorm's ones and zeros too)."""
-    torch.manual_seed(seed)
-    net = build_supernet("transformer", space, shape, classes)
-    with torch.no_grad():
-        for p in net.parameters():
-            p.add_(torch.randn_like(p) * 0.2)
-    return net
 
 
 def archs(space, n, seed=0):
@@ -67,7 +52,7 @@ CHOSEN = [
 
 @pytest.mark.parametrize("name, space, shape", CASES)
 def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(name, space, shape):
-    net, x = perturbed(space, shape).eval(), torch.randn(16, *shape)
+    net, x = perturbed("transformer", space, shape).eval(), torch.randn(16, *shape)
     sampled = archs(space, 25)
     chosen = CHOSEN if name == "images" else []
     assert {a["width"] for a in sampled} == set(space["width"]["choice"])  # the sample covers every width
@@ -87,7 +72,7 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(name, 
 
 
 def test_weights_are_shared_slices_of_the_largest():
-    net = perturbed(IMAGES, (1, 8, 8)).eval()
+    net = perturbed("transformer", IMAGES, (1, 8, 8)).eval()
     attn = net.blocks[0].self_attn
     assert tuple(attn.in_proj_weight.shape) == (3 * 16, 16) and net.blocks[0].linear1.out_features == 48
     assert len(net.blocks) == 3 and net.head[-1].in_features == 16
@@ -119,45 +104,11 @@ def test_weights_are_shared_slices_of_the_largest():
 
 
 def test_training_mode_draws_a_seeded_path_per_batch_and_resumes_the_sequence():
-    net = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
-    net.sampler, net.seed = net.draw_uniform, 4
-    x = torch.randn(4, 1, 8, 8)
-    net.train()
-    paths = []
-    for _ in range(5):
-        net(x)
-        paths.append(net.path())
-    assert len({json.dumps(p) for p in paths}) > 2 and int(net.draws) == 5
-    saved = {k: v.clone() for k, v in net.state_dict().items()}
-    after = []
-    for _ in range(3):
-        net(x)
-        after.append(net.path())
-    restored = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
-    restored.sampler, restored.seed = restored.draw_uniform, 4
-    restored.load_state_dict(saved)  # a checkpoint holds the position in the sequence
-    restored.train()
-    again = []
-    for _ in range(3):
-        restored(x)
-        again.append(restored.path())
-    assert again == after
-    other = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
-    other.seed = 5
-    assert [other.draw_uniform() for _ in range(5)] != paths  # another seed, another sequence
-    net.eval()
-    before = net.path()
-    net(x)
-    assert net.path() == before  # eval runs the path set last
-    # Every drawn path is an architecture the family builds and the supernet takes back as it is.
-    for p in paths:
-        build_transformer(p, (1, 8, 8), 10)
-        net.set_arch(p)
-        assert net.path() == p
+    assert_paths_resume("transformer", IMAGES, (1, 8, 8), distinct=3, build=build_transformer)
 
 
 def test_a_training_step_reaches_only_the_weights_of_its_path():
-    net = perturbed(IMAGES, (1, 8, 8))
+    net = perturbed("transformer", IMAGES, (1, 8, 8))
     net.set_arch(image_arch(8, (2, 1.5, 0.1), dropout=0.2))
     net.train()
     torch.nn.functional.cross_entropy(net(torch.randn(8, 1, 8, 8)), torch.arange(8)).backward()
@@ -230,14 +181,8 @@ def test_what_a_transformer_supernet_cannot_hold_stops_the_spec(arch, message):
 
 
 def test_the_memory_estimate_traces_the_largest_path():
-    raw = {"name": "tf", "data": {"source": "digits"}, "model": "transformer",
-           "space": {"arch": IMAGES, "train": {"batch_size": 16}}, "search": {"strategy": "one-shot"}}
-    estimate = estimate_supernet_bytes(spec_from_dict(raw), (1, 8, 8), 10)
-    real = build_supernet("transformer", IMAGES, (1, 8, 8), 10)
-    assert estimate["params"] == sum(p.numel() for p in real.parameters())
-    smaller = dict(IMAGES, width={"choice": [8, 12]})
-    assert estimate_supernet_bytes(spec_from_dict(dict(raw, space={"arch": smaller, "train": {"batch_size": 16}})),
-                                   (1, 8, 8), 10)["activation_bytes"] < estimate["activation_bytes"]
+    assert_memory_estimate_traces_the_largest_path("transformer", IMAGES, dict(IMAGES, width={"choice": [8, 12]}),
+                                                   (1, 8, 8))
 
 
 
@@ -245,21 +190,8 @@ def test_the_memory_estimate_traces_the_largest_path():
 def test_a_training_step_of_a_path_is_the_stand_alone_networks_step(name, space, shape):
     """Without dropout the path trains as the stand-alone network does: the same loss, and each
     weight's gradient is the slice of the supernet's gradient that path_state copies."""
-    net = perturbed(space, shape).train()
+    net = perturbed("transformer", space, shape).train()
     arch = image_arch(12, (4, 1.5, 0.0), (1, 3, 0.0)) if name == "images" else archs(space, 1, seed=3)[0]
     net.set_arch(arch)
     sub = build_transformer(arch, shape, 10).train()
-    path_state(net, sub)
-    x, y = torch.randn(8, *shape), torch.arange(8)
-    loss = torch.nn.functional.cross_entropy(net(x), y)
-    loss.backward()
-    sub_loss = torch.nn.functional.cross_entropy(sub(x), y)
-    sub_loss.backward()
-    torch.testing.assert_close(loss, sub_loss)
-    grads = copy.deepcopy(net)
-    with torch.no_grad():
-        for g, p in zip(grads.parameters(), net.parameters()):
-            g.copy_(p.grad if p.grad is not None else torch.zeros_like(p))
-    expected = grads.path_state_dict()
-    for key, p in sub.named_parameters():
-        torch.testing.assert_close(p.grad, expected[key], rtol=1e-4, atol=1e-6, msg=key)
+    assert_step_is_the_stand_alone_step(net, sub, shape)
