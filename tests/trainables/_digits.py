@@ -122,3 +122,30 @@ def assert_memory_estimate_traces_the_largest_path(family: str, space: dict, sma
     full = estimate(space)
     assert full["params"] == sum(p.numel() for p in build_supernet(family, space, shape, 10).parameters())
     assert estimate(smaller)["activation_bytes"] < full["activation_bytes"]
+
+
+def assert_arch_steps_learn_and_resume(make, x: torch.Tensor, y: torch.Tensor) -> None:
+    """A gradient search's supernet (``make()`` builds it, seeded): one architecture step per
+    training forward pass, on the held-out ``x[:64]``, changes the logits and no weight (the
+    network's optimizer never sees the logits); the logits, their Adam moments and the step
+    count are in the state dict, so a supernet loaded from it takes the same next step.
+    ``x`` holds at least 96 rows."""
+    net = make()
+    assert not any(name.startswith("alpha") for name, _ in net.named_parameters())
+    weights = {k: v.clone() for k, v in net.named_parameters()}
+    net.set_arch_data(x[:64], y[:64], batch_size=32)
+    net.train()
+    before = [a.clone() for a in net.alphas()]
+    net(x[64:80])
+    assert int(net.arch_steps) == 1 and any(not torch.equal(a, b) for a, b in zip(before, net.alphas()))
+    assert all(torch.equal(v, weights[k]) for k, v in net.named_parameters())
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    assert {"alpha_0", "alpha_m_0", "alpha_v_0", "arch_steps"} <= set(state)
+    net(x[80:96])
+    again = make()
+    again.load_state_dict(state)
+    again.set_arch_data(x[:64], y[:64], batch_size=32)
+    again.train()
+    again(x[80:96])
+    for a, b in zip(net.alphas(), again.alphas()):
+        torch.testing.assert_close(a, b)

@@ -15,6 +15,8 @@ from raynas.trainables.darts_mbconv import DartsMBConvSupernet
 from raynas.trainables.families import MBConv, build_mbconv
 from raynas.trainables.supernet import darts_family
 
+from tests.trainables._digits import assert_arch_steps_learn_and_resume
+
 BLOCK = {"expansion": {"choice": [1, 3]}, "kernel": {"choice": [3, 5]}}
 SPACE = {"stem_channels": 8, "stages": [
     {"channels": 8, "layers": {"repeat": {"min": 1, "max": 3}, "block": BLOCK}},
@@ -56,25 +58,7 @@ def test_each_position_holds_its_candidates_and_a_shape_changing_parameter_free_
 
 
 def test_architecture_steps_learn_the_logits_on_held_out_data_only_and_resume_exactly():
-    model = net(arch_lr=0.05)
-    x, y = torch.randn(96, 1, 8, 8), torch.randint(0, 10, (96,))
-    assert not any(name.startswith("alpha") for name, _ in model.named_parameters())
-    weights = {k: v.clone() for k, v in model.named_parameters()}
-    model.set_arch_data(x[:64], y[:64], batch_size=32)
-    model.train()
-    before = [a.clone() for a in model.alphas()]
-    model(x[64:80])
-    assert int(model.arch_steps) == 1 and all(not torch.equal(a, b) for a, b in zip(before, model.alphas()))
-    assert all(torch.equal(v, weights[k]) for k, v in model.named_parameters())
-    state = {k: v.clone() for k, v in model.state_dict().items()}
-    model(x[80:])
-    again = net(arch_lr=0.05)
-    again.load_state_dict(state)
-    again.set_arch_data(x[:64], y[:64], batch_size=32)
-    again.train()
-    again(x[80:])
-    for a, b in zip(model.alphas(), again.alphas()):
-        torch.testing.assert_close(a, b)
+    assert_arch_steps_learn_and_resume(lambda: net(arch_lr=0.05), torch.randn(96, 1, 8, 8), torch.randint(0, 10, (96,)))
 
 
 def test_the_derived_network_takes_each_strongest_candidate_guards_parameter_free_ones_and_is_in_the_space():
