@@ -347,9 +347,9 @@ def one_shot_text(results) -> str:
     """What a one-shot or gradient search's stages did and cost (``analyze`` and the report)."""
     o = results.one_shot
     if o["strategy"] == "gradient":
-        # An mbconv network's derived arch has stages of layers; a cell's, edges.
-        what, free = (("network", "layers chose identity or skip") if "stages" in (o.get("derived") or {})
-                      else ("cell", "edges chose skip"))
+        # A cell's derived arch has edges; an mbconv network's, stages of layers.
+        what, free = (("cell", "edges chose skip") if "edges" in (o.get("derived") or {})
+                      else ("network", "layers chose identity or skip"))
         return (f"gradient: the {what} was derived from the supernet's architecture weights after {o['epochs']} epochs "
                 f"in {o['supernet_s']:.1f} s ({o['folder']}; {o.get('skip_edges')} {free}, "
                 f"{o.get('skip_edges_kept')} kept), then trained as a trial")
