@@ -1,4 +1,4 @@
-"""One-shot (single-path, weight-sharing) scores against stand-alone training, on a cell, mbconv or transformer space.
+"""One-shot (single-path, weight-sharing) scores against stand-alone training, on a space of any built-in family.
 
 Does a supernet rank architectures as training them one by one does, and at what cost? On
 scikit-learn's 8x8 digits and a NAS-Bench-201-style cell space (4 nodes, 6 edges, each one of
@@ -6,7 +6,9 @@ none, skip, conv1x1, conv3x3, avgpool3x3; 15,625 architectures), or with ``--fam
 mbconv space (experiments/oneshot_mbconv_digits.yaml's: three stages of two widths each and 1-3
 layers, each identity or an MBConv of expansion 1, 3 or 6 and kernel 3 or 5), or with ``--family
 transformer`` experiments/oneshot_transformer_digits.yaml's space (width 32 or 64, 1-3 blocks of
-1, 2 or 4 heads and MLP ratio 1, 2 or 4; its AdamW recipe):
+1, 2 or 4 heads and MLP ratio 1, 2 or 4; its AdamW recipe), ``--family mlp`` or ``resnet`` their
+one-shot examples' spaces, or ``--family cnn`` three stages of 16 or 32 channels and kernel 3 or 5
+(docs/oneshot.md's cnn example with a third stage):
 
 1. trains one supernet (:mod:`raynas.trainables.supernet`) for ``--supernet-epochs`` epochs,
    one path drawn uniformly from the space per batch, with the fast engine's loop;
@@ -26,7 +28,8 @@ Usage::
     python benchmarks/oneshot.py --json
     python benchmarks/oneshot.py --data fashion_mnist --data-path DIR --max-samples 2000 --stages 3 --epochs 5
     python benchmarks/oneshot.py --family mbconv --archs 30 --epochs 8 --supernet-epochs 30
-    python benchmarks/oneshot.py --family transformer --epochs 8 --supernet-epochs 20
+    python benchmarks/oneshot.py --family transformer --epochs 10 --supernet-epochs 20
+    python benchmarks/oneshot.py --family mlp --epochs 10 --supernet-epochs 20     # also cnn, resnet
 """
 
 from __future__ import annotations
@@ -56,6 +59,17 @@ MBCONV_SPACE = {"stem_channels": 16, "stages": [
 #: The transformer space (--family transformer): experiments/oneshot_transformer_digits.yaml's arch.
 TRANSFORMER_SPACE = {"patch_size": 4, "pool": "cls", "width": {"choice": [32, 64]}, "blocks": {
     "repeat": {"min": 1, "max": 3}, "block": {"heads": {"choice": [1, 2, 4]}, "mlp_ratio": {"choice": [1, 2, 4]}}}}
+#: The mlp and resnet spaces: experiments/oneshot_mlp_digits.yaml's and oneshot_resnet_digits.yaml's arch.
+MLP_SPACE = {"layers": {"repeat": {"min": 1, "max": 3}, "block": {"width": {"choice": [32, 64, 128]},
+                                                                   "dropout": {"choice": [0.0, 0.1]}}},
+             "activation": "relu", "batch_norm": True}
+RESNET_SPACE = {"stem_channels": {"choice": [16, 32]}, "stages": [
+    {"channels": {"choice": c}, "blocks": {"choice": [1, 2]}, "stride": s} for c, s in (([16, 32], 1), ([32, 48], 2),
+                                                                                        ([48, 64], 2))],
+    "activation": "relu", "dropout": {"choice": [0.0, 0.1]}}
+#: The cnn space (--family cnn): docs/oneshot.md's cnn example with a third stage.
+CNN_SPACE = {"stages": [{"channels": {"choice": [16, 32]}, "kernel": {"choice": [3, 5]}, "stride": s} for s in (1, 2, 2)],
+             "dropout": {"choice": [0.0, 0.2]}}
 TRAIN = {"optimizer": "adam", "lr": 3e-3, "batch_size": 64}
 #: And its recipe (the example's).
 TRANSFORMER_TRAIN = {"optimizer": "adamw", "lr": 3e-3, "batch_size": 64, "weight_decay": 0.01}
@@ -151,7 +165,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-path", default=None, help="folder of the IDX files")
     parser.add_argument("--max-samples", type=int, default=None, help="a seeded stratified subsample of the images")
     parser.add_argument("--stages", type=int, default=2, help="cell stages (default 2; 3 for 28x28 images)")
-    parser.add_argument("--family", choices=["cell", "mbconv", "transformer"], default="cell", help="the space (default cell)")
+    parser.add_argument("--family", choices=["cell", "mbconv", "transformer", "mlp", "cnn", "resnet"], default="cell", help="the space (default cell)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     if min(args.archs, args.epochs, args.supernet_epochs, args.calibration_batches) < 1 or args.archs < 3:
@@ -170,6 +184,8 @@ def main(argv: list[str] | None = None) -> int:
         ARCH_SPACE = MBCONV_SPACE
     elif FAMILY == "transformer":
         ARCH_SPACE, TRAIN = TRANSFORMER_SPACE, TRANSFORMER_TRAIN
+    elif FAMILY != "cell":
+        ARCH_SPACE = {"mlp": MLP_SPACE, "cnn": CNN_SPACE, "resnet": RESNET_SPACE}[FAMILY]
     else:
         ARCH_SPACE["stages"] = args.stages
     archs = sample_archs(args.archs, args.seed)

@@ -9,7 +9,7 @@ import pytest
 from tests.helpers import ROOT
 
 
-@pytest.mark.parametrize("family", ["cell", "mbconv", "transformer"])
+@pytest.mark.parametrize("family", ["cell", "mbconv", "transformer", "mlp", "cnn", "resnet"])
 def test_oneshot_benchmark_smoke(family):
     proc = subprocess.run(
         [sys.executable, str(ROOT / "benchmarks" / "oneshot.py"), "--archs", "4", "--epochs", "1",
