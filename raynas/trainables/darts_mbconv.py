@@ -1,6 +1,6 @@
 """Gradient (DARTS) search of the ``mbconv`` family: every layer position of every stage holds
 one module per candidate (identity, or an MBConv of each expansion and kernel), and outputs
-their softmax-weighted sum (:class:`~raynas.trainables.supernet.ArchSteps`), one logit vector
+their softmax-weighted sum (:class:`~raynas.trainables.supernet_paths.ArchSteps`), one logit vector
 per position.
 
 What the positions hold (the space's rules: :func:`raynas.search.oneshot.mbconv_layout`, plus
@@ -47,7 +47,7 @@ from torch import nn
 
 from raynas.search.oneshot import STAND_IN, _unwrap, gradient_candidates, mbconv_layout
 from raynas.trainables.families import ACTIVATIONS, MBConv, build_mbconv
-from raynas.trainables.supernet import ArchSteps, MixedOp
+from raynas.trainables.supernet_paths import ArchSteps, MixedOp
 
 __all__ = ["DartsMBConvSupernet", "PARAMETER_FREE"]
 

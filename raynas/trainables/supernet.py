@@ -53,7 +53,6 @@ Example:
 from __future__ import annotations
 
 import json
-import math
 import random
 import os
 from collections.abc import Iterable, Mapping
@@ -64,6 +63,7 @@ from torch import nn
 
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import SUPERNET_FAMILIES, shared_choices
+from raynas.trainables.supernet_paths import ArchSteps, MixedOp
 from raynas.trainables.supernet_paths import PathSampling
 
 __all__ = [
@@ -81,39 +81,6 @@ __all__ = [
     "darts_family",
     "build_darts_supernet",
 ]
-
-class MixedOp(nn.Module):
-    """One module per candidate; the forward pass runs the active one only.
-
-    Example:
-        >>> op = MixedOp({"a": nn.Identity(), "b": nn.Linear(2, 2)})
-        >>> op.active = "a"
-        >>> op(torch.ones(1, 2)).tolist()
-        [[1.0, 1.0]]
-    """
-
-    def __init__(self, candidates: Mapping[str, nn.Module]):
-        super().__init__()
-        self.candidates = nn.ModuleDict(candidates)
-        self.active = next(iter(candidates))
-        #: Softmax weights of the candidates (gradient search): the output is their weighted
-        #: sum instead of the active candidate's.
-        self.weights: torch.Tensor | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.weights is None:
-            return self.candidates[self.active](x)
-        out = None
-        for w, (name, op) in zip(self.weights, self.candidates.items()):
-            if name == "none":
-                continue  # zeros: nothing to add
-            term = w * op(x)
-            out = term if out is None else out + term
-        return out if out is not None else self.candidates["none"](x)
-
-    def extra_repr(self) -> str:
-        return f"active={self.active!r}"
-
 
 class CellSupernet(PathSampling, nn.Module):
     """Every candidate op of every edge of a ``cell`` network; one path runs at a time.
@@ -408,87 +375,6 @@ def score_subnet(config: dict, context) -> None:
 # ----------------------------------------------------------------------------------------------
 # Gradient search (DARTS, first order)
 # ----------------------------------------------------------------------------------------------
-
-
-class ArchSteps:
-    """DARTS's architecture side (Liu et al., 2019, first order), for a supernet whose choices
-    are :class:`MixedOp` s: one logit per candidate of each choice, learnt by Adam on held-out
-    training batches, alternating with the network's own steps.
-
-    The architecture parameters and their Adam moments are buffers, so the network's optimizer
-    never touches them and a checkpoint of the module holds them. In training mode, once
-    :meth:`set_arch_data` has handed it a held-out part of the training split, every forward
-    pass first takes one architecture step on the next held-out batch (the gradient of its loss
-    with respect to the architecture parameters only), then computes the batch's output with
-    the updated weights for the network's own step. The class sets ``alpha_ops`` (the mixed ops
-    each logit vector weighs) in :meth:`_init_arch`; it needs ``self.net`` and ``self.seed``.
-    """
-
-    BETAS = (0.5, 0.999)
-    WEIGHT_DECAY = 1e-3
-
-    def _init_arch(self, alpha_ops: list[list[MixedOp]], arch_lr: float) -> None:
-        self.arch_lr = float(arch_lr)
-        self.alpha_ops = alpha_ops
-        for i, ops in enumerate(alpha_ops):
-            n = len(ops[0].candidates)
-            self.register_buffer(f"alpha_{i}", torch.zeros(n))
-            self.register_buffer(f"alpha_m_{i}", torch.zeros(n))
-            self.register_buffer(f"alpha_v_{i}", torch.zeros(n))
-        self.register_buffer("arch_steps", torch.zeros((), dtype=torch.long))
-        self.arch_data: tuple[torch.Tensor, torch.Tensor] | None = None
-        self.arch_batch_size = 64
-
-    def alphas(self) -> list[torch.Tensor]:
-        return [getattr(self, f"alpha_{i}") for i in range(len(self.alpha_ops))]
-
-    def set_arch_data(self, x: torch.Tensor, y: torch.Tensor, batch_size: int = 64) -> None:
-        """The held-out training data the architecture steps learn from."""
-        self.arch_data, self.arch_batch_size = (x, y), int(batch_size)
-
-    def _weigh(self, alphas: list[torch.Tensor]) -> None:
-        for ops, alpha in zip(self.alpha_ops, alphas):
-            weights = torch.softmax(alpha, dim=0)
-            for op in ops:
-                op.weights = weights
-
-    def _arch_batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        x, y = self.arch_data
-        n, size = len(y), self.arch_batch_size
-        per_pass = max(1, n // size)
-        step = int(self.arch_steps)
-        # A seeded permutation per pass over the held-out data: the sequence resumes from
-        # the step count in a checkpoint.
-        order = torch.randperm(n, generator=torch.Generator().manual_seed(self.seed * 1_000_003 + step // per_pass))
-        index = order[(step % per_pass) * size:(step % per_pass + 1) * size]
-        return x[index.to(x.device)], y[index.to(y.device)]
-
-    def arch_step(self) -> torch.Tensor:
-        """One Adam step of the architecture on the next held-out batch; returns its loss
-        (a detached tensor: no host sync per batch)."""
-        x, y = self._arch_batch()
-        alphas = [a.detach().requires_grad_(True) for a in self.alphas()]
-        self._weigh(alphas)
-        loss = nn.functional.cross_entropy(self.net(x), y)
-        grads = torch.autograd.grad(loss, alphas)
-        self.arch_steps += 1
-        t = int(self.arch_steps)
-        b1, b2 = self.BETAS
-        with torch.no_grad():
-            for i, (alpha, grad) in enumerate(zip(self.alphas(), grads)):
-                grad = grad + self.WEIGHT_DECAY * alpha
-                m, v = getattr(self, f"alpha_m_{i}"), getattr(self, f"alpha_v_{i}")
-                m.mul_(b1).add_(grad, alpha=1 - b1)
-                v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
-                step = self.arch_lr * math.sqrt(1 - b2**t) / (1 - b1**t)
-                alpha.sub_(step * m / (v.sqrt() + 1e-8))
-        return loss.detach()
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.arch_data is not None:
-            self.arch_step()
-        self._weigh(self.alphas())
-        return self.net(x)
 
 
 class DartsSupernet(ArchSteps, CellSupernet):
