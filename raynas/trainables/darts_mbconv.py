@@ -129,16 +129,12 @@ class DartsMBConvSupernet(ArchSteps, nn.Module):
                                       for s in stage.slots]} for stage in self.layout]
         return arch
 
-    def derive(self, max_skip: int | None = "default") -> tuple[dict, int]:
-        """The discrete network: each position's strongest candidate (``skip`` leaves the layer
-        out), with at most ``max_skip`` parameter-free choices per stage (the others, weakest
-        first, take their best MBConv where they have one); and how many positions chose a
-        parameter-free candidate before that limit."""
-        limit = self.max_skip if max_skip == "default" else max_skip
+    def _choose(self, limit: int | None) -> tuple[list[list[str]], int]:
+        """Each stage's chosen candidate per position (at most ``limit`` parameter-free ones per
+        stage), and how many positions chose a parameter-free candidate before that limit."""
         alphas = iter(self.alphas())
-        arch, raw_free = dict(self.constants), 0
-        arch["stages"] = []
-        for stage, ops in zip(self.layout, self.positions):
+        chosen, raw_free = [], 0
+        for ops in self.positions:
             picks, free = [], []
             for j, op in enumerate(ops):
                 alpha, names = next(alphas), list(op.candidates)
@@ -147,23 +143,39 @@ class DartsMBConvSupernet(ArchSteps, nn.Module):
                 if ranked[0] in PARAMETER_FREE:
                     free.append((float(torch.softmax(alpha, 0)[names.index(ranked[0])]), j))
             raw_free += len(free)
-            chosen = [ranked[0] for ranked in picks]
+            names = [ranked[0] for ranked in picks]
             if limit is not None and len(free) > limit:
                 for _, j in sorted(free, reverse=True)[limit:]:
                     others = [name for name in picks[j] if name not in PARAMETER_FREE]
                     if others:
-                        chosen[j] = others[0]
-            layers = [{k: v for k, v in _layer(name).items() if k in keys}
-                      for name, keys in zip(chosen, self._keys[len(arch["stages"])]) if name != "skip"]
+                        names[j] = others[0]
+            chosen.append(names)
+        return chosen, raw_free
+
+    def _arch(self, chosen: list[list[str]]) -> dict:
+        """The arch dict of the chosen candidates, with only the keys the space gives."""
+        arch = dict(self.constants)
+        arch["stages"] = []
+        for stage, names, keys, stage_keys in zip(self.layout, chosen, self._keys, self._stage_keys):
+            layers = [{k: v for k, v in _layer(name).items() if k in layer_keys}
+                      for name, layer_keys in zip(names, keys) if name != "skip"]
             given = {"channels": stage.channels[0], "stride": stage.stride, "layers": layers}
-            arch["stages"].append({k: v for k, v in given.items() if k in self._stage_keys[len(arch["stages"])]})
-        return arch, raw_free
+            arch["stages"].append({k: v for k, v in given.items() if k in stage_keys})
+        return arch
+
+    def derive(self, max_skip: int | None = "default") -> tuple[dict, int]:
+        """The discrete network: each position's strongest candidate (``skip`` leaves the layer
+        out), with at most ``max_skip`` parameter-free choices per stage (the others, weakest
+        first, take their best MBConv where they have one); and how many positions chose a
+        parameter-free candidate before that limit."""
+        chosen, raw_free = self._choose(self.max_skip if max_skip == "default" else max_skip)
+        return self._arch(chosen), raw_free
 
     def epoch_metrics(self) -> dict:
         """Reported with each epoch: the network derived so far (JSON) and its parameter-free
         layers (``skip_edges``: chosen before the guard; ``skip_edges_kept``: after it, as for
         a cell)."""
-        arch, raw_free = self.derive()
-        full = sum(len(stage.slots) for stage in self.layout)
-        kept = full - sum(sum(layer.get("op", "mbconv") == "mbconv" for layer in s["layers"]) for s in arch["stages"])
-        return {"derived_arch": json.dumps(arch, sort_keys=True), "skip_edges": raw_free, "skip_edges_kept": kept}
+        chosen, raw_free = self._choose(self.max_skip)
+        kept = sum(name in PARAMETER_FREE for names in chosen for name in names)
+        return {"derived_arch": json.dumps(self._arch(chosen), sort_keys=True), "skip_edges": raw_free,
+                "skip_edges_kept": kept}

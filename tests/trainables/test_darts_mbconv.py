@@ -110,3 +110,15 @@ def test_the_memory_estimate_counts_every_candidate_of_a_gradient_search():
     assert gradient["params"] == sum(p.numel() for p in net().parameters())
     # Side by side, every candidate's activations: more than the largest path's.
     assert gradient["activation_bytes"] > one_shot["activation_bytes"] > 0
+
+
+def test_a_stage_the_space_gives_no_layers_derives_without_them():
+    space = {"stages": [{"channels": 8, "layers": [{"kernel": {"choice": [3, 5]}}]}, {"channels": 16, "stride": 2}]}
+    torch.manual_seed(0)
+    model = DartsMBConvSupernet(space, (1, 8, 8), 10)
+    metrics = model.epoch_metrics()
+    arch = json.loads(metrics["derived_arch"])
+    assert arch == {"stages": [{"channels": 8, "layers": [{"kernel": 3}]}, {"channels": 16, "stride": 2}]}
+    assert metrics["skip_edges"] == 0 and metrics["skip_edges_kept"] == 0
+    spec_from_dict({"name": "p", "data": {"source": "digits"}, "model": "mbconv", "space": {"arch": space},
+                    "search": {"num_trials": 1, "points": [{"arch": arch}]}})
