@@ -85,7 +85,7 @@ def estimate_supernet_bytes(spec, input_shape: tuple, num_classes: int, train_si
 
         def count(module, inputs, output) -> None:
             nonlocal shared
-            if isinstance(module, nn.MultiheadAttention):
+            if isinstance(module, nn.MultiheadAttention) and inputs:
                 # Its projections run as functions the leaf hooks do not see: the query, key,
                 # value, the heads' context and the output (the score matrix, which fused
                 # kernels need not keep, is left out of this lower bound).
