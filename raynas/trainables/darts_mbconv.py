@@ -47,7 +47,7 @@ from torch import nn
 
 from raynas.search.oneshot import STAND_IN, _unwrap, gradient_candidates, mbconv_layout
 from raynas.trainables.families import ACTIVATIONS, MBConv, build_mbconv
-from raynas.trainables.supernet_paths import ArchSteps, MixedOp
+from raynas.trainables.supernet_paths import ArchSteps, MixedOp, keep_at_most
 
 __all__ = ["DartsMBConvSupernet", "PARAMETER_FREE"]
 
@@ -135,21 +135,14 @@ class DartsMBConvSupernet(ArchSteps, nn.Module):
         alphas = iter(self.alphas())
         chosen, raw_free = [], 0
         for ops in self.positions:
-            picks, free = [], []
+            picks, weights = {}, {}
             for j, op in enumerate(ops):
                 alpha, names = next(alphas), list(op.candidates)
-                ranked = [names[i] for i in sorted(range(len(names)), key=lambda i: -float(alpha[i]))]
-                picks.append(ranked)
-                if ranked[0] in PARAMETER_FREE:
-                    free.append((float(torch.softmax(alpha, 0)[names.index(ranked[0])]), j))
-            raw_free += len(free)
-            names = [ranked[0] for ranked in picks]
-            if limit is not None and len(free) > limit:
-                for _, j in sorted(free, reverse=True)[limit:]:
-                    others = [name for name in picks[j] if name not in PARAMETER_FREE]
-                    if others:
-                        names[j] = others[0]
-            chosen.append(names)
+                picks[j] = [names[i] for i in sorted(range(len(names)), key=lambda i: -float(alpha[i]))]
+                weights[j] = float(torch.softmax(alpha, 0)[names.index(picks[j][0])])
+            names, free = keep_at_most(picks, weights, PARAMETER_FREE, limit)
+            raw_free += free
+            chosen.append([names[j] for j in range(len(ops))])
         return chosen, raw_free
 
     def _arch(self, chosen: list[list[str]]) -> dict:

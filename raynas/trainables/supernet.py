@@ -63,7 +63,7 @@ from torch import nn
 
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import SUPERNET_FAMILIES, shared_choices
-from raynas.trainables.supernet_paths import ArchSteps, MixedOp
+from raynas.trainables.supernet_paths import ArchSteps, MixedOp, keep_at_most
 from raynas.trainables.supernet_paths import PathSampling
 
 __all__ = [
@@ -406,23 +406,16 @@ class DartsSupernet(ArchSteps, CellSupernet):
         arch = dict(self.constants)
         raw_skips = 0
         for key, edges in self.choices.items():
-            picks, skips = {}, []
+            picks, weights = {}, {}
             for (k, edge), alpha in zip(self.alpha_names, self.alphas()):
                 if k != key:
                     continue
                 ops = self.choices[key][edge]
                 order = sorted(range(len(ops)), key=lambda i: -float(alpha[i]))
-                ranked = [ops[i] for i in order if ops[i] != "none"] or ["none"]
-                picks[edge] = ranked
-                if ranked[0] == "skip":
-                    skips.append((float(torch.softmax(alpha, 0)[ops.index("skip")]), edge))
-            raw_skips += len(skips)
-            chosen = {edge: ranked[0] for edge, ranked in picks.items()}
-            if limit is not None and len(skips) > limit:
-                for _, edge in sorted(skips, reverse=True)[limit:]:
-                    others = [op for op in picks[edge] if op not in ("skip", "none")]
-                    if others:
-                        chosen[edge] = others[0]
+                picks[edge] = [ops[i] for i in order if ops[i] != "none"] or ["none"]
+                weights[edge] = float(torch.softmax(alpha, 0)[ops.index(picks[edge][0])])
+            chosen, skips = keep_at_most(picks, weights, ("skip",), limit)
+            raw_skips += skips
             arch[key] = {edge: chosen[edge] for edge in edges}
         return arch, raw_skips
 

@@ -32,7 +32,7 @@ from torch.nn import functional as F
 
 from raynas.errors import ArchError, describe
 
-__all__ = ["ArchSteps", "MixedOp", "PathSampling", "check_constants", "path_items", "pick", "sliced_bn"]
+__all__ = ["ArchSteps", "MixedOp", "PathSampling", "check_constants", "keep_at_most", "path_items", "pick", "sliced_bn"]
 
 
 class PathSampling:
@@ -242,3 +242,27 @@ class ArchSteps:
             self.arch_step()
         self._weigh(self.alphas())
         return self.net(x)
+
+
+def keep_at_most(ranked: Mapping[Any, list[str]], weights: Mapping[Any, float], free: tuple[str, ...],
+                 limit: int | None) -> tuple[dict, int]:
+    """A derived architecture's guard against DARTS's collapse to parameter-free choices.
+
+    ``ranked`` holds each choice's candidates, strongest first, and ``weights`` the softmax
+    weight of its strongest. Each choice takes its strongest candidate, except that at most
+    ``limit`` (None: no limit) may take one in ``free``: the others, weakest first, take their
+    best candidate outside ``free`` where they have one. Returns the chosen candidate per choice,
+    and how many choices' strongest was in ``free`` before the limit.
+
+    Example:
+        >>> keep_at_most({"a": ["skip", "conv"], "b": ["skip", "conv"]}, {"a": 0.9, "b": 0.6}, ("skip",), 1)
+        ({'a': 'skip', 'b': 'conv'}, 2)
+    """
+    chosen = {key: names[0] for key, names in ranked.items()}
+    picked_free = sorted(((weights[key], key) for key, names in ranked.items() if names[0] in free), reverse=True)
+    if limit is not None:
+        for _, key in picked_free[limit:]:
+            others = [name for name in ranked[key] if name not in free]
+            if others:
+                chosen[key] = others[0]
+    return chosen, len(picked_free)
