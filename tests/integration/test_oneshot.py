@@ -55,7 +55,9 @@ def epochs_reported(folder):
 
 
 def test_a_one_shot_search_resumes_each_stage_after_sigkill(tmp_path, ray_env):
-    exp = cell_experiment(tmp_path, "os", {"strategy": "one-shot", "num_trials": 10, "max_concurrent": 1, "seed": 0,
+    # Scoring a subnet takes a few hundredths of a second: 40 of them leave the second kill, two
+    # scores in, time to land however late the poll sees the journal.
+    exp = cell_experiment(tmp_path, "os", {"strategy": "one-shot", "num_trials": 40, "max_concurrent": 1, "seed": 0,
                                            "population_size": 4, "sample_size": 2, "one_shot": {"supernet_epochs": 40}})
     folder, supernet = tmp_path / "res" / "os", tmp_path / "res" / "os" / "supernet"
     env = dict(os.environ, **ray_env)
@@ -66,9 +68,9 @@ def test_a_one_shot_search_resumes_each_stage_after_sigkill(tmp_path, ray_env):
 
     kill_when(["resume", str(folder)], env,
               lambda: (folder / "trials.json").exists()
-              and sum(r.status.finished for r in read_journal(folder).values()) >= 3, "three scored subnets")
+              and sum(r.status.finished for r in read_journal(folder).values()) >= 2, "two scored subnets")
     assert read_meta(supernet)["status"] == "finished"
-    assert sum(r.status.finished for r in read_journal(folder).values()) < 10, "killed too late to tell"
+    assert sum(r.status.finished for r in read_journal(folder).values()) < 40, "killed too late to tell"
 
     resumed = raynas("resume", folder, "--quiet", env=env)
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
@@ -78,8 +80,12 @@ def test_a_one_shot_search_resumes_each_stage_after_sigkill(tmp_path, ray_env):
     assert [r["epoch"] for r in sup[0].curve] == list(range(1, 41))
     board = json.loads(raynas("analyze", folder, "--format", "json").stdout)
     scored = [t for t in board if t["status"] != "lost"]
-    assert len(scored) == 10 and all(t["status"] == "completed" and t["epochs"] == 1 for t in scored)
-    assert all(0.1 < t["best"] <= 1.0 and t["metrics"]["params"] > 0 for t in scored)
+    assert len(scored) == 40 and all(t["status"] == "completed" and t["epochs"] == 1 for t in scored)
+    assert all(t["metrics"]["params"] > 0 for t in scored)
+    for t in scored:  # a cell whose output node (2) gets nothing scores chance; every other one learnt
+        e = t["config"]["arch"]["edges"]
+        cut_off = e["0-2"] == "none" and "none" in (e["0-1"], e["1-2"])
+        assert (t["best"] < 0.2) if cut_off else (0.5 < t["best"] <= 1.0), (e, t["best"])
     # Evolution proposed the later ones from the scores of the first.
     assert any(t["origin"]["how"] != "random" for t in scored), [t["origin"] for t in scored]
     text = raynas("analyze", folder).stdout

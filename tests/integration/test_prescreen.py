@@ -21,13 +21,15 @@ pytestmark = [pytest.mark.ray, pytest.mark.slow]
 def test_a_prescreened_search_survives_a_kill_and_resumes(tmp_path, ray_env):
     exp = write_yaml(tmp_path / "pre.yaml", {
         "name": "pre",
-        "data": {"source": "digits", "max_samples": 600},
+        "data": {"source": "digits"},
         "model": "mlp",
         "proxies": ["snip"],
-        "space": {"arch": {"depth": {"int": [1, 3]}, "width": {"choice": [16, 32, 64, 128]}}, "train": {"lr": 0.003}},
+        "space": {"arch": {"depth": {"int": [1, 3]}, "width": {"choice": [16, 32, 64, 128]}}, "train": {"lr": 0.003, "batch_size": 8}},
         "search": {"searcher": "optuna", "num_trials": 8, "max_concurrent": 1, "seed": 0,
                    "prescreen": {"proxy": "snip", "candidates": 3}},
-        "max_epochs": 3,
+        # Small batches on all of digits make each trial last most of a second: the kill must land
+        # with trials still to run, however late the poll below sees the journal.
+        "max_epochs": 10,
     })
     folder = tmp_path / "res" / "pre"
     env = dict(os.environ, **ray_env)
@@ -37,7 +39,7 @@ def test_a_prescreened_search_survives_a_kill_and_resumes(tmp_path, ray_env):
     )
     try:
         wait_for(lambda: (folder / "trials.json").exists()
-                 and sum(r.status.finished for r in read_journal(folder).values()) >= 3, 240, "three finished trials")
+                 and sum(r.status.finished for r in read_journal(folder).values()) >= 2, 240, "two finished trials")
         os.kill(driver.pid, signal.SIGKILL)
         driver.wait(timeout=30)
     finally:
