@@ -60,8 +60,9 @@ def digits(tmp_path_factory, ray_tmp):
     _run("run", EXPERIMENTS / "cnn_digits.yaml", "--storage-path", storage, "--quiet", "--no-report",
          "--set", "search.num_trials=3", "--set", "max_epochs=4", "--set", "scheduler={name: fifo}", env=ray_tmp)
     folder = storage / "cnn_digits"
-    # Ctrl-C once a retrain trial has finished, then the same command again: it continues.
-    args = ["retrain", folder, "--top", "2", "--seeds", "2", "--quiet", "--no-report"]
+    # Ctrl-C once a retrain trial has finished, then the same command again: it continues. Sixteen
+    # epochs (seconds a training) leave the Ctrl-C time to land with trainings still to run.
+    args = ["retrain", folder, "--top", "2", "--seeds", "2", "--epochs", "16", "--quiet", "--no-report"]
     child = subprocess.Popen([str(CONSOLE_SCRIPT), *map(str, args)], env={**os.environ, **ray_tmp},
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 300
@@ -150,9 +151,9 @@ def test_retrain_on_full_data_with_lightning_trains_on_train_and_validation(digi
 def test_retrain_again_continues_or_refuses_other_settings(digits, ray_tmp):
     folder, out = digits
     before = folder_state(folder)
-    again = _run("retrain", folder, "--top", "2", "--seeds", "2", "--quiet", env=ray_tmp)
+    again = _run("retrain", folder, "--top", "2", "--seeds", "2", "--epochs", "16", "--quiet", env=ray_tmp)
     assert again.stdout.strip().splitlines()[:4] == out.strip().splitlines()[:4]  # finished: shown, not rerun
-    other = raynas("retrain", folder, "--top", "2", "--seeds", "3", env=ray_tmp)
+    other = raynas("retrain", folder, "--top", "2", "--seeds", "3", "--epochs", "16", env=ray_tmp)
     assert other.returncode == 2 and "other settings" in other.stderr, other.stderr
     assert folder_state(folder) == before
 
