@@ -35,7 +35,7 @@ Example:
 from __future__ import annotations
 
 import random
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import torch
@@ -45,6 +45,7 @@ from torch.nn import functional as F
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import RESNET_DEFAULTS, RESNET_STAGE_DEFAULTS, ResNetStage, resnet_layout
 from raynas.trainables.families import ACTIVATIONS, BasicBlock, _conv_bn, _head, build_resnet
+from raynas.trainables.supernet_paths import PathSampling, check_constants, pick
 from raynas.trainables.supernet_paths import sliced_bn as _sliced_bn
 
 __all__ = ["ResNetSupernet"]
@@ -65,7 +66,7 @@ def _sliced_conv_bn(conv: nn.Conv2d, bn: nn.BatchNorm2d, x: torch.Tensor, cout: 
     return _sliced_bn(bn, h, cout)
 
 
-class ResNetSupernet(nn.Module):
+class ResNetSupernet(PathSampling, nn.Module):
     """Every path of a resnet space in one network of shared, sliced weights.
 
     Its modules are those of the family's network of the largest path (the widest stem and
@@ -78,8 +79,6 @@ class ResNetSupernet(nn.Module):
         input_shape, num_classes: As for a family.
 
     Attributes:
-        sampler: Called before every forward pass in training mode for the path to run (an
-            arch dict); ``None`` runs the path last set.
         layout: The :class:`~raynas.search.oneshot.ResNetLayout` it holds.
 
     Raises:
@@ -92,11 +91,7 @@ class ResNetSupernet(nn.Module):
         super().__init__()
         self.layout = layout = resnet_layout(arch_space)
         self.constants = dict(layout.constants)  # the space's (a path's arch holds them as the space does)
-        self.sampler: Callable[[], Mapping[str, Any]] | None = None
-        # Paths drawn so far by draw_uniform: in the state dict, so a checkpoint resumes the
-        # same sequence of paths.
-        self.register_buffer("draws", torch.zeros((), dtype=torch.long))
-        self.seed = 0
+        self._init_paths()
         # build_resnet checks the constants and the sizes (stride-2 stages on a small input) on
         # the largest path: its ArchError names the key, as for any trial.
         build_resnet(self.largest_path(), tuple(input_shape), num_classes)
@@ -144,12 +139,9 @@ class ResNetSupernet(nn.Module):
         return self._arch(max(layout.stem_channels), max(layout.dropouts),
                           [(max(s.channels), max(s.depths)) for s in layout.stages])
 
-    def draw_uniform(self) -> dict:
-        """A path with the stem's channels, the head's dropout and each stage's channels and
-        blocks drawn uniformly from their candidates, the ``draws``-th of the sequence that
-        ``seed`` fixes (use it as the ``sampler``)."""
-        rng = random.Random(self.seed * 1_000_003 + int(self.draws))
-        self.draws += 1
+    def _draw(self, rng: random.Random) -> dict:
+        """The stem's channels, the head's dropout and each stage's channels and blocks drawn
+        uniformly from their candidates."""
         layout = self.layout
         stem, dropout = rng.choice(layout.stem_channels), rng.choice(layout.dropouts)
         return self._arch(stem, dropout, [(rng.choice(s.channels), rng.choice(s.depths)) for s in layout.stages])
@@ -166,17 +158,8 @@ class ResNetSupernet(nn.Module):
         for key in arch:
             if key not in ("activation", *RESNET_DEFAULTS, "stages"):
                 raise ArchError(f"arch.{key}", "this supernet holds no such key")
-        given, value = arch.get("activation", DEFAULT_ACTIVATION), self.constants.get("activation", DEFAULT_ACTIVATION)
-        if given != value:
-            raise ArchError("arch.activation", f"this supernet holds activation {value!r} only, got {describe(given)}")
+        check_constants(arch, self.constants, {"activation": DEFAULT_ACTIVATION})
         layout = self.layout
-
-        def pick(value: Any, options: tuple, path: str, what: str) -> Any:
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or value not in options:
-                raise ArchError(path, f"{value!r} is not a candidate of this supernet's {what} "
-                                      f"({', '.join(map(str, options))})")
-            return value
-
         stem = int(pick(arch.get("stem_channels", RESNET_DEFAULTS["stem_channels"]), layout.stem_channels,
                         "arch.stem_channels", "stem channels"))
         dropout = float(pick(arch.get("dropout", RESNET_DEFAULTS["dropout"]), layout.dropouts, "arch.dropout",
@@ -221,8 +204,7 @@ class ResNetSupernet(nn.Module):
         return block.act(h + shortcut)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.training and self.sampler is not None:
-            self.set_arch(self.sampler())
+        self._follow_sampler()
         conv, bn, act = self.stem
         h = act(_sliced_conv_bn(conv, bn, x, self.stem_width))
         for blocks, (_, cout, depth) in zip(self.stages, self.active):
