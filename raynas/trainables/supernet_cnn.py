@@ -65,9 +65,7 @@ class CNNSupernet(PathSampling, nn.Module):
 
     def __init__(self, arch_space: Mapping[str, Any], input_shape: tuple, num_classes: int):
         super().__init__()
-        self.layout = cnn_layout(arch_space)
-        self.constants = dict(self.layout.constants)  # the space's (a path's arch holds them as the space does)
-        self._init_paths()
+        self._init_layout(cnn_layout(arch_space))
         # The family checks the constants and the sizes (its ArchError names the key, as for any trial).
         build_cnn(self.largest_path(), tuple(input_shape), num_classes)
         self.act = ACTIVATIONS[self.constants.get("activation", "relu")]()

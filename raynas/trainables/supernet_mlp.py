@@ -61,9 +61,7 @@ class MLPSupernet(PathSampling, nn.Module):
 
     def __init__(self, arch_space: Mapping[str, Any], input_shape: tuple, num_classes: int):
         super().__init__()
-        self.layout = mlp_layout(arch_space)
-        self.constants = dict(self.layout.constants)  # the space's (a path's arch holds them as the space does)
-        self._init_paths()
+        self._init_layout(mlp_layout(arch_space))
         # The family checks the constants (its ArchError names the key, as for any trial).
         build_mlp(self.largest_path(), tuple(input_shape), num_classes)
         self.batch_norm = bool(self.constants.get("batch_norm", False))

@@ -54,6 +54,13 @@ class PathSampling:
         self.register_buffer("draws", torch.zeros((), dtype=torch.long))
         self.seed = 0
 
+    def _init_layout(self, layout: Any) -> None:
+        """Holds a layout of the space (``layout``) and its ``constants``, which a path's arch
+        holds as the space does, and starts drawing paths."""
+        self.layout = layout
+        self.constants = dict(layout.constants)
+        self._init_paths()
+
     def draw_uniform(self) -> dict:
         """A path with every choice drawn uniformly from its candidates, the ``draws``-th of the
         sequence that ``seed`` fixes (use it as the ``sampler``)."""

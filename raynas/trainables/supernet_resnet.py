@@ -89,9 +89,8 @@ class ResNetSupernet(PathSampling, nn.Module):
 
     def __init__(self, arch_space: Mapping[str, Any], input_shape: tuple, num_classes: int):
         super().__init__()
-        self.layout = layout = resnet_layout(arch_space)
-        self.constants = dict(layout.constants)  # the space's (a path's arch holds them as the space does)
-        self._init_paths()
+        layout = resnet_layout(arch_space)
+        self._init_layout(layout)
         # build_resnet checks the constants and the sizes (stride-2 stages on a small input) on
         # the largest path: its ArchError names the key, as for any trial.
         build_resnet(self.largest_path(), tuple(input_shape), num_classes)

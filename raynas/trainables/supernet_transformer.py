@@ -89,9 +89,7 @@ class TransformerSupernet(PathSampling, nn.Module):
 
     def __init__(self, arch_space: Mapping[str, Any], input_shape: tuple, num_classes: int):
         super().__init__()
-        self.layout = transformer_layout(arch_space)
-        self.constants = dict(self.layout.constants)  # the space's (a path's arch holds them as the space does)
-        self._init_paths()
+        self._init_layout(transformer_layout(arch_space))
         # The family's network of the largest path holds every weight (and checks the
         # constants against the data: its ArchError names the key, as for any trial). Its
         # head dropout is left out (0): dropout has no weights and would shift the head's name.
