@@ -35,10 +35,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raynas.errors import ArchError, describe
 from raynas.search.oneshot import cnn_layout
 from raynas.trainables.families import ACTIVATIONS, build_cnn
-from raynas.trainables.supernet_paths import PathSampling, check_constants, path_items, pick, sliced_bn
+from raynas.trainables.supernet_paths import PathSampling, check_arch, check_constants, path_items, pick, sliced_bn
 
 __all__ = ["CNNSupernet"]
 
@@ -101,11 +100,7 @@ class CNNSupernet(PathSampling, nn.Module):
         Raises:
             ArchError: A value that is not a candidate of the supernet (with its key path).
         """
-        if not isinstance(arch, Mapping):
-            raise ArchError("arch", f"the supernet needs an arch dict, got {describe(arch)}")
-        for key in arch:
-            if key not in ("stages", "dropout", *_CONSTANT_DEFAULTS):
-                raise ArchError(f"arch.{key}", "this supernet holds no such key")
+        check_arch(arch, ("stages", "dropout", *_CONSTANT_DEFAULTS))
         check_constants(arch, self.constants, _CONSTANT_DEFAULTS)
         dropout = float(pick(arch.get("dropout", 0.0), self.layout.dropouts, "arch.dropout", "dropouts"))
         stages = path_items(arch.get("stages"), (len(self.layout.stages),), "arch.stages", "stage",

@@ -33,10 +33,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raynas.errors import ArchError, describe
 from raynas.search.oneshot import MLP_DEFAULTS, mlp_layout
 from raynas.trainables.families import ACTIVATIONS, build_mlp
-from raynas.trainables.supernet_paths import PathSampling, check_constants, path_items, pick, sliced_bn
+from raynas.trainables.supernet_paths import PathSampling, check_arch, check_constants, path_items, pick, sliced_bn
 
 __all__ = ["MLPSupernet"]
 
@@ -101,13 +100,9 @@ class MLPSupernet(PathSampling, nn.Module):
         Raises:
             ArchError: A value that is not a candidate of the supernet (with its key path).
         """
-        if not isinstance(arch, Mapping):
-            raise ArchError("arch", f"the supernet needs an arch dict, got {describe(arch)}")
         layout = self.layout
         keys = ("layers",) if layout.layers else ("depth", "width")
-        for key in arch:
-            if key not in (*keys, "dropout", *_CONSTANT_DEFAULTS):
-                raise ArchError(f"arch.{key}", "this supernet holds no such key")
+        check_arch(arch, (*keys, "dropout", *_CONSTANT_DEFAULTS))
         check_constants(arch, self.constants, _CONSTANT_DEFAULTS)
         p = float(pick(arch.get("dropout", MLP_DEFAULTS["dropout"]), layout.dropouts, "arch.dropout", "dropouts"))
         if not layout.layers:

@@ -32,7 +32,8 @@ from torch.nn import functional as F
 
 from raynas.errors import ArchError, describe
 
-__all__ = ["ArchSteps", "MixedOp", "PathSampling", "check_constants", "keep_at_most", "path_items", "pick", "sliced_bn"]
+__all__ = ["ArchSteps", "MixedOp", "PathSampling", "check_arch", "check_constants", "keep_at_most", "path_items", "pick",
+           "sliced_bn"]
 
 
 class PathSampling:
@@ -87,6 +88,19 @@ def sliced_bn(bn: nn.modules.batchnorm._BatchNorm, x: torch.Tensor, n: int) -> t
         factor = 0.0
     return F.batch_norm(x, bn.running_mean[:n], bn.running_var[:n], bn.weight[:n], bn.bias[:n], bn.training, factor,
                         bn.eps)
+
+
+def check_arch(arch: Any, keys: tuple) -> None:
+    """Refuses anything but an arch dict whose keys are all among ``keys``.
+
+    Raises:
+        ArchError: With the key path, e.g. ``arch.depht: this supernet holds no such key``.
+    """
+    if not isinstance(arch, Mapping):
+        raise ArchError("arch", f"the supernet needs an arch dict, got {describe(arch)}")
+    for key in arch:
+        if key not in keys:
+            raise ArchError(f"arch.{key}", "this supernet holds no such key")
 
 
 def check_constants(arch: Mapping[str, Any], constants: Mapping[str, Any], defaults: Mapping[str, Any],

@@ -45,7 +45,7 @@ from torch.nn import functional as F
 from raynas.errors import ArchError, describe
 from raynas.search.oneshot import RESNET_DEFAULTS, RESNET_STAGE_DEFAULTS, ResNetStage, resnet_layout
 from raynas.trainables.families import ACTIVATIONS, BasicBlock, _conv_bn, _head, build_resnet
-from raynas.trainables.supernet_paths import PathSampling, check_constants, pick
+from raynas.trainables.supernet_paths import PathSampling, check_arch, check_constants, pick
 from raynas.trainables.supernet_paths import sliced_bn as _sliced_bn
 
 __all__ = ["ResNetSupernet"]
@@ -152,11 +152,7 @@ class ResNetSupernet(PathSampling, nn.Module):
         Raises:
             ArchError: A value that is not a candidate of the supernet (with its key path).
         """
-        if not isinstance(arch, Mapping):
-            raise ArchError("arch", f"the supernet needs an arch dict, got {describe(arch)}")
-        for key in arch:
-            if key not in ("activation", *RESNET_DEFAULTS, "stages"):
-                raise ArchError(f"arch.{key}", "this supernet holds no such key")
+        check_arch(arch, ("activation", *RESNET_DEFAULTS, "stages"))
         check_constants(arch, self.constants, {"activation": DEFAULT_ACTIVATION})
         layout = self.layout
         stem = int(pick(arch.get("stem_channels", RESNET_DEFAULTS["stem_channels"]), layout.stem_channels,

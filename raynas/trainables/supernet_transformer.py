@@ -47,14 +47,13 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from raynas.errors import ArchError, describe
 from raynas.search.oneshot import (
     TRANSFORMER_BLOCK_DEFAULTS,
     TRANSFORMER_CONSTANTS,
     TRANSFORMER_DEFAULTS,
     transformer_layout,
 )
-from raynas.trainables.supernet_paths import PathSampling, check_constants, path_items, pick
+from raynas.trainables.supernet_paths import PathSampling, check_arch, check_constants, path_items, pick
 from raynas.trainables.transformer import PatchEmbedding, build_transformer
 
 __all__ = ["TransformerSupernet"]
@@ -132,11 +131,7 @@ class TransformerSupernet(PathSampling, nn.Module):
         Raises:
             ArchError: A value that is not a candidate of the supernet (with its key path).
         """
-        if not isinstance(arch, Mapping):
-            raise ArchError("arch", f"the supernet needs an arch dict, got {describe(arch)}")
-        for key in arch:
-            if key not in (*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"):
-                raise ArchError(f"arch.{key}", "this supernet holds no such key")
+        check_arch(arch, (*TRANSFORMER_CONSTANTS, *TRANSFORMER_DEFAULTS, "blocks"))
         check_constants(arch, self.constants, TRANSFORMER_CONSTANTS)
         layout = self.layout
         width = int(pick(arch.get("width", TRANSFORMER_DEFAULTS["width"]), layout.widths, "arch.width", "widths"))
