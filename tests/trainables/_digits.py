@@ -1,6 +1,7 @@
 """What supernet tests share: digits as tensors and the fast engine's loop around a network; a
 supernet of perturbed weights; the checks that a checkpoint resumes a supernet's sequence of
-paths and that a path's training step is the stand-alone network's."""
+paths, that a path computes what the stand-alone network does, and that a path's training step
+is the stand-alone network's."""
 
 import copy
 import json
@@ -36,6 +37,23 @@ def perturbed(family: str, space: dict, shape: tuple, classes: int = 10, seed: i
         for p in net.parameters():
             p.add_(torch.randn_like(p) * 0.2)
     return net
+
+
+def assert_paths_are_the_stand_alone_networks(net, build, archs, x: torch.Tensor) -> None:
+    """For each arch of ``archs``: ``net`` (a supernet) on that path, its batch norm recalibrated
+    on ``x``, computes in eval mode what ``build(arch, input shape, 10)`` does with the weights
+    ``path_state`` copies (strict: every weight of the stand-alone network comes from the
+    path), and the path it reports builds the same network."""
+    from raynas.trainables.supernet import path_state, recalibrate_bn
+
+    shape = tuple(x.shape[1:])
+    for arch in archs:
+        net.set_arch(arch)
+        recalibrate_bn(net, [x[:16], x[16:]])  # a no-op without batch norm
+        sub = build(arch, shape, 10).eval()
+        path_state(net, sub)
+        torch.testing.assert_close(sub(x), net(x), rtol=1e-4, atol=1e-5)
+        assert build(net.path(), shape, 10).state_dict().keys() == sub.state_dict().keys()
 
 
 def assert_step_is_the_stand_alone_step(net, sub, shape: tuple) -> None:

@@ -17,7 +17,7 @@ from raynas.trainables.supernet import (
     shared_choices,
     supernet_family,
 )
-from tests.trainables._digits import assert_paths_resume
+from tests.trainables._digits import assert_paths_are_the_stand_alone_networks, assert_paths_resume
 
 
 def block(expansions=(1, 3), kernels=(3, 5), when=True):
@@ -87,14 +87,7 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(traine
     net, x = trained_like, torch.randn(32, *SHAPE)
     sampled = archs(30)
     assert any(not a["stages"][1]["layers"] for a in sampled)  # the sample covers depth 0 of a changing stage
-    for arch in CHOSEN + sampled:
-        net.set_arch(arch)
-        recalibrate_bn(net, [x[:16], x[16:]])
-        sub = build_mbconv(arch, SHAPE, 10)
-        path_state(net, sub)  # strict: every weight of the stand-alone network comes from the path
-        torch.testing.assert_close(sub.eval()(x), net(x), rtol=1e-4, atol=1e-5)
-        # The path it reports builds the same network.
-        assert build_mbconv(net.path(), SHAPE, 10).state_dict().keys() == sub.state_dict().keys()
+    assert_paths_are_the_stand_alone_networks(net, build_mbconv, CHOSEN + sampled, x)
 
 
 @pytest.mark.parametrize("head_channels", [0, 12])

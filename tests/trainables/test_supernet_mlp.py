@@ -9,8 +9,9 @@ from raynas.errors import ArchError, ConfigError
 from raynas.spaces import Space
 from raynas.spec import spec_from_dict
 from raynas.trainables.families import build_mlp
-from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
+from raynas.trainables.supernet import build_supernet, shared_choices
 from tests.trainables._digits import (
+    assert_paths_are_the_stand_alone_networks,
     assert_memory_estimate_traces_the_largest_path,
     assert_paths_resume,
     assert_step_is_the_stand_alone_step,
@@ -41,14 +42,7 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights(name, 
     sampled = archs(space, 20)
     if name == "depth":
         assert {a["depth"] for a in sampled} == {0, 1, 3} and {a["width"] for a in sampled} == {8, 16}
-    for arch in sampled:
-        net.set_arch(arch)
-        recalibrate_bn(net, [x[:16], x[16:]])  # batch norm of the path's slice (a no-op without batch norm)
-        sub = build_mlp(arch, shape, 10).eval()
-        path_state(net, sub)  # strict: every weight of the stand-alone network comes from the path
-        torch.testing.assert_close(sub(x), net(x), rtol=1e-4, atol=1e-5)
-        # The path it reports builds the same network.
-        assert build_mlp(net.path(), shape, 10).state_dict().keys() == sub.state_dict().keys()
+    assert_paths_are_the_stand_alone_networks(net, build_mlp, sampled, x)
 
 
 def test_weights_are_shared_slices_of_the_largest():

@@ -9,9 +9,14 @@ from raynas.errors import ArchError, ConfigError
 from raynas.spaces import Space
 from raynas.spec import spec_from_dict
 from raynas.trainables.families import build_resnet
-from raynas.trainables.supernet import build_supernet, path_state, recalibrate_bn, shared_choices
+from raynas.trainables.supernet import build_supernet, shared_choices
 from raynas.trainables.supernet_memory import estimate_supernet_bytes
-from tests.trainables._digits import assert_paths_resume, assert_step_is_the_stand_alone_step, perturbed
+from tests.trainables._digits import (
+    assert_paths_are_the_stand_alone_networks,
+    assert_paths_resume,
+    assert_step_is_the_stand_alone_step,
+    perturbed,
+)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -51,14 +56,7 @@ def test_every_path_is_the_stand_alone_network_with_the_supernets_weights():
     sampled = archs(30)
     # The sample covers a first block with and without its projection.
     assert {a["stem_channels"] == a["stages"][0]["channels"] for a in sampled} == {True, False}
-    for a in CHOSEN + sampled:
-        net.set_arch(a)
-        recalibrate_bn(net, [x[:16], x[16:]])
-        sub = build_resnet(a, SHAPE, 10)
-        path_state(net, sub)  # strict: every weight of the stand-alone network comes from the path
-        torch.testing.assert_close(sub.eval()(x), net(x), rtol=1e-4, atol=1e-5)
-        # The path it reports builds the same network.
-        assert build_resnet(net.path(), SHAPE, 10).state_dict().keys() == sub.state_dict().keys()
+    assert_paths_are_the_stand_alone_networks(net, build_resnet, CHOSEN + sampled, x)
 
 
 def test_the_largest_projection_serves_exactly_the_paths_that_project():
